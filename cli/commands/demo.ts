@@ -1,0 +1,137 @@
+import type { Command } from 'commander';
+import { consumerName } from '../../shared/config.ts';
+import { ConfigError } from '../../shared/errors.ts';
+import { sleep } from '../../shared/lifecycle.ts';
+import { RateLine } from '../../shared/progress.ts';
+import { closeRedis, createRedis, type RedisClient } from '../../shared/redis.ts';
+import { Publisher } from '../../producers/publisher.ts';
+import { drive } from '../../producers/run.ts';
+import { SyntheticMarket } from '../../producers/synthetic.ts';
+import { readQuotes } from '../../consumers/sinks/quotes.ts';
+import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
+import { streamsStatus } from '../../consumers/status.ts';
+import { GroupWorker } from '../../consumers/worker.ts';
+import { duration, makeRuntime, positiveNumber, runCommand } from '../runtime.ts';
+import { parseSymbols } from './produce.ts';
+import { printTable } from '../table.ts';
+
+/**
+ * The main job in one process: a synthetic producer and one consumer-group worker per sink, for a few
+ * seconds, then a report of what was produced, what each sink stored, and the resulting quotes.
+ */
+export const DEMO_SINKS = ['quotes'];
+
+export function registerDemo(program: Command): void {
+  program
+    .command('demo')
+    .description('run the pipeline end to end for a few seconds on local services and print what it did')
+    .option('--duration <time>', 'how long to produce', duration('--duration'), 5000)
+    .option('--rate <ticks/s>', 'producer rate', positiveNumber('--rate'), 20_000)
+    .option('--symbols <n|list>', 'symbols', 'AAPL,MSFT,NVDA,AMZN,GOOG,META,TSLA,JPM')
+    .option('--sinks <list>', `sinks to run (${sinkNames().join(', ')})`, DEMO_SINKS.join(','))
+    .action((opts: DemoOpts) => runCommand(() => demo(opts)));
+}
+
+interface DemoOpts {
+  duration: number;
+  rate: number;
+  symbols: string;
+  sinks: string;
+}
+
+async function demo(opts: DemoOpts): Promise<void> {
+  const { config, log } = makeRuntime();
+  const sinkList = opts.sinks.split(',').map((s) => s.trim());
+  for (const s of sinkList) {
+    if (SINKS[s] === undefined)
+      throw new ConfigError(`--sinks: unknown sink "${s}"; choose from ${sinkNames().join(', ')}`);
+  }
+  const redis = createRedis(config, { log, connectionName: 'tickstream:demo' });
+  const symbols = parseSymbols(opts.symbols);
+  const workers: { name: string; worker: GroupWorker; blocking: RedisClient }[] = [];
+  try {
+    for (const name of sinkList) {
+      const def = SINKS[name]!;
+      const blocking = createRedis(config, { log, blocking: true });
+      const sink = await def.create({ config, redis, log });
+      const worker = new GroupWorker({
+        redis,
+        blocking,
+        layout: config.streams,
+        group: def.group,
+        consumer: consumerName(config),
+        sink,
+        settings: { ...config.consumer, blockMs: Math.min(config.consumer.blockMs, 200) },
+        log,
+      });
+      await worker.start();
+      workers.push({ name, worker, blocking });
+    }
+
+    const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log });
+    const market = new SyntheticMarket({ symbols, seed: 42, source: `demo-${Date.now()}` });
+    const rate = new RateLine(log.child({ component: 'producer' }), 'ticks');
+    log.info(
+      { symbols: symbols.length, rate: opts.rate, durationMs: opts.duration, sinks: sinkList },
+      'demo: producing',
+    );
+    const produced = await drive({
+      next: (n) => market.next(n),
+      publisher,
+      rate: opts.rate,
+      durationMs: opts.duration,
+      onTicks: (n) => rate.add(n),
+    });
+    rate.done();
+
+    // Wait until every group has acknowledged everything it was given.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const status = await streamsStatus(redis, config.streams);
+      const behind = status.shards.some((s) =>
+        s.groups.some(
+          (g) => workers.some((w) => SINKS[w.name]!.group === g.group) && ((g.lag ?? 1) > 0 || g.pending > 0),
+        ),
+      );
+      if (!behind) break;
+      if (Date.now() > deadline) throw new Error('demo: consumers did not catch up within 30 s');
+      await sleep(50);
+    }
+
+    process.stdout.write(
+      `\nProduced ${produced.ticks} ticks for ${symbols.length} symbols in ${(produced.elapsedMs / 1000).toFixed(1)} s ` +
+        `(${publisher.stats.frames} stream entries over ${config.streams.shards} shards)\n`,
+    );
+    printTable(
+      workers.map(({ name, worker }) => ({
+        sink: name,
+        group: SINKS[name]!.group,
+        ticks_stored: worker.stats.ticks,
+        entries_acked: worker.stats.acked,
+        dead_lettered: worker.stats.deadLettered,
+      })),
+    );
+    if (sinkList.includes('quotes')) {
+      process.stdout.write('\nLatest quotes (tickstream quote ...)\n');
+      const quotes = await readQuotes(redis, config.quotes, symbols);
+      printTable(
+        symbols.map((s) => {
+          const q = quotes.get(s);
+          return {
+            symbol: s,
+            bid: q?.bid ?? '-',
+            ask: q?.ask ?? '-',
+            last: q?.last ?? '-',
+            last_size: q?.last_size ?? '-',
+          };
+        }),
+      );
+    }
+  } finally {
+    for (const { worker, blocking } of workers) {
+      await worker.close();
+      await closeRedis(blocking);
+    }
+    await closeRedis(redis);
+  }
+}

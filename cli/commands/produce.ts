@@ -1,0 +1,96 @@
+import type { Command } from 'commander';
+import { handleSignals } from '../../shared/lifecycle.ts';
+import { RateLine } from '../../shared/progress.ts';
+import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { Publisher } from '../../producers/publisher.ts';
+import { drive } from '../../producers/run.ts';
+import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
+import { duration, makeRuntime, positiveInt, positiveNumber, runCommand } from '../runtime.ts';
+
+export function registerProduce(program: Command): Command {
+  const produce = program.command('produce').description('push ticks into the shard streams');
+  produce
+    .command('synthetic')
+    .description('generate a seedable synthetic market (GBM prices, quotes and trades)')
+    .option('--symbols <n|list>', 'number of symbols, or a comma-separated list', '50')
+    .option('--rate <ticks/s>', 'target rate (default: as fast as possible)', positiveNumber('--rate'))
+    .option('--count <n>', 'stop after this many ticks', positiveInt('--count'))
+    .option('--duration <time>', 'stop after this long (e.g. 10s, 2m)', duration('--duration'))
+    .option('--seed <n>', 'random seed', positiveInt('--seed'), 42)
+    .option('--source <name>', 'source name carried by every tick (TICKSTREAM_SOURCE)')
+    .action((opts: SyntheticOpts) => runCommand(() => produceSynthetic(opts)));
+  return produce;
+}
+
+interface SyntheticOpts {
+  symbols: string;
+  rate?: number;
+  count?: number;
+  duration?: number;
+  seed: number;
+  source?: string;
+}
+
+export function parseSymbols(spec: string): string[] {
+  if (/^\d+$/.test(spec)) return symbolNames(Number(spec));
+  return spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
+  const { config, log } = makeRuntime(
+    opts.source === undefined ? undefined : { producer: { source: opts.source } },
+  );
+  const redis = createRedis(config, { log, connectionName: 'tickstream:producer' });
+  const market = new SyntheticMarket({
+    symbols: parseSymbols(opts.symbols),
+    seed: opts.seed,
+    source: config.producer.source,
+  });
+  const publisher = new Publisher({
+    redis,
+    layout: config.streams,
+    settings: config.producer,
+    log: log.child({ component: 'publisher' }),
+  });
+  const abort = new AbortController();
+  handleSignals(log, async () => abort.abort(), { exitAfterStop: false });
+  const rate = new RateLine(log.child({ component: 'producer' }), 'ticks', opts.count);
+  log.info(
+    {
+      symbols: opts.symbols,
+      rate: opts.rate ?? 'max',
+      count: opts.count,
+      durationMs: opts.duration,
+      shards: config.streams.shards,
+    },
+    'producing synthetic ticks',
+  );
+  try {
+    const result = await drive({
+      next: (n) => market.next(n),
+      publisher,
+      ...(opts.rate !== undefined ? { rate: opts.rate } : {}),
+      ...(opts.count !== undefined ? { count: opts.count } : {}),
+      ...(opts.duration !== undefined ? { durationMs: opts.duration } : {}),
+      signal: abort.signal,
+      onTicks: (n) => rate.add(n),
+    });
+    const summary = rate.done();
+    log.info(
+      {
+        ticks: result.ticks,
+        frames: publisher.stats.frames,
+        seconds: summary.seconds,
+        ticksPerSecond: summary.perSecond,
+        pausedMs: publisher.stats.pausedMs,
+      },
+      'produced',
+    );
+  } finally {
+    rate.done();
+    await closeRedis(redis);
+  }
+}

@@ -1,0 +1,56 @@
+import type { Command } from 'commander';
+import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { readQuotes } from '../../consumers/sinks/quotes.ts';
+import { makeRuntime, runCommand } from '../runtime.ts';
+import { printTable } from '../table.ts';
+
+export function registerQuote(program: Command): void {
+  program
+    .command('quote')
+    .description('print the current quote of each symbol (from the latest-quote projector)')
+    .argument('<symbols...>', 'one or more symbols')
+    .option('--json', 'print JSON instead of a table')
+    .action((symbols: string[], opts: { json?: boolean }) =>
+      runCommand(async () => {
+        const { config, log } = makeRuntime();
+        const redis = createRedis(config, { log });
+        try {
+          const quotes = await readQuotes(redis, config.quotes, symbols);
+          if (opts.json === true) {
+            process.stdout.write(`${JSON.stringify(Object.fromEntries(quotes), null, 2)}\n`);
+          } else {
+            printTable(
+              symbols.map((s) => {
+                const q = quotes.get(s);
+                return {
+                  symbol: s,
+                  bid: q?.bid ?? '-',
+                  bid_size: q?.bid_size ?? '-',
+                  ask: q?.ask ?? '-',
+                  ask_size: q?.ask_size ?? '-',
+                  last: q?.last ?? '-',
+                  last_size: q?.last_size ?? '-',
+                  exchange_time: q?.ts === undefined ? '-' : nsToIso(q.ts),
+                };
+              }),
+            );
+          }
+          const missing = symbols.filter((s) => !quotes.has(s));
+          if (missing.length > 0) {
+            process.stderr.write(`no quote yet for: ${missing.join(', ')}\n`);
+            process.exitCode = 1;
+          }
+        } finally {
+          await closeRedis(redis);
+        }
+      }),
+    );
+}
+
+/** ISO time with the nanoseconds kept: 2026-11-21T09:47:16.123456789Z. */
+export function nsToIso(ns: string): string {
+  const big = BigInt(ns);
+  const ms = Number(big / 1_000_000n);
+  const frac = (big % 1_000_000_000n).toString().padStart(9, '0');
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, `.${frac}Z`);
+}

@@ -1,0 +1,88 @@
+import type { Command } from 'commander';
+import type { Config } from '../../shared/config.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { closeRedis, createRedis, type RedisClient } from '../../shared/redis.ts';
+import { streamsStatus } from '../../consumers/status.ts';
+import { makeRuntime, runCommand } from '../runtime.ts';
+import { printTable } from '../table.ts';
+
+/**
+ * `tickstream status`: the streams first, then one section per store that is configured. A store section is
+ * a StatusSection; adding a store means adding a section to STATUS_SECTIONS, nothing else.
+ */
+export interface StatusSection {
+  title: string;
+  /** Rows to print, or undefined when the store is not configured (the section is then left out). */
+  collect(deps: {
+    config: Config;
+    redis: RedisClient;
+    log: Logger;
+  }): Promise<Record<string, unknown>[] | undefined>;
+}
+
+export const STATUS_SECTIONS: StatusSection[] = [];
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description(
+      'per shard: length, first/last id; per group: lag, pending, consumers, idle; dead letters; stores',
+    )
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }) =>
+      runCommand(async () => {
+        const { config, log } = makeRuntime();
+        const redis = createRedis(config, { log });
+        try {
+          const status = await streamsStatus(redis, config.streams);
+          const sections: Record<string, Record<string, unknown>[]> = {};
+          for (const section of STATUS_SECTIONS) {
+            try {
+              const rows = await section.collect({ config, redis, log });
+              if (rows !== undefined) sections[section.title] = rows;
+            } catch (err) {
+              sections[section.title] = [{ error: err instanceof Error ? err.message : String(err) }];
+            }
+          }
+          if (opts.json === true) {
+            process.stdout.write(`${JSON.stringify({ ...status, sections }, null, 2)}\n`);
+            return;
+          }
+          process.stdout.write(
+            `Streams (prefix "${config.streams.prefix}", ${config.streams.shards} shards)\n`,
+          );
+          printTable(
+            status.shards.map((s) => ({
+              stream: s.stream,
+              length: s.length,
+              first_id: s.firstId ?? '-',
+              last_id: s.lastId ?? '-',
+            })),
+          );
+          process.stdout.write('\nConsumer groups\n');
+          printTable(
+            status.shards.flatMap((s) =>
+              s.groups.map((g) => ({
+                stream: s.stream,
+                group: g.group,
+                lag: g.lag ?? '?',
+                pending: g.pending,
+                consumers: g.consumers.length,
+                max_idle_ms: Math.max(0, ...g.consumers.map((c) => c.idleMs)),
+                last_delivered: g.lastDeliveredId,
+              })),
+            ),
+          );
+          process.stdout.write(`\nDead letters: ${status.deadLetters.total}\n`);
+          const byGroup = Object.entries(status.deadLetters.byGroup);
+          if (byGroup.length > 0) printTable(byGroup.map(([group, count]) => ({ group, count })));
+          for (const [title, rows] of Object.entries(sections)) {
+            process.stdout.write(`\n${title}\n`);
+            printTable(rows);
+          }
+        } finally {
+          await closeRedis(redis);
+        }
+      }),
+    );
+}

@@ -1,0 +1,492 @@
+import type { Config } from '../shared/config.ts';
+import { decodeFrame, toTuple } from '../shared/codec.ts';
+import { errorMessage, isRetriable } from '../shared/errors.ts';
+import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { Tick } from '../shared/model.ts';
+import type { RedisClient } from '../shared/redis.ts';
+import { allStreamKeys, deadLetterKey, type StreamLayout } from '../shared/streams.ts';
+import { RejectedTicksError, type Sink } from './sink.ts';
+
+/**
+ * The generic consumer-group worker: runs any Sink with at-least-once delivery.
+ *
+ *   XREADGROUP (blocking, batched) → decode → sink.write → sink.flush → XACK (pipelined)
+ *
+ * - Entries are acknowledged only after the sink's flush resolved; sinks are idempotent, so redelivery is
+ *   harmless and a crash anywhere loses nothing.
+ * - Entries pending on dead consumers are taken over with XAUTOCLAIM on a timer. XAUTOCLAIM returns the
+ *   entries themselves, so they are processed without re-reading (a re-read would reset their idle time).
+ * - An entry that cannot be decoded, or that was delivered more than `maxDeliveries` times, goes to the
+ *   dead-letter stream with the reason and its original fields, then is acknowledged. A bad tick inside a
+ *   good frame is dead-lettered alone.
+ * - Retriable sink errors are retried with backoff while the entries stay pending; while that lasts the
+ *   worker keeps its claim fresh (XCLAIM JUSTID) so that live consumers do not steal and re-count them.
+ * - `close()` stops reading, finishes and acknowledges the batch in flight, then closes the sink.
+ */
+
+export type ConsumerSettings = Config['consumer'];
+
+export interface WorkerOptions {
+  /** Connection for acknowledgements, claims and dead letters. */
+  redis: RedisClient;
+  /** Dedicated connection for the blocking XREADGROUP. The worker does not close either connection. */
+  blocking: RedisClient;
+  layout: StreamLayout;
+  group: string;
+  consumer: string;
+  sink: Sink;
+  settings: ConsumerSettings;
+  log: Logger;
+}
+
+export interface WorkerStats {
+  entries: number;
+  ticks: number;
+  acked: number;
+  deadLettered: number;
+  claimed: number;
+  retries: number;
+  batches: number;
+}
+
+interface Entry {
+  stream: string;
+  id: string;
+  fields: string[];
+  deliveries: number;
+}
+
+/** Where each tick of a batch came from, for dead letters. */
+interface TickOrigin {
+  entry: Entry;
+  index: number;
+}
+
+interface DeadLetter {
+  entry: Entry;
+  reason: string;
+  /** Set when one tick of a frame is at fault rather than the whole entry. */
+  tick?: { index: number; raw: string };
+}
+
+type StreamReply = [string, [string, string[] | null][]][] | null;
+
+export class GroupWorker {
+  readonly stats: WorkerStats = {
+    entries: 0,
+    ticks: 0,
+    acked: 0,
+    deadLettered: 0,
+    claimed: 0,
+    retries: 0,
+    batches: 0,
+  };
+  private readonly o: WorkerOptions;
+  private readonly streams: string[];
+  private readonly dlq: string;
+  private readonly log: Logger;
+  private readonly abort = new AbortController();
+  private readonly claimCursors = new Map<string, string>();
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+
+  constructor(options: WorkerOptions) {
+    this.o = options;
+    this.streams = allStreamKeys(options.layout);
+    this.dlq = deadLetterKey(options.layout);
+    this.log = options.log.child({
+      component: 'worker',
+      group: options.group,
+      consumer: options.consumer,
+      sink: options.sink.name,
+    });
+  }
+
+  /** Create groups and prepare the sink, then start consuming in the background. */
+  async start(): Promise<void> {
+    await this.ensureGroups();
+    await this.o.sink.start();
+    this.loop = this.run().catch((err: unknown) => {
+      this.log.fatal({ err }, 'worker loop failed');
+      throw err;
+    });
+    this.log.info({ streams: this.streams.length }, 'consuming');
+  }
+
+  /** Resolves when the worker has stopped (after close()), rejects if its loop died. */
+  done(): Promise<void> {
+    return this.loop ?? Promise.resolve();
+  }
+
+  /** Stop reading, finish and acknowledge the batch in flight, then close the sink. Idempotent. */
+  readonly close = once(async () => {
+    this.stopping = true;
+    this.abort.abort();
+    try {
+      await this.loop;
+    } catch {
+      // already logged by the loop; closing the sink still matters
+    }
+    await this.o.sink.close();
+    this.log.info(this.stats, 'worker stopped');
+  });
+
+  private async run(): Promise<void> {
+    // Entries this consumer name already owns (a restart under a fixed name) come first.
+    await this.drainOwnPending();
+    let nextClaim = 0;
+    while (!this.stopping) {
+      if (Date.now() >= nextClaim) {
+        await this.claimAbandoned();
+        nextClaim = Date.now() + this.o.settings.claimIntervalMs;
+      }
+      if (this.stopping) break;
+      const entries = await this.read('>');
+      if (entries.length > 0) await this.process(entries);
+    }
+  }
+
+  private async drainOwnPending(): Promise<void> {
+    for (;;) {
+      if (this.stopping) return;
+      const entries = await this.read('0', false);
+      if (entries.length === 0) return;
+      await this.attachDeliveryCounts(entries);
+      await this.process(entries);
+    }
+  }
+
+  /** One XREADGROUP over every shard (single Redis) or one per shard (Cluster: shards live on different slots). */
+  private async read(from: '>' | '0', block = true): Promise<Entry[]> {
+    const { group, consumer, settings } = this.o;
+    const args = (keys: string[], withBlock: boolean) => [
+      'GROUP',
+      group,
+      consumer,
+      'COUNT',
+      String(settings.batchSize),
+      ...(withBlock ? ['BLOCK', String(settings.blockMs)] : []),
+      'STREAMS',
+      ...keys,
+      ...keys.map(() => from),
+    ];
+    try {
+      if (!isCluster(this.o.blocking)) {
+        const reply = (await this.o.blocking.call('XREADGROUP', ...args(this.streams, block))) as StreamReply;
+        return await this.entriesOf([reply]);
+      }
+      // Under Cluster a blocking read per shard would serialise on each node's connection, so poll the shards
+      // without BLOCK and back off briefly when all were empty.
+      const replies = await Promise.all(
+        this.streams.map(
+          (s) => this.o.blocking.call('XREADGROUP', ...args([s], false)) as Promise<StreamReply>,
+        ),
+      );
+      const entries = await this.entriesOf(replies);
+      if (entries.length === 0 && block) await sleep(Math.min(50, settings.blockMs), this.abort.signal);
+      return entries;
+    } catch (err) {
+      if (errorMessage(err).includes('NOGROUP')) {
+        // Redis restarted without persistence or someone deleted the stream: recreate and carry on.
+        this.log.warn({ err }, 'consumer group missing: recreating');
+        await this.ensureGroups();
+        return [];
+      }
+      if (this.stopping) return [];
+      this.log.warn({ err }, 'read failed: retrying');
+      await sleep(backoffMs(1, this.o.settings.retryBaseMs, this.o.settings.retryMaxMs), this.abort.signal);
+      return [];
+    }
+  }
+
+  /**
+   * Entries of XREADGROUP replies. An entry with no body was deleted from the stream while pending (trimmed by
+   * hand, or XDEL): there is nothing to deliver, so it is acknowledged to leave the pending list.
+   */
+  private async entriesOf(replies: StreamReply[]): Promise<Entry[]> {
+    const out: Entry[] = [];
+    const gone: [string, string][] = [];
+    for (const reply of replies) {
+      for (const [stream, items] of reply ?? []) {
+        for (const [id, fields] of items) {
+          if (fields === null) gone.push([stream, id]);
+          else out.push({ stream, id, fields, deliveries: 1 });
+        }
+      }
+    }
+    if (gone.length > 0) {
+      this.log.warn(
+        { entries: gone.length },
+        'pending entries were deleted from the stream before acknowledgement',
+      );
+      const pipeline = this.o.redis.pipeline();
+      for (const [stream, id] of gone) pipeline.xack(stream, this.o.group, id);
+      await pipeline.exec();
+    }
+    return out;
+  }
+
+  /** XAUTOCLAIM entries idle longer than claimMinIdleMs on any consumer, and process them. */
+  private async claimAbandoned(): Promise<void> {
+    const { redis, group, consumer, settings } = this.o;
+    for (const stream of this.streams) {
+      // Bounded rounds per timer tick so that a large backlog of abandoned entries cannot starve new reads.
+      for (let round = 0; round < 8 && !this.stopping; round++) {
+        const cursor = this.claimCursors.get(stream) ?? '0-0';
+        let reply: [string, [string, string[] | null][], string[]?];
+        try {
+          reply = (await redis.call(
+            'XAUTOCLAIM',
+            stream,
+            group,
+            consumer,
+            String(settings.claimMinIdleMs),
+            cursor,
+            'COUNT',
+            String(settings.batchSize),
+          )) as typeof reply;
+        } catch (err) {
+          if (errorMessage(err).includes('NOGROUP')) await this.ensureGroups();
+          else this.log.warn({ err, stream }, 'XAUTOCLAIM failed');
+          break;
+        }
+        const [next, claimed, deleted] = reply;
+        this.claimCursors.set(stream, next);
+        if (deleted !== undefined && deleted.length > 0) {
+          this.log.warn(
+            { stream, ids: deleted },
+            'pending entries were deleted from the stream before acknowledgement',
+          );
+        }
+        const entries = claimed
+          .filter((c): c is [string, string[]] => c[1] !== null)
+          .map(([id, fields]) => ({ stream, id, fields, deliveries: 1 }));
+        if (entries.length > 0) {
+          this.stats.claimed += entries.length;
+          this.log.info({ stream, count: entries.length }, 'claimed abandoned entries');
+          await this.attachDeliveryCounts(entries);
+          await this.process(entries);
+        }
+        if (next === '0-0') break;
+      }
+    }
+  }
+
+  /** XPENDING tells how often each entry was delivered (XAUTOCLAIM already counted this claim). */
+  private async attachDeliveryCounts(entries: Entry[]): Promise<void> {
+    const byStream = groupBy(entries, (e) => e.stream);
+    const pipeline = this.o.redis.pipeline();
+    for (const [stream, list] of byStream) {
+      pipeline.call(
+        'XPENDING',
+        stream,
+        this.o.group,
+        list[0]!.id,
+        list[list.length - 1]!.id,
+        String(list.length),
+        this.o.consumer,
+      );
+    }
+    const results = (await pipeline.exec()) ?? [];
+    const counts = new Map<string, number>();
+    for (const [err, rows] of results) {
+      if (err !== null) continue;
+      for (const row of rows as [string, string, number, number][]) counts.set(row[0], row[3]);
+    }
+    for (const e of entries) e.deliveries = counts.get(e.id) ?? e.deliveries;
+  }
+
+  /** Decode, write, flush, then dead-letter and acknowledge. Leaves everything pending if the sink stays down. */
+  private async process(entries: Entry[]): Promise<void> {
+    this.stats.batches++;
+    this.stats.entries += entries.length;
+    const dead: DeadLetter[] = [];
+    const ticks: Tick[] = [];
+    const origins: TickOrigin[] = [];
+    for (const entry of entries) {
+      if (entry.deliveries > this.o.settings.maxDeliveries) {
+        dead.push({
+          entry,
+          reason: `delivered ${entry.deliveries} times (max ${this.o.settings.maxDeliveries})`,
+        });
+        continue;
+      }
+      try {
+        const frame = decodeFrame(entry.fields);
+        for (const f of frame.failures)
+          dead.push({ entry, reason: f.reason, tick: { index: f.index, raw: f.raw } });
+        for (let i = 0; i < frame.ticks.length; i++) {
+          ticks.push(frame.ticks[i]!);
+          origins.push({ entry, index: i });
+        }
+      } catch (err) {
+        dead.push({ entry, reason: errorMessage(err) });
+      }
+    }
+    if (ticks.length > 0) {
+      const ok = await this.writeDurably(ticks, origins, dead, entries);
+      if (!ok) return; // stopping while the sink was down: leave everything pending for another consumer
+    }
+    this.stats.ticks += ticks.length;
+    await this.settle(entries, dead);
+  }
+
+  /**
+   * Write and flush until durable. Retriable errors back off and retry; a non-retriable error is narrowed down
+   * by halving the batch until the ticks at fault are alone, and those are dead-lettered.
+   * Returns false when asked to stop before the batch could be written.
+   */
+  private async writeDurably(
+    ticks: Tick[],
+    origins: TickOrigin[],
+    dead: DeadLetter[],
+    entries: Entry[],
+  ): Promise<boolean> {
+    const { sink, settings } = this.o;
+    let attempt = 0;
+    let lastHeartbeat = Date.now();
+    for (;;) {
+      try {
+        await sink.write(ticks);
+        await sink.flush();
+        return true;
+      } catch (err) {
+        if (err instanceof RejectedTicksError) {
+          for (const r of err.rejections) {
+            const origin = origins[r.index];
+            if (origin !== undefined) dead.push(this.tickLetter(origin, ticks[r.index]!, r.reason));
+          }
+          return true;
+        }
+        if (!isRetriable(err)) {
+          if (ticks.length === 1) {
+            dead.push(this.tickLetter(origins[0]!, ticks[0]!, errorMessage(err)));
+            return true;
+          }
+          const mid = Math.ceil(ticks.length / 2);
+          return (
+            (await this.writeDurably(ticks.slice(0, mid), origins.slice(0, mid), dead, entries)) &&
+            (await this.writeDurably(ticks.slice(mid), origins.slice(mid), dead, entries))
+          );
+        }
+        attempt++;
+        this.stats.retries++;
+        if (this.stopping && attempt > 1) {
+          this.log.warn({ err }, 'stopping while the sink is failing: leaving the batch pending');
+          return false;
+        }
+        const wait = backoffMs(attempt, settings.retryBaseMs, settings.retryMaxMs);
+        this.log.warn({ err, attempt, waitMs: wait }, 'sink write failed: retrying');
+        if (Date.now() - lastHeartbeat > settings.claimMinIdleMs / 3) {
+          await this.keepClaimed(entries);
+          lastHeartbeat = Date.now();
+        }
+        await sleep(wait, this.stopping ? undefined : this.abort.signal);
+      }
+    }
+  }
+
+  private tickLetter(origin: TickOrigin, tick: Tick, reason: string): DeadLetter {
+    return { entry: origin.entry, reason, tick: { index: origin.index, raw: JSON.stringify(toTuple(tick)) } };
+  }
+
+  /** Reset the idle time of entries we still hold, without counting a delivery (XCLAIM ... JUSTID). */
+  private async keepClaimed(entries: Entry[]): Promise<void> {
+    try {
+      const pipeline = this.o.redis.pipeline();
+      for (const [stream, list] of groupBy(entries, (e) => e.stream)) {
+        pipeline.call(
+          'XCLAIM',
+          stream,
+          this.o.group,
+          this.o.consumer,
+          '0',
+          ...list.map((e) => e.id),
+          'JUSTID',
+        );
+      }
+      await pipeline.exec();
+    } catch (err) {
+      this.log.warn({ err }, 'could not refresh claim on in-flight entries');
+    }
+  }
+
+  /** Dead letters first, then XACK: a crash in between redelivers (a duplicate dead letter), never loses. */
+  private async settle(entries: Entry[], dead: DeadLetter[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const pipeline = this.o.redis.pipeline();
+        for (const d of dead) pipeline.xadd(this.dlq, '*', ...this.deadLetterFields(d));
+        for (const [stream, list] of groupBy(entries, (e) => e.stream)) {
+          pipeline.xack(stream, this.o.group, ...list.map((e) => e.id));
+        }
+        const results = (await pipeline.exec()) ?? [];
+        const failed = results.find(([err]) => err !== null);
+        if (failed !== undefined) throw failed[0];
+        this.stats.acked += entries.length;
+        this.stats.deadLettered += dead.length;
+        if (dead.length > 0) {
+          this.log.warn({ count: dead.length, first: dead[0]!.reason }, 'dead-lettered');
+        }
+        return;
+      } catch (err) {
+        if (this.stopping && attempt > 3) {
+          this.log.error(
+            { err },
+            'could not acknowledge while stopping: entries stay pending and will be redelivered',
+          );
+          return;
+        }
+        this.log.warn({ err, attempt }, 'acknowledge failed: retrying');
+        await sleep(backoffMs(attempt, this.o.settings.retryBaseMs, this.o.settings.retryMaxMs));
+      }
+    }
+  }
+
+  private deadLetterFields(d: DeadLetter): string[] {
+    const fields = [
+      'reason',
+      d.reason,
+      'stream',
+      d.entry.stream,
+      'id',
+      d.entry.id,
+      'group',
+      this.o.group,
+      'consumer',
+      this.o.consumer,
+      'deliveries',
+      String(d.entry.deliveries),
+    ];
+    if (d.tick !== undefined) fields.push('kind', 'tick', 'index', String(d.tick.index), 'tick', d.tick.raw);
+    else fields.push('kind', 'entry', 'fields', JSON.stringify(d.entry.fields));
+    return fields;
+  }
+
+  private async ensureGroups(): Promise<void> {
+    const pipeline = this.o.redis.pipeline();
+    // From id 0: a new group sees everything retained, and a group recreated after a Redis restart does not
+    // skip ticks added before it came back.
+    for (const s of this.streams) pipeline.call('XGROUP', 'CREATE', s, this.o.group, '0', 'MKSTREAM');
+    const results = (await pipeline.exec()) ?? [];
+    for (const [err] of results) {
+      if (err !== null && !errorMessage(err).includes('BUSYGROUP')) throw err;
+    }
+  }
+}
+
+function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
+  const map = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    let list = map.get(k);
+    if (list === undefined) map.set(k, (list = []));
+    list.push(item);
+  }
+  return map;
+}
+
+function isCluster(client: RedisClient): boolean {
+  return 'isCluster' in client && client.isCluster === true;
+}

@@ -1,0 +1,171 @@
+import { z } from 'zod';
+import { DecodeError, errorMessage } from './errors.ts';
+import { NanosSchema, type Quote, type Tick, type Trade } from './model.ts';
+
+/**
+ * Stream-entry encoding ("frame v1"), documented in docs/stream-format.md.
+ *
+ * One XADD carries a frame of ticks for one shard, so producers pay one round trip per frame rather than per
+ * tick. An entry has three fields:
+ *   v  format version, "1"
+ *   n  number of ticks in the frame (a checksum for truncation)
+ *   d  JSON array of tick tuples:
+ *        ["t", source, symbol, tsNanos, seq, venue, price, size, side]
+ *        ["q", source, symbol, tsNanos, seq, venue, bidPrice, bidSize, askPrice, askSize]
+ *      tsNanos is a decimal string so nanoseconds survive JSON exactly.
+ *
+ * This module is the only place that turns stream fields into ticks.
+ */
+export const FRAME_VERSION = '1';
+
+/** Flat field list as XADD wants it. */
+export function encodeFrame(ticks: readonly Tick[]): string[] {
+  const rows: unknown[] = new Array(ticks.length);
+  for (let i = 0; i < ticks.length; i++) rows[i] = toTuple(ticks[i]!);
+  return ['v', FRAME_VERSION, 'n', String(ticks.length), 'd', JSON.stringify(rows)];
+}
+
+/** The wire tuple of one tick; dead letters keep bad ticks in this form so they can be requeued as they were. */
+export function toTuple(t: Tick): unknown[] {
+  return t.type === 'trade'
+    ? ['t', t.source, t.symbol, t.ts.toString(), t.seq, t.venue, t.price, t.size, t.side]
+    : [
+        'q',
+        t.source,
+        t.symbol,
+        t.ts.toString(),
+        t.seq,
+        t.venue,
+        t.bidPrice,
+        t.bidSize,
+        t.askPrice,
+        t.askSize,
+      ];
+}
+
+const name = z.string().min(1).max(64);
+const venue = z.string().max(64);
+const price = z.number().finite().positive();
+const size = z.number().finite().nonnegative();
+const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+const TradeTuple = z
+  .tuple([z.literal('t'), name, name, NanosSchema, seq, venue, price, size, z.enum(['buy', 'sell', ''])])
+  .transform(([, source, symbol, ts, seq, venue, price, size, side]): Trade => ({
+    type: 'trade',
+    source,
+    symbol,
+    ts,
+    seq,
+    venue,
+    price,
+    size,
+    side,
+  }));
+
+const QuoteTuple = z
+  .tuple([z.literal('q'), name, name, NanosSchema, seq, venue, price, size, price, size])
+  .transform(([, source, symbol, ts, seq, venue, bidPrice, bidSize, askPrice, askSize]): Quote => ({
+    type: 'quote',
+    source,
+    symbol,
+    ts,
+    seq,
+    venue,
+    bidPrice,
+    bidSize,
+    askPrice,
+    askSize,
+  }));
+
+/** A tick of a frame that failed validation: the rest of the frame is still delivered. */
+export interface TickDecodeFailure {
+  readonly index: number;
+  readonly reason: string;
+  /** The tuple as it stood in the frame, JSON-encoded, so a dead letter can be inspected and requeued. */
+  readonly raw: string;
+}
+
+export interface DecodedFrame {
+  readonly ticks: Tick[];
+  readonly failures: TickDecodeFailure[];
+}
+
+/**
+ * Decode one stream entry's fields (ioredis' flat [k, v, k, v] array).
+ * Throws DecodeError when the entry as a whole is unusable (not a frame, bad JSON, count mismatch);
+ * a single bad tuple is reported in `failures` instead, so it cannot take its neighbours down with it.
+ */
+export function decodeFrame(fields: readonly string[]): DecodedFrame {
+  let v: string | undefined;
+  let n: string | undefined;
+  let d: string | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i];
+    if (k === 'v') v = fields[i + 1];
+    else if (k === 'n') n = fields[i + 1];
+    else if (k === 'd') d = fields[i + 1];
+  }
+  if (v === undefined || d === undefined || n === undefined) {
+    throw new DecodeError(`not a tick frame: missing field(s) ${missing({ v, n, d })}`);
+  }
+  if (v !== FRAME_VERSION)
+    throw new DecodeError(`unsupported frame version "${v}" (expected ${FRAME_VERSION})`);
+  let rows: unknown;
+  try {
+    rows = JSON.parse(d);
+  } catch (err) {
+    throw new DecodeError(`frame payload is not valid JSON: ${errorMessage(err)}`, err);
+  }
+  if (!Array.isArray(rows)) throw new DecodeError('frame payload is not a JSON array');
+  if (String(rows.length) !== n) {
+    throw new DecodeError(`frame count mismatch: header says ${n}, payload has ${rows.length}`);
+  }
+  const ticks: Tick[] = [];
+  const failures: TickDecodeFailure[] = [];
+  for (let i = 0; i < rows.length; i++) {
+    const row: unknown = rows[i];
+    const kind = Array.isArray(row) ? row[0] : undefined;
+    const schema = kind === 't' ? TradeTuple : kind === 'q' ? QuoteTuple : undefined;
+    if (schema === undefined) {
+      failures.push({
+        index: i,
+        reason: `tick ${i}: unknown tuple kind ${JSON.stringify(kind)}`,
+        raw: JSON.stringify(row),
+      });
+      continue;
+    }
+    const parsed = schema.safeParse(row);
+    if (parsed.success) ticks.push(parsed.data);
+    else
+      failures.push({
+        index: i,
+        reason: `tick ${i}: ${describeIssues(parsed.error, kind)}`,
+        raw: JSON.stringify(row),
+      });
+  }
+  return { ticks, failures };
+}
+
+const TUPLE_FIELDS: Record<string, readonly string[]> = {
+  t: ['kind', 'source', 'symbol', 'ts', 'seq', 'venue', 'price', 'size', 'side'],
+  q: ['kind', 'source', 'symbol', 'ts', 'seq', 'venue', 'bidPrice', 'bidSize', 'askPrice', 'askSize'],
+};
+
+function describeIssues(error: z.ZodError, kind: string): string {
+  const names = TUPLE_FIELDS[kind] ?? [];
+  return error.issues
+    .map((issue) => {
+      const pos = issue.path[0];
+      const field = typeof pos === 'number' ? (names[pos] ?? `#${pos}`) : 'tuple';
+      return `${field}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+function missing(fields: Record<string, string | undefined>): string {
+  return Object.entries(fields)
+    .filter(([, v]) => v === undefined)
+    .map(([k]) => k)
+    .join(', ');
+}

@@ -1,0 +1,82 @@
+import { randomBytes } from 'node:crypto';
+import { loadConfig, type Config, type ConfigInput } from '../../shared/config.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { createRedis, type RedisClient } from '../../shared/redis.ts';
+
+/**
+ * Shared test helpers. Integration tests talk to the real services given by REDIS_URL and DATABASE_URL
+ * (defaulting to the loopback servers), and isolate themselves with unique names instead of running serially.
+ */
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
+
+/** A name no other test (or earlier run) uses: prefix plus random hex, safe for Redis keys and SQL identifiers. */
+export function uniqueName(prefix = 't'): string {
+  return `${prefix}_${randomBytes(5).toString('hex')}`;
+}
+
+/** Poll `check` until it returns a truthy value (which is returned), or fail after `timeoutMs` with `what`. */
+export async function waitUntil<T>(
+  check: () => Promise<T> | T,
+  what: string,
+  { timeoutMs = 20_000, intervalMs = 25 }: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** A configuration for one test: unique stream prefix and quote keys, fast timers, real service addresses. */
+export function testConfig(overrides: ConfigInput = {}): Config {
+  const prefix = uniqueName('ts');
+  return loadConfig({
+    env: { REDIS_URL, DATABASE_URL },
+    overrides: deepMerge(
+      {
+        streams: { prefix, shards: 2 },
+        consumer: { blockMs: 100, claimIntervalMs: 100, claimMinIdleMs: 500, retryBaseMs: 10, retryMaxMs: 100 },
+        quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
+        producer: { lingerMs: 1 },
+        log: { level: 'silent' },
+      },
+      overrides,
+    ),
+  });
+}
+
+export function testRedis(config: Config, blocking = false): RedisClient {
+  return createRedis(config, { blocking, log: silentLogger() });
+}
+
+/** Delete every key a test created under its prefix. */
+export async function cleanupPrefix(redis: RedisClient, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.del(...keys);
+  } while (cursor !== '0');
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): ConfigInput {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] =
+      v !== null && typeof v === 'object' && !Array.isArray(v) && cur !== null && typeof cur === 'object'
+        ? deepMerge(cur as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out as ConfigInput;
+}
