@@ -1,0 +1,20 @@
+import { report, type BenchReport } from './lib.ts';
+
+/**
+ * `npm run bench` runs every benchmark; `npm run bench -- <name...>` runs some. Each is a module under bench/
+ * whose default export returns a report; they run one after another so they do not compete for the 2 cores.
+ */
+const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport> }>> = {};
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const names = wanted.length > 0 ? wanted : Object.keys(BENCHES);
+for (const name of names) {
+  const load = BENCHES[name];
+  if (load === undefined) {
+    process.stderr.write(`unknown benchmark "${name}"; choose from ${Object.keys(BENCHES).join(', ')}\n`);
+    process.exitCode = 2;
+    continue;
+  }
+  const mod = await load();
+  report(await mod.default());
+}
