@@ -44,9 +44,8 @@ export class Publisher {
   private lingerTimer: NodeJS.Timeout | undefined;
   private failure: unknown;
   private backlog = 0;
-  private paused = false;
+  private sentSinceMeasure = 0;
   private lastCheck = 0;
-  private checking: Promise<void> | undefined;
 
   constructor(options: PublisherOptions) {
     this.o = options;
@@ -84,6 +83,7 @@ export class Publisher {
   private send(shard: number): void {
     const ticks = this.buffers[shard]!;
     this.buffers[shard] = [];
+    this.sentSinceMeasure++;
     const p: Promise<void> = this.o.redis
       .xadd(this.keys[shard]!, '*', ...encodeFrame(ticks))
       .then(
@@ -116,30 +116,27 @@ export class Publisher {
   private async applyBackpressure(): Promise<void> {
     const { highWater, lowWater, backpressureIntervalMs } = this.o.settings;
     if (highWater <= 0) return;
-    const now = Date.now();
-    if (now - this.lastCheck >= backpressureIntervalMs) {
-      this.lastCheck = now;
-      this.checking ??= this.measureBacklog().finally(() => (this.checking = undefined));
-      // Only wait for the measurement when already paused; otherwise keep producing while it runs.
-      if (this.paused) await this.checking;
-    }
-    if (!this.paused && this.backlog > highWater) {
-      this.paused = true;
-      this.o.log.warn({ backlog: this.backlog, highWater }, 'consumers are behind: pausing the producer');
-    }
-    if (!this.paused) return;
+    // Between measurements the backlog can only have grown by what we sent since: count that in, so a fast
+    // producer cannot overshoot the high-water mark by a whole interval's worth.
+    const due = Date.now() - this.lastCheck >= backpressureIntervalMs;
+    if (due || this.backlog + this.sentSinceMeasure > highWater) await this.measureBacklog();
+    if (this.backlog + this.sentSinceMeasure <= highWater) return;
+    this.o.log.warn({ backlog: this.backlog, highWater }, 'consumers are behind: pausing the producer');
     const started = Date.now();
-    while (this.backlog > lowWater) {
+    do {
       await sleep(backpressureIntervalMs);
       await this.measureBacklog();
-    }
-    this.paused = false;
-    this.stats.pausedMs += Date.now() - started;
-    this.o.log.info({ backlog: this.backlog, pausedMs: Date.now() - started }, 'backlog drained: resuming');
+    } while (this.backlog > lowWater);
+    const paused = Date.now() - started;
+    this.stats.pausedMs += paused;
+    this.o.log.info({ backlog: this.backlog, pausedMs: paused }, 'backlog drained: resuming');
   }
 
   /** Largest (lag + pending) over every group of every shard. */
   private async measureBacklog(): Promise<void> {
+    this.lastCheck = Date.now();
+    // Frames in flight now are either counted by this measurement or still awaiting their XADD reply.
+    this.sentSinceMeasure = this.inFlight.size;
     const pipeline = this.o.redis.pipeline();
     for (const key of this.keys) pipeline.call('XINFO', 'GROUPS', key).xlen(key);
     const results = (await pipeline.exec()) ?? [];

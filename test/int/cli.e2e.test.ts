@@ -1,0 +1,88 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { closeRedis } from '../../shared/redis.ts';
+import { allStreamKeys } from '../../shared/streams.ts';
+import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
+import { finished, runCli, startCli } from '../helpers/cli.ts';
+
+const config = testConfig();
+const redis = testRedis(config);
+const prefix = config.streams.prefix;
+const env = {
+  REDIS_URL,
+  TICKSTREAM_STREAM_PREFIX: prefix,
+  TICKSTREAM_SHARDS: '2',
+  TICKSTREAM_QUOTE_KEY_PREFIX: `${prefix}:quote:`,
+  TICKSTREAM_BLOCK_MS: '100',
+};
+
+afterAll(async () => {
+  await cleanupPrefix(redis, prefix);
+  await closeRedis(redis);
+});
+
+describe('tickstream CLI (processes, real Redis)', () => {
+  it('a bad environment variable gives a clear error naming it and exit code 2', async () => {
+    const r = await runCli(['status'], { ...env, TICKSTREAM_SHARDS: 'lots' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/invalid configuration:\n\s+TICKSTREAM_SHARDS: .*\(got "lots"\)/);
+  });
+
+  it('a bad flag is refused with the flag named', async () => {
+    const r = await runCli(['produce', 'synthetic', '--rate', 'fast'], env);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/--rate must be a positive number \(got "fast"\)/);
+  });
+
+  it('produce → consume quotes → quote; SIGTERM stops the consumer cleanly with nothing pending', async () => {
+    const consumer = startCli(['consume', 'quotes', '--group', uniqueName('quotes')], env);
+    const group = await waitUntil(async () => {
+      const groups = (await redis.call('XINFO', 'GROUPS', allStreamKeys(config.streams)[0]!).catch(() => [])) as unknown[][];
+      return groups.length > 0 ? String(groups[0]![1]) : undefined;
+    }, 'consumer group created');
+
+    const produced = await runCli(['produce', 'synthetic', '--symbols', 'AAA,BBB', '--count', '5000', '--seed', '7'], env);
+    expect(produced.code).toBe(0);
+    expect(produced.stderr).toMatch(/"ticks":5000/);
+
+    await waitUntil(async () => {
+      let pendingOrLag = 0;
+      for (const s of allStreamKeys(config.streams)) {
+        for (const g of (await redis.call('XINFO', 'GROUPS', s)) as unknown[][]) {
+          const info = new Map<string, unknown>();
+          for (let i = 0; i < g.length; i += 2) info.set(String(g[i]), g[i + 1]);
+          pendingOrLag += Number(info.get('pending')) + Number(info.get('lag') ?? 1);
+        }
+      }
+      return pendingOrLag === 0;
+    }, `group ${group} caught up`);
+
+    const quote = await runCli(['quote', 'AAA', 'BBB'], env);
+    expect(quote.code).toBe(0);
+    expect(quote.stdout).toMatch(/^symbol\s+bid\s+bid_size\s+ask/m);
+    expect(quote.stdout).toMatch(/^AAA\s+\d+(\.\d+)?\s+\d+/m);
+    expect(quote.stdout).toMatch(/^BBB\s+\d/m);
+
+    consumer.kill('SIGTERM');
+    const r = await finished(consumer);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/stopping gracefully/);
+    expect(r.stderr).toMatch(/worker stopped/);
+    for (const s of allStreamKeys(config.streams)) {
+      const summary = (await redis.call('XPENDING', s, group)) as [number];
+      expect(Number(summary[0])).toBe(0);
+    }
+
+    const status = await runCli(['status', '--json'], env);
+    expect(status.code).toBe(0);
+    const parsed = JSON.parse(status.stdout) as { shards: { length: number; groups: { group: string; pending: number }[] }[] };
+    expect(parsed.shards).toHaveLength(2);
+    expect(parsed.shards.reduce((n, s) => n + s.length, 0)).toBeGreaterThan(0);
+    expect(parsed.shards[0]!.groups[0]).toMatchObject({ group, pending: 0 });
+  });
+
+  it('quote for an unknown symbol says so and exits 1', async () => {
+    const r = await runCli(['quote', 'NOPE'], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no quote yet for: NOPE/);
+  });
+});

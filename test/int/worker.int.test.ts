@@ -1,0 +1,231 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { GroupWorker } from '../../consumers/worker.ts';
+import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters.ts';
+import { encodeFrame } from '../../shared/codec.ts';
+import type { Config } from '../../shared/config.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { tickKey, type Tick } from '../../shared/model.ts';
+import { closeRedis, type RedisClient } from '../../shared/redis.ts';
+import { allStreamKeys, deadLetterKey, streamForSymbol } from '../../shared/streams.ts';
+import { Publisher } from '../../producers/publisher.ts';
+import { SyntheticMarket } from '../../producers/synthetic.ts';
+import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
+import { RecordingSink } from '../helpers/sinks.ts';
+
+const open: RedisClient[] = [];
+const workers: GroupWorker[] = [];
+const prefixes: string[] = [];
+
+function redisFor(config: Config, blocking = false): RedisClient {
+  const r = testRedis(config, blocking);
+  open.push(r);
+  return r;
+}
+
+function setup(overrides: Parameters<typeof testConfig>[0] = {}) {
+  const config = testConfig(overrides);
+  prefixes.push(config.streams.prefix);
+  return { config, redis: redisFor(config), group: uniqueName('g') };
+}
+
+function startWorker(config: Config, group: string, sink: RecordingSink, consumer = uniqueName('c')) {
+  const blocking = redisFor(config, true);
+  const worker = new GroupWorker({
+    redis: redisFor(config),
+    blocking,
+    layout: config.streams,
+    group,
+    consumer,
+    sink,
+    settings: config.consumer,
+    log: silentLogger(),
+  });
+  workers.push(worker);
+  return { worker, blocking };
+}
+
+async function produce(config: Config, redis: RedisClient, count: number, seed = 1): Promise<Tick[]> {
+  const market = new SyntheticMarket({ symbols: ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'], seed, source: uniqueName('src') });
+  const ticks = market.next(count);
+  const publisher = new Publisher({ redis, layout: config.streams, settings: { ...config.producer, frameSize: 50 }, log: silentLogger() });
+  await publisher.publish(ticks);
+  await publisher.flush();
+  return ticks;
+}
+
+async function pendingTotal(redis: RedisClient, config: Config, group: string): Promise<number> {
+  let total = 0;
+  for (const s of allStreamKeys(config.streams)) {
+    const summary = (await redis.call('XPENDING', s, group)) as [number, ...unknown[]];
+    total += Number(summary[0]);
+  }
+  return total;
+}
+
+afterEach(async () => {
+  for (const w of workers.splice(0)) await w.close().catch(() => undefined);
+  const cleaner = open[0];
+  if (cleaner !== undefined) for (const p of prefixes.splice(0)) await cleanupPrefix(cleaner, p);
+  for (const r of open.splice(0)) await closeRedis(r);
+});
+
+describe('group worker (real Redis)', () => {
+  it('delivers every produced tick to the sink and leaves nothing pending', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    const ticks = await produce(config, redis, 2_000);
+    await waitUntil(() => sink.stored.size === ticks.length, 'all ticks stored');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(new Set(sink.stored.keys())).toEqual(new Set(ticks.map(tickKey)));
+  });
+
+  it('a consumer that dies mid-batch (before ack) loses nothing: another claims its entries', async () => {
+    const { config, redis, group } = setup();
+    const dying = new RecordingSink();
+    dying.hang = true; // flush never returns: the process is stuck, then its connections die
+    const a = startWorker(config, group, dying);
+    await a.worker.start();
+    const ticks = await produce(config, redis, 1_000);
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) > 0, 'dying consumer holds entries');
+    // Kill it: its sockets go away without an ack; the entries stay in its pending list.
+    a.blocking.disconnect();
+    workers.splice(workers.indexOf(a.worker), 1);
+    const held = await pendingTotal(redis, config, group);
+    expect(held).toBeGreaterThan(0);
+
+    const live = new RecordingSink();
+    const b = startWorker(config, group, live);
+    await b.worker.start();
+    await waitUntil(() => live.stored.size === ticks.length, 'live consumer stored every tick');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(b.worker.stats.claimed).toBeGreaterThan(0);
+    expect(new Set(live.stored.keys())).toEqual(new Set(ticks.map(tickKey)));
+  });
+
+  it('dead-letters an undecodable entry and a bad tick with their reasons, and delivers the rest', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    const stream = streamForSymbol(config.streams, 'AAA');
+    await redis.xadd(stream, '*', 'garbage', 'yes');
+    const good = new SyntheticMarket({ symbols: ['AAA'], seed: 3, source: 'src' }).next(3);
+    const fields = encodeFrame(good);
+    const rows = JSON.parse(fields[5]!) as unknown[][];
+    rows[1]![6] = -5; // a negative trade/bid price
+    fields[5] = JSON.stringify(rows);
+    await redis.xadd(stream, '*', ...fields);
+    await produce(config, redis, 200);
+
+    await waitUntil(() => sink.stored.size === 202, 'good ticks stored');
+    await waitUntil(async () => (await redis.xlen(deadLetterKey(config.streams))) === 2, 'two dead letters');
+    const letters = await listDeadLetters(redis, config.streams);
+    const entryLetter = letters.find((l) => l.kind === 'entry')!;
+    const tickLetter = letters.find((l) => l.kind === 'tick')!;
+    expect(entryLetter.reason).toMatch(/not a tick frame: missing field\(s\) v, n, d/);
+    expect(entryLetter.fields).toEqual(['garbage', 'yes']);
+    expect(entryLetter.group).toBe(group);
+    expect(tickLetter.reason).toMatch(/tick 1: (price|bidPrice)/);
+    expect(tickLetter.index).toBe(1);
+    expect(sink.stored.has(tickKey(good[0]!))).toBe(true);
+    expect(sink.stored.has(tickKey(good[2]!))).toBe(true);
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'all acknowledged');
+  });
+
+  it('isolates a tick the store rejects (non-retriable) and writes the rest of its batch', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    const ticks = await produce(config, redis, 500);
+    const victim = ticks[137]!;
+    sink.poison = (t) => tickKey(t) === tickKey(victim);
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    await waitUntil(() => sink.stored.size === 499, 'all but the rejected tick stored');
+    const letters = await waitUntil(async () => {
+      const l = await listDeadLetters(redis, config.streams);
+      return l.length === 1 ? l : undefined;
+    }, 'one dead letter');
+    expect(letters[0]!.kind).toBe('tick');
+    expect(letters[0]!.reason).toContain(`seq ${victim.seq}`);
+    expect(sink.stored.has(tickKey(victim))).toBe(false);
+
+    // Once the store accepts it, requeueing delivers it and the others are not stored twice.
+    sink.poison = undefined;
+    const writesBefore = sink.writes;
+    await requeueDeadLetters(redis, config.streams, { all: true });
+    await waitUntil(() => sink.stored.size === 500, 'requeued tick stored');
+    expect(sink.writes - writesBefore).toBe(1);
+    expect(await redis.xlen(deadLetterKey(config.streams))).toBe(0);
+  });
+
+  it('keeps entries pending while the sink fails retriably, then delivers all of them', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    sink.failRetriable = 5;
+    const ticks = await produce(config, redis, 300);
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    await waitUntil(() => worker.stats.retries >= 1, 'a retry');
+    expect(await pendingTotal(redis, config, group)).toBeGreaterThan(0);
+    expect(await redis.xlen(deadLetterKey(config.streams))).toBe(0);
+    await waitUntil(() => sink.stored.size === ticks.length, 'every tick stored after recovery');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(worker.stats.deadLettered).toBe(0);
+  });
+
+  it('dead-letters an entry delivered more than maxDeliveries times', async () => {
+    const { config, redis, group } = setup({ consumer: { maxDeliveries: 2, claimMinIdleMs: 50, claimIntervalMs: 50 } });
+    const stream = streamForSymbol(config.streams, 'AAA');
+    await redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM');
+    const tick = new SyntheticMarket({ symbols: ['AAA'], seed: 9, source: 'src' }).next(1);
+    await redis.xadd(stream, '*', ...encodeFrame(tick));
+    // Two consumers read it and die without acking: delivery count 2.
+    for (let i = 0; i < 2; i++) {
+      if (i === 0) await redis.call('XREADGROUP', 'GROUP', group, 'crash-1', 'COUNT', '10', 'STREAMS', stream, '>');
+      else await redis.call('XCLAIM', stream, group, 'crash-2', '0', (await redis.xrange(stream, '-', '+'))[0]![0]);
+    }
+    const sink = new RecordingSink();
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    const letters = await waitUntil(async () => {
+      const l = await listDeadLetters(redis, config.streams);
+      return l.length === 1 ? l : undefined;
+    }, 'poison entry dead-lettered');
+    expect(letters[0]!.reason).toBe('delivered 3 times (max 2)');
+    expect(letters[0]!.deliveries).toBe(3);
+    expect(sink.stored.size).toBe(0);
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'acknowledged');
+  });
+
+  it('graceful close finishes the batch in flight and leaves nothing pending', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    const ticks = await produce(config, redis, 3_000);
+    await waitUntil(() => sink.stored.size > 0, 'consuming started');
+    await worker.close();
+    expect(sink.closed).toBe(true);
+    expect(await pendingTotal(redis, config, group)).toBe(0);
+    // Whatever was not read yet is still in the stream for the next consumer: nothing was lost.
+    const rest = new RecordingSink();
+    const next = startWorker(config, group, rest);
+    await next.worker.start();
+    await waitUntil(() => sink.stored.size + rest.stored.size >= ticks.length, 'the remainder delivered');
+    expect(new Set([...sink.stored.keys(), ...rest.stored.keys()])).toEqual(new Set(ticks.map(tickKey)));
+  });
+
+  it('recovers from a missing group (NOGROUP after a Redis restart) without losing new ticks', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    const first = await produce(config, redis, 100, 1);
+    await waitUntil(() => sink.stored.size === first.length, 'first batch');
+    for (const s of allStreamKeys(config.streams)) await redis.del(s); // what a restart without persistence does
+    const second = await produce(config, redis, 100, 2);
+    await waitUntil(() => sink.stored.size === first.length + second.length, 'ticks after the restart');
+  });
+});

@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest';
+import { decodeFrame, encodeFrame } from '../../shared/codec.ts';
+import { DecodeError } from '../../shared/errors.ts';
+import { TickSchema, type Tick } from '../../shared/model.ts';
+
+const trade: Tick = TickSchema.parse({
+  type: 'trade',
+  source: 'feed-a',
+  symbol: 'AAPL',
+  ts: '1732182436123456789',
+  seq: 7,
+  venue: 'XNAS',
+  price: 187.25,
+  size: 300,
+  side: 'buy',
+});
+const quote: Tick = TickSchema.parse({
+  type: 'quote',
+  source: 'feed-a',
+  symbol: 'MSFT',
+  ts: 1732182436123456790n,
+  seq: 8,
+  bidPrice: 411.1,
+  bidSize: 100,
+  askPrice: 411.12,
+  askSize: 200,
+});
+
+function fieldsWith(d: unknown, n?: number): string[] {
+  const payload = typeof d === 'string' ? d : JSON.stringify(d);
+  const count = n ?? (Array.isArray(d) ? d.length : 1);
+  return ['v', '1', 'n', String(count), 'd', payload];
+}
+
+describe('frame codec', () => {
+  it('round-trips trades and quotes exactly', () => {
+    const decoded = decodeFrame(encodeFrame([trade, quote]));
+    expect(decoded.failures).toEqual([]);
+    expect(decoded.ticks).toEqual([trade, quote]);
+  });
+
+  it('keeps nanosecond timestamps exact (beyond float precision)', () => {
+    // 2^53 < ts: as a float these two would be equal.
+    const a = { ...trade, ts: 9_007_199_254_740_993_123n };
+    const b = { ...trade, ts: 9_007_199_254_740_993_124n, seq: 8 };
+    const [da, db] = decodeFrame(encodeFrame([a, b])).ticks;
+    expect(da!.ts).toBe(9_007_199_254_740_993_123n);
+    expect(db!.ts).toBe(9_007_199_254_740_993_124n);
+    expect(typeof da!.ts).toBe('bigint');
+  });
+
+  it('rejects an entry that is not a frame, naming the missing fields', () => {
+    expect(() => decodeFrame(['foo', 'bar'])).toThrow(/missing field\(s\) v, n, d/);
+    expect(() => decodeFrame(['foo', 'bar'])).toThrow(DecodeError);
+  });
+
+  it('rejects an unknown version, bad JSON, a non-array and a count mismatch', () => {
+    expect(() => decodeFrame(['v', '2', 'n', '0', 'd', '[]'])).toThrow(/unsupported frame version "2"/);
+    expect(() => decodeFrame(fieldsWith('[["t",', 1))).toThrow(/not valid JSON/);
+    expect(() => decodeFrame(fieldsWith('{"a":1}', 1))).toThrow(/not a JSON array/);
+    expect(() => decodeFrame(fieldsWith([], 3))).toThrow(/count mismatch: header says 3, payload has 0/);
+  });
+
+  it('reports a bad tick by index and field, and still decodes its neighbours', () => {
+    const good = JSON.parse(encodeFrame([trade])[5]!)[0];
+    const badPrice = ['t', 'feed-a', 'AAPL', '1732182436123456789', 9, '', -1, 100, ''];
+    const badTs = ['q', 'feed-a', 'AAPL', '17321824361.5', 10, '', 1, 1, 2, 1];
+    const unknown = ['x', 1];
+    const out = decodeFrame(fieldsWith([good, badPrice, badTs, unknown]));
+    expect(out.ticks).toEqual([trade]);
+    expect(out.failures.map((f) => f.index)).toEqual([1, 2, 3]);
+    expect(out.failures[0]!.reason).toMatch(/^tick 1: price: /);
+    expect(out.failures[1]!.reason).toMatch(/^tick 2: ts: expected a nanosecond timestamp/);
+    expect(out.failures[2]!.reason).toMatch(/unknown tuple kind "x"/);
+    expect(JSON.parse(out.failures[0]!.raw)).toEqual(badPrice);
+  });
+
+  it('rejects tuples of the wrong length and non-integer sequence numbers', () => {
+    const short = ['t', 'feed-a', 'AAPL', '1', 1, '', 1, 1];
+    const fracSeq = ['t', 'feed-a', 'AAPL', '1', 1.5, '', 1, 1, ''];
+    const out = decodeFrame(fieldsWith([short, fracSeq]));
+    expect(out.ticks).toHaveLength(0);
+    expect(out.failures[1]!.reason).toMatch(/seq/);
+  });
+});
+
+describe('message model', () => {
+  it('rejects unknown fields and names the problem', () => {
+    const r = TickSchema.safeParse({ ...trade, ts: '1', extra: 1 });
+    expect(r.success).toBe(false);
+  });
+
+  it('rejects timestamps that do not fit 19 digits', () => {
+    expect(TickSchema.safeParse({ ...trade, ts: '12345678901234567890' }).success).toBe(false);
+  });
+});
