@@ -4,7 +4,9 @@ import { report, type BenchReport } from './lib.ts';
  * `npm run bench` runs every benchmark; `npm run bench -- <name...>` runs some. Each is a module under bench/
  * whose default export returns a report; they run one after another so they do not compete for the 2 cores.
  */
-const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport> }>> = {};
+const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport> }>> = {
+  core: () => import('./core.ts'),
+};
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const names = wanted.length > 0 ? wanted : Object.keys(BENCHES);

@@ -79,11 +79,13 @@ export class SyntheticMarket {
   /** The next `n` ticks, across symbols in random order. */
   next(n: number): Tick[] {
     const out: Tick[] = new Array(n);
-    let ts = this.clock();
+    // Ticks of one call share the clock reading, one nanosecond apart; never earlier than the last call's.
+    const now = this.clock();
+    let ts = now > this.lastTs ? now : this.lastTs + 1n;
     for (let i = 0; i < n; i++) {
-      if (ts <= this.lastTs) ts = this.lastTs + 1n;
-      this.lastTs = ts;
       out[i] = this.step(this.states[Math.floor(this.rand() * this.states.length)]!, ts);
+      this.lastTs = ts;
+      ts += 1n;
     }
     return out;
   }
@@ -96,12 +98,15 @@ export class SyntheticMarket {
     const bid = roundTo(s.mid - half, s.tickSize);
     const ask = Math.max(roundTo(s.mid + half, s.tickSize), roundTo(bid + s.tickSize, s.tickSize));
     const seq = ++this.seq;
-    const base = { source: this.source, symbol: s.symbol, ts, seq, venue: this.venue };
     if (this.rand() < this.tradeRatio) {
       const buy = this.rand() < 0.5;
       const trade: Trade = {
         type: 'trade',
-        ...base,
+        source: this.source,
+        symbol: s.symbol,
+        ts,
+        seq,
+        venue: this.venue,
         price: buy ? ask : bid,
         size: this.lots(),
         side: buy ? 'buy' : 'sell',
@@ -110,7 +115,11 @@ export class SyntheticMarket {
     }
     const quote: Quote = {
       type: 'quote',
-      ...base,
+      source: this.source,
+      symbol: s.symbol,
+      ts,
+      seq,
+      venue: this.venue,
       bidPrice: bid,
       bidSize: this.lots(),
       askPrice: ask,

@@ -49,7 +49,7 @@ const price = z.number().finite().positive();
 const size = z.number().finite().nonnegative();
 const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
-const TradeTuple = z
+export const TradeTuple = z
   .tuple([z.literal('t'), name, name, NanosSchema, seq, venue, price, size, z.enum(['buy', 'sell', ''])])
   .transform(([, source, symbol, ts, seq, venue, price, size, side]): Trade => ({
     type: 'trade',
@@ -63,7 +63,7 @@ const TradeTuple = z
     side,
   }));
 
-const QuoteTuple = z
+export const QuoteTuple = z
   .tuple([z.literal('q'), name, name, NanosSchema, seq, venue, price, size, price, size])
   .transform(([, source, symbol, ts, seq, venue, bidPrice, bidSize, askPrice, askSize]): Quote => ({
     type: 'quote',
@@ -135,6 +135,13 @@ export function decodeFrame(fields: readonly string[]): DecodedFrame {
       });
       continue;
     }
+    const fast = kind === 't' ? fastTrade(row as unknown[]) : fastQuote(row as unknown[]);
+    if (fast !== undefined) {
+      ticks.push(fast);
+      continue;
+    }
+    // The zod schema is the authority: it explains a rejection, and accepts anything the fast path was too
+    // strict about.
     const parsed = schema.safeParse(row);
     if (parsed.success) ticks.push(parsed.data);
     else
@@ -145,6 +152,41 @@ export function decodeFrame(fields: readonly string[]): DecodedFrame {
       });
   }
   return { ticks, failures };
+}
+
+/*
+ * Fast path. Validating each tuple through zod costs several microseconds, far more than the JSON parse, and
+ * decoding is the consumers' hot loop. These checks implement the tuple schemas' rules for the common case
+ * and return undefined for anything they do not accept; the schema then decides. They must never accept what
+ * the schema rejects: test/unit/codec.unit.test.ts compares both on generated and mutated tuples.
+ */
+const TS_DIGITS = /^\d{1,19}$/;
+const isName = (v: unknown): v is string => typeof v === 'string' && v.length >= 1 && v.length <= 64;
+const isVenue = (v: unknown): v is string => typeof v === 'string' && v.length <= 64;
+const isPrice = (v: unknown): v is number => typeof v === 'number' && v > 0 && v < Infinity;
+const isSize = (v: unknown): v is number => typeof v === 'number' && v >= 0 && v < Infinity;
+const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+function fastTs(v: unknown): bigint | undefined {
+  return typeof v === 'string' && TS_DIGITS.test(v) ? BigInt(v) : undefined;
+}
+
+export function fastTrade(r: unknown[]): Trade | undefined {
+  if (r.length !== 9) return undefined;
+  const [, source, symbol, rawTs, seq, venue, price, size, side] = r;
+  const ts = fastTs(rawTs);
+  if (ts === undefined || !isName(source) || !isName(symbol) || !isSeq(seq) || !isVenue(venue)) return undefined;
+  if (!isPrice(price) || !isSize(size) || (side !== 'buy' && side !== 'sell' && side !== '')) return undefined;
+  return { type: 'trade', source, symbol, ts, seq, venue, price, size, side };
+}
+
+export function fastQuote(r: unknown[]): Quote | undefined {
+  if (r.length !== 10) return undefined;
+  const [, source, symbol, rawTs, seq, venue, bidPrice, bidSize, askPrice, askSize] = r;
+  const ts = fastTs(rawTs);
+  if (ts === undefined || !isName(source) || !isName(symbol) || !isSeq(seq) || !isVenue(venue)) return undefined;
+  if (!isPrice(bidPrice) || !isSize(bidSize) || !isPrice(askPrice) || !isSize(askSize)) return undefined;
+  return { type: 'quote', source, symbol, ts, seq, venue, bidPrice, bidSize, askPrice, askSize };
 }
 
 const TUPLE_FIELDS: Record<string, readonly string[]> = {

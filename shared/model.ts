@@ -80,9 +80,12 @@ export function msToNs(ms: number): bigint {
   return BigInt(Math.trunc(ms)) * NS_PER_MS;
 }
 
-/** Wall-clock nanoseconds: millisecond epoch plus the sub-millisecond part of the monotonic clock. */
+/**
+ * Wall-clock nanoseconds: the monotonic clock anchored once to the epoch. Successive calls never go back and
+ * differences are exact; the absolute value is as good as Date.now() at start-up (±1 ms).
+ */
+const ANCHOR_NS = BigInt(Date.now()) * NS_PER_MS - process.hrtime.bigint();
+
 export function nowNs(): bigint {
-  const ms = Date.now();
-  const sub = process.hrtime.bigint() % NS_PER_MS;
-  return BigInt(ms) * NS_PER_MS + sub;
+  return ANCHOR_NS + process.hrtime.bigint();
 }

@@ -94,3 +94,32 @@ describe('message model', () => {
     expect(TickSchema.safeParse({ ...trade, ts: '12345678901234567890' }).success).toBe(false);
   });
 });
+
+describe('codec fast path agrees with the zod tuple schemas', () => {
+  const pool: unknown[] = [
+    -1, 0, -0, 1, 1.5, 1e400, -1e400, 2 ** 53, 2 ** 53 - 1, null, true, '', 'x', 'x'.repeat(64), 'x'.repeat(65),
+    '123', '1.5', '-5', '12345678901234567890', '0000000000000000001', 'buy', 'sell', 'hold', [], {},
+  ];
+  it('never accepts a tuple the schema rejects, and agrees on the value when both accept', async () => {
+    const { TradeTuple, QuoteTuple, fastTrade, fastQuote } = await import('../../shared/codec.ts');
+    const base = JSON.parse(encodeFrame([trade, quote])[5]!) as unknown[][];
+    let rand = 12345;
+    const next = () => (rand = (rand * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    let compared = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const row = [...base[i % 2]!];
+      const mutations = 1 + Math.floor(next() * 2);
+      for (let m = 0; m < mutations; m++) row[1 + Math.floor(next() * (row.length - 1))] = pool[Math.floor(next() * pool.length)];
+      if (next() < 0.05) row.pop();
+      const roundTripped = JSON.parse(JSON.stringify(row)) as unknown[];
+      const fast = i % 2 === 0 ? fastTrade(roundTripped) : fastQuote(roundTripped);
+      const strict = (i % 2 === 0 ? TradeTuple : QuoteTuple).safeParse(roundTripped);
+      if (fast !== undefined) {
+        expect(strict.success, JSON.stringify(roundTripped)).toBe(true);
+        expect(fast).toEqual(strict.data);
+        compared++;
+      }
+    }
+    expect(compared).toBeGreaterThan(1000);
+  });
+});

@@ -1,0 +1,335 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { QuotesSink } from '../consumers/sinks/quotes.ts';
+import { encodeFrame } from '../shared/codec.ts';
+import { loadConfig, type Config } from '../shared/config.ts';
+import { silentLogger } from '../shared/logger.ts';
+import { decodeFrame } from '../shared/codec.ts';
+import { nowNs, type Tick } from '../shared/model.ts';
+import { closeRedis, createRedis, pairs, type RedisClient } from '../shared/redis.ts';
+import { allStreamKeys } from '../shared/streams.ts';
+import { Publisher } from '../producers/publisher.ts';
+import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
+import { measurement, percentile, repeat, type BenchReport, type Measurement } from './lib.ts';
+
+/**
+ * Core pipeline benchmark (issue 2):
+ *   1. producer → Redis ticks/s: Publisher (frames, pipelined) vs one awaited XADD per tick, and
+ *      redis-benchmark's pipelined XADD as the raw server limit;
+ *   2. stream → latest-quote projector ticks/s with two `tickstream consume quotes` processes vs a naive
+ *      consumer (XREADGROUP COUNT 1, one XACK per entry);
+ *   3. latency from XADD to quote visible (pub/sub) at a steady 20k ticks/s.
+ */
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const SYMBOLS = symbolNames(500);
+const PRODUCE_TICKS = Number(process.env.BENCH_PRODUCE_TICKS ?? 1_000_000);
+const PROJECT_TICKS = Number(process.env.BENCH_PROJECT_TICKS ?? 1_000_000);
+const NAIVE_TICKS = 20_000;
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const BIN = join(import.meta.dirname, '..', 'bin', 'tickstream.js');
+
+function configFor(prefix: string): Config {
+  return loadConfig({
+    env: { REDIS_URL },
+    overrides: {
+      streams: { prefix, shards: 4 },
+      quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
+      producer: { highWater: 0 },
+      log: { level: 'silent' },
+    },
+  });
+}
+
+function ticks(n: number, seed = 1): Tick[] {
+  return new SyntheticMarket({ symbols: SYMBOLS, seed, source: `bench-${seed}` }).next(n);
+}
+
+async function dropPrefix(redis: RedisClient, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+let runNo = 0;
+const prefixOf = (what: string) => `bench:${what}:${process.pid}:${runNo++}`;
+
+async function publishAll(config: Config, redis: RedisClient, batch: readonly Tick[]): Promise<number> {
+  const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+  const started = performance.now();
+  for (let i = 0; i < batch.length; i += 4096) await publisher.publish(batch.slice(i, i + 4096));
+  await publisher.flush();
+  return (batch.length * 1000) / (performance.now() - started);
+}
+
+async function producer(redis: RedisClient): Promise<Measurement[]> {
+  const pregenerated = ticks(PRODUCE_TICKS);
+  const ours = await repeat(RUNS, async () => {
+    const config = configFor(prefixOf('produce'));
+    const rate = await publishAll(config, redis, pregenerated);
+    await dropPrefix(redis, config.streams.prefix);
+    return rate;
+  });
+  const withGeneration = await repeat(RUNS, async () => {
+    const config = configFor(prefixOf('produce-gen'));
+    const market = new SyntheticMarket({ symbols: SYMBOLS, seed: 5, source: 'gen' });
+    const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+    const started = performance.now();
+    for (let i = 0; i < PRODUCE_TICKS; i += 4096) await publisher.publish(market.next(Math.min(4096, PRODUCE_TICKS - i)));
+    await publisher.flush();
+    const rate = (PRODUCE_TICKS * 1000) / (performance.now() - started);
+    await dropPrefix(redis, config.streams.prefix);
+    return rate;
+  });
+  const naive = await repeat(RUNS, async () => {
+    const key = `${prefixOf('naive-produce')}:{0}`;
+    const sample = pregenerated.slice(0, NAIVE_TICKS);
+    const started = performance.now();
+    for (const t of sample) await redis.xadd(key, '*', ...encodeFrame([t]));
+    const rate = (sample.length * 1000) / (performance.now() - started);
+    await redis.unlink(key);
+    return rate;
+  });
+  return [
+    measurement('producer: Publisher, 256-tick frames, pipelined', 'ticks/s', ours),
+    measurement('producer: same, generating synthetic ticks too', 'ticks/s', withGeneration),
+    measurement('naive producer: one awaited XADD per tick', 'ticks/s', naive),
+    ...rawServerLimit(pregenerated),
+  ];
+}
+
+/** redis-benchmark, pipelined 64 deep: one-tick entries, and entries carrying a 256-tick frame. */
+function rawServerLimit(sample: readonly Tick[]): Measurement[] {
+  const url = new URL(REDIS_URL);
+  const run = (key: string, fields: string[], n: number): number => {
+    const out = execFileSync(
+      'redis-benchmark',
+      ['-h', url.hostname, '-p', url.port || '6379', '-n', String(n), '-P', '64', '-q', 'XADD', key, '*', ...fields],
+      { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+    );
+    execFileSync('redis-cli', ['-h', url.hostname, '-p', url.port || '6379', 'UNLINK', key]);
+    const m = /([\d.]+) requests per second/.exec(out.split('\r').pop() ?? out);
+    if (m === null) throw new Error(`cannot read redis-benchmark output: ${out.slice(-200)}`);
+    return Number(m[1]);
+  };
+  try {
+    const single = [run(`${prefixOf('raw')}:{0}`, encodeFrame(sample.slice(0, 1)), 200_000)];
+    const frames = [run(`${prefixOf('raw')}:{0}`, encodeFrame(sample.slice(0, 256)), 20_000) * 256];
+    return [
+      measurement('raw limit: redis-benchmark XADD -P 64, 1 tick per entry', 'ticks/s', single),
+      measurement('raw limit: redis-benchmark XADD -P 64, 256-tick frame per entry', 'ticks/s', frames),
+    ];
+  } catch (err) {
+    process.stderr.write(`redis-benchmark unavailable: ${String(err)}\n`);
+    return [];
+  }
+}
+
+interface GroupState {
+  entriesRead: number;
+  lag: number;
+  pending: number;
+}
+
+async function groupState(redis: RedisClient, config: Config, group: string): Promise<GroupState> {
+  const s: GroupState = { entriesRead: 0, lag: 0, pending: 0 };
+  for (const key of allStreamKeys(config.streams)) {
+    for (const g of (await redis.call('XINFO', 'GROUPS', key).catch(() => [])) as unknown[][]) {
+      const info = pairs(g);
+      if (info.get('name') !== group) continue;
+      s.entriesRead += Number(info.get('entries-read') ?? 0);
+      s.lag += Number(info.get('lag') ?? 1);
+      s.pending += Number(info.get('pending'));
+    }
+  }
+  return s;
+}
+
+function consumers(config: Config, group: string, count: number): ChildProcess[] {
+  return Array.from({ length: count }, (_, i) =>
+    spawn(process.execPath, [BIN, 'consume', 'quotes', '--group', group, '--consumer', `bench-${i}`], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        REDIS_URL,
+        TICKSTREAM_STREAM_PREFIX: config.streams.prefix,
+        TICKSTREAM_SHARDS: String(config.streams.shards),
+        TICKSTREAM_QUOTE_KEY_PREFIX: config.quotes.keyPrefix,
+        TICKSTREAM_QUOTE_CHANNEL_PREFIX: config.quotes.channelPrefix,
+        LOG_LEVEL: 'warn',
+        LOG_FORMAT: 'json',
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    }),
+  );
+}
+
+async function stop(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`bench: timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function projector(redis: RedisClient): Promise<Measurement[]> {
+  const sample = ticks(PROJECT_TICKS, 2);
+  const ours = await repeat(RUNS, async () => {
+    const config = configFor(prefixOf('project'));
+    const group = 'quotes';
+    for (const key of allStreamKeys(config.streams)) await redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM');
+    await publishAll(config, redis, sample);
+    const children = consumers(config, group, 2);
+    // Measured from the first delivery to the last acknowledgement, so process start-up is not counted.
+    await waitFor(async () => (await groupState(redis, config, group)).entriesRead > 0, 30_000, 'first delivery');
+    const started = performance.now();
+    await waitFor(
+      async () => {
+        const s = await groupState(redis, config, group);
+        return s.lag === 0 && s.pending === 0;
+      },
+      300_000,
+      'projector to catch up',
+    );
+    const rate = (sample.length * 1000) / (performance.now() - started);
+    await stop(children);
+    await dropPrefix(redis, config.streams.prefix);
+    return rate;
+  });
+
+  const naive = await repeat(RUNS, async () => {
+    const config = configFor(prefixOf('naive-project'));
+    const key = allStreamKeys(config.streams)[0]!;
+    const group = 'quotes';
+    await redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM');
+    const pipeline = redis.pipeline();
+    for (const t of sample.slice(0, NAIVE_TICKS)) pipeline.xadd(key, '*', ...encodeFrame([t]));
+    await pipeline.exec();
+    const sink = new QuotesSink({ redis, settings: config.quotes, log: silentLogger() });
+    await sink.start();
+    const started = performance.now();
+    for (;;) {
+      const reply = (await redis.call('XREADGROUP', 'GROUP', group, 'c', 'COUNT', '1', 'STREAMS', key, '>')) as
+        | [string, [string, string[]][]][]
+        | null;
+      const entry = reply?.[0]?.[1][0];
+      if (entry === undefined) break;
+      await sink.write(decodeFrame(entry[1]).ticks);
+      await sink.flush();
+      await redis.xack(key, group, entry[0]);
+    }
+    const rate = (NAIVE_TICKS * 1000) / (performance.now() - started);
+    await dropPrefix(redis, config.streams.prefix);
+    return rate;
+  });
+  return [
+    measurement('projector: 2 consumer processes, batched, Lua per symbol', 'ticks/s', ours),
+    measurement('naive projector: XREADGROUP COUNT 1, XACK per entry', 'ticks/s', naive),
+  ];
+}
+
+async function latency(redis: RedisClient): Promise<{ p50: number; p99: number; max: number; samples: number }> {
+  const config = configFor(prefixOf('latency'));
+  const group = 'quotes';
+  for (const key of allStreamKeys(config.streams)) await redis.call('XGROUP', 'CREATE', key, group, '$', 'MKSTREAM');
+  const children = consumers(config, group, 2);
+  await waitFor(
+    async () => {
+      let n = 0;
+      for (const key of allStreamKeys(config.streams)) n += ((await redis.call('XINFO', 'CONSUMERS', key, group)) as unknown[]).length;
+      return n >= 2 * config.streams.shards;
+    },
+    30_000,
+    'consumers to join',
+  );
+  const sub = createRedis(config);
+  const latencies: number[] = [];
+  let measuring = false;
+  sub.on('pmessage', (_p: string, _c: string, message: string) => {
+    if (!measuring) return;
+    const ts = /"ts":"(\d+)"/.exec(message)?.[1];
+    if (ts !== undefined) latencies.push(Number(nowNs() - BigInt(ts)) / 1e6);
+  });
+  await sub.psubscribe(`${config.quotes.channelPrefix}*`);
+  const market = new SyntheticMarket({ symbols: SYMBOLS.slice(0, 100), seed: 3, source: 'latency' });
+  const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+  const rate = 20_000;
+  const warmupMs = 2_000;
+  const durationMs = 10_000;
+  const started = performance.now();
+  let sent = 0;
+  for (;;) {
+    const elapsed = performance.now() - started;
+    if (elapsed > warmupMs + durationMs) break;
+    measuring = elapsed > warmupMs;
+    const due = Math.floor((elapsed / 1000) * rate) - sent;
+    if (due > 0) {
+      await publisher.publish(market.next(due));
+      sent += due;
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await publisher.flush();
+  measuring = false;
+  await stop(children);
+  await closeRedis(sub);
+  await dropPrefix(redis, config.streams.prefix);
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    max: percentile(latencies, 100),
+    samples: latencies.length,
+  };
+}
+
+export default async function core(): Promise<BenchReport> {
+  const redis = createRedis({ redis: { url: REDIS_URL, clusterNodes: [] } });
+  try {
+    const produced = await producer(redis);
+    const projected = await projector(redis);
+    const lat = await latency(redis);
+    const get = (label: string) => [...produced, ...projected].find((m) => m.label.startsWith(label))?.value ?? NaN;
+    const prod = get('producer: Publisher');
+    const proj = get('projector:');
+    return {
+      name: 'core',
+      measurements: [
+        ...produced,
+        ...projected,
+        measurement('latency XADD → quote visible, p50 @ 20k ticks/s', 'ms', [lat.p50]),
+        measurement('latency XADD → quote visible, p99 @ 20k ticks/s', 'ms', [lat.p99]),
+        measurement('latency XADD → quote visible, max @ 20k ticks/s', 'ms', [lat.max]),
+      ],
+      summary: {
+        'producer vs naive (target >= 20x)': `${(prod / get('naive producer')).toFixed(1)}x`,
+        'producer vs raw 1-tick XADD limit': `${(prod / get('raw limit: redis-benchmark XADD -P 64, 1 tick')).toFixed(2)}x`,
+        'producer vs raw 256-tick-frame XADD limit': `${(prod / get('raw limit: redis-benchmark XADD -P 64, 256')).toFixed(2)}x`,
+        'producer target >= 500k ticks/s': prod >= 500_000 ? 'met' : 'missed',
+        'projector vs naive (target >= 20x)': `${(proj / get('naive projector')).toFixed(1)}x`,
+        'projector target >= 200k ticks/s': proj >= 200_000 ? 'met' : 'missed',
+        'latency p99 target <= 10 ms': lat.p99 <= 10 ? 'met' : 'missed',
+        'latency samples (pub/sub updates)': lat.samples,
+      },
+      notes: [
+        `${SYMBOLS.length} symbols, 4 shards, ${RUNS} runs each, medians; producer ${PRODUCE_TICKS} ticks, projector ${PROJECT_TICKS} ticks, naive ${NAIVE_TICKS} ticks`,
+        'latency is measured from tick creation (just before XADD, including the producer linger of 2 ms) to the pub/sub message of the projected quote, per published update',
+      ],
+    };
+  } finally {
+    await closeRedis(redis);
+  }
+}
