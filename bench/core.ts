@@ -57,7 +57,12 @@ let runNo = 0;
 const prefixOf = (what: string) => `bench:${what}:${process.pid}:${runNo++}`;
 
 async function publishAll(config: Config, redis: RedisClient, batch: readonly Tick[]): Promise<number> {
-  const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+  const publisher = new Publisher({
+    redis,
+    layout: config.streams,
+    settings: config.producer,
+    log: silentLogger(),
+  });
   const started = performance.now();
   for (let i = 0; i < batch.length; i += 4096) await publisher.publish(batch.slice(i, i + 4096));
   await publisher.flush();
@@ -75,9 +80,15 @@ async function producer(redis: RedisClient): Promise<Measurement[]> {
   const withGeneration = await repeat(RUNS, async () => {
     const config = configFor(prefixOf('produce-gen'));
     const market = new SyntheticMarket({ symbols: SYMBOLS, seed: 5, source: 'gen' });
-    const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+    });
     const started = performance.now();
-    for (let i = 0; i < PRODUCE_TICKS; i += 4096) await publisher.publish(market.next(Math.min(4096, PRODUCE_TICKS - i)));
+    for (let i = 0; i < PRODUCE_TICKS; i += 4096)
+      await publisher.publish(market.next(Math.min(4096, PRODUCE_TICKS - i)));
     await publisher.flush();
     const rate = (PRODUCE_TICKS * 1000) / (performance.now() - started);
     await dropPrefix(redis, config.streams.prefix);
@@ -106,7 +117,21 @@ function rawServerLimit(sample: readonly Tick[]): Measurement[] {
   const run = (key: string, fields: string[], n: number): number => {
     const out = execFileSync(
       'redis-benchmark',
-      ['-h', url.hostname, '-p', url.port || '6379', '-n', String(n), '-P', '64', '-q', 'XADD', key, '*', ...fields],
+      [
+        '-h',
+        url.hostname,
+        '-p',
+        url.port || '6379',
+        '-n',
+        String(n),
+        '-P',
+        '64',
+        '-q',
+        'XADD',
+        key,
+        '*',
+        ...fields,
+      ],
       { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
     );
     execFileSync('redis-cli', ['-h', url.hostname, '-p', url.port || '6379', 'UNLINK', key]);
@@ -191,11 +216,16 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
   const ours = await repeat(RUNS, async () => {
     const config = configFor(prefixOf('project'));
     const group = 'quotes';
-    for (const key of allStreamKeys(config.streams)) await redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM');
+    for (const key of allStreamKeys(config.streams))
+      await redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM');
     await publishAll(config, redis, sample);
     const children = consumers(config, group, 2);
     // Measured from the first delivery to the last acknowledgement, so process start-up is not counted.
-    await waitFor(async () => (await groupState(redis, config, group)).entriesRead > 0, 30_000, 'first delivery');
+    await waitFor(
+      async () => (await groupState(redis, config, group)).entriesRead > 0,
+      30_000,
+      'first delivery',
+    );
     const started = performance.now();
     await waitFor(
       async () => {
@@ -223,9 +253,17 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
     await sink.start();
     const started = performance.now();
     for (;;) {
-      const reply = (await redis.call('XREADGROUP', 'GROUP', group, 'c', 'COUNT', '1', 'STREAMS', key, '>')) as
-        | [string, [string, string[]][]][]
-        | null;
+      const reply = (await redis.call(
+        'XREADGROUP',
+        'GROUP',
+        group,
+        'c',
+        'COUNT',
+        '1',
+        'STREAMS',
+        key,
+        '>',
+      )) as [string, [string, string[]][]][] | null;
       const entry = reply?.[0]?.[1][0];
       if (entry === undefined) break;
       await sink.write(decodeFrame(entry[1]).ticks);
@@ -242,15 +280,19 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
   ];
 }
 
-async function latency(redis: RedisClient): Promise<{ p50: number; p99: number; max: number; samples: number }> {
+async function latency(
+  redis: RedisClient,
+): Promise<{ p50: number; p99: number; max: number; samples: number }> {
   const config = configFor(prefixOf('latency'));
   const group = 'quotes';
-  for (const key of allStreamKeys(config.streams)) await redis.call('XGROUP', 'CREATE', key, group, '$', 'MKSTREAM');
+  for (const key of allStreamKeys(config.streams))
+    await redis.call('XGROUP', 'CREATE', key, group, '$', 'MKSTREAM');
   const children = consumers(config, group, 2);
   await waitFor(
     async () => {
       let n = 0;
-      for (const key of allStreamKeys(config.streams)) n += ((await redis.call('XINFO', 'CONSUMERS', key, group)) as unknown[]).length;
+      for (const key of allStreamKeys(config.streams))
+        n += ((await redis.call('XINFO', 'CONSUMERS', key, group)) as unknown[]).length;
       return n >= 2 * config.streams.shards;
     },
     30_000,
@@ -266,7 +308,12 @@ async function latency(redis: RedisClient): Promise<{ p50: number; p99: number; 
   });
   await sub.psubscribe(`${config.quotes.channelPrefix}*`);
   const market = new SyntheticMarket({ symbols: SYMBOLS.slice(0, 100), seed: 3, source: 'latency' });
-  const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+  const publisher = new Publisher({
+    redis,
+    layout: config.streams,
+    settings: config.producer,
+    log: silentLogger(),
+  });
   const rate = 20_000;
   const warmupMs = 2_000;
   const durationMs = 10_000;
@@ -302,7 +349,8 @@ export default async function core(): Promise<BenchReport> {
     const produced = await producer(redis);
     const projected = await projector(redis);
     const lat = await latency(redis);
-    const get = (label: string) => [...produced, ...projected].find((m) => m.label.startsWith(label))?.value ?? NaN;
+    const get = (label: string) =>
+      [...produced, ...projected].find((m) => m.label.startsWith(label))?.value ?? NaN;
     const prod = get('producer: Publisher');
     const proj = get('projector:');
     return {

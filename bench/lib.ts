@@ -49,12 +49,18 @@ export function measurement(label: string, unit: string, runs: number[]): Measur
 export function report(r: BenchReport): void {
   const dir = join(import.meta.dirname, 'results');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, `${r.name}.json`), `${JSON.stringify({ ...r, at: new Date().toISOString() }, null, 2)}\n`);
+  writeFileSync(
+    join(dir, `${r.name}.json`),
+    `${JSON.stringify({ ...r, at: new Date().toISOString() }, null, 2)}\n`,
+  );
   const lines = [`\n== ${r.name}`];
   for (const m of r.measurements) {
-    lines.push(`  ${m.label.padEnd(56)} ${fmt(m.value).padStart(12)} ${m.unit}   (runs: ${m.runs.map(fmt).join(', ')})`);
+    lines.push(
+      `  ${m.label.padEnd(56)} ${fmt(m.value).padStart(12)} ${m.unit}   (runs: ${m.runs.map(fmt).join(', ')})`,
+    );
   }
-  for (const [k, v] of Object.entries(r.summary)) lines.push(`  ${k.padEnd(56)} ${typeof v === 'number' ? fmt(v) : v}`);
+  for (const [k, v] of Object.entries(r.summary))
+    lines.push(`  ${k.padEnd(56)} ${typeof v === 'number' ? fmt(v) : v}`);
   for (const n of r.notes ?? []) lines.push(`  note: ${n}`);
   process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -6,6 +6,7 @@ import { report, type BenchReport } from './lib.ts';
  */
 const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport> }>> = {
   core: () => import('./core.ts'),
+  archive: () => import('./archive.ts'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

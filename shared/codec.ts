@@ -175,8 +175,10 @@ export function fastTrade(r: unknown[]): Trade | undefined {
   if (r.length !== 9) return undefined;
   const [, source, symbol, rawTs, seq, venue, price, size, side] = r;
   const ts = fastTs(rawTs);
-  if (ts === undefined || !isName(source) || !isName(symbol) || !isSeq(seq) || !isVenue(venue)) return undefined;
-  if (!isPrice(price) || !isSize(size) || (side !== 'buy' && side !== 'sell' && side !== '')) return undefined;
+  if (ts === undefined || !isName(source) || !isName(symbol) || !isSeq(seq) || !isVenue(venue))
+    return undefined;
+  if (!isPrice(price) || !isSize(size) || (side !== 'buy' && side !== 'sell' && side !== ''))
+    return undefined;
   return { type: 'trade', source, symbol, ts, seq, venue, price, size, side };
 }
 
@@ -184,7 +186,8 @@ export function fastQuote(r: unknown[]): Quote | undefined {
   if (r.length !== 10) return undefined;
   const [, source, symbol, rawTs, seq, venue, bidPrice, bidSize, askPrice, askSize] = r;
   const ts = fastTs(rawTs);
-  if (ts === undefined || !isName(source) || !isName(symbol) || !isSeq(seq) || !isVenue(venue)) return undefined;
+  if (ts === undefined || !isName(source) || !isName(symbol) || !isSeq(seq) || !isVenue(venue))
+    return undefined;
   if (!isPrice(bidPrice) || !isSize(bidSize) || !isPrice(askPrice) || !isSize(askSize)) return undefined;
   return { type: 'quote', source, symbol, ts, seq, venue, bidPrice, bidSize, askPrice, askSize };
 }

@@ -15,7 +15,10 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
   return finished(startCli(args, env), timeoutMs);
 }
 
-export function startCli(args: string[], env: Record<string, string>): ChildProcess & { out: { stdout: string; stderr: string } } {
+export function startCli(
+  args: string[],
+  env: Record<string, string>,
+): ChildProcess & { out: { stdout: string; stderr: string } } {
   const child = spawn(process.execPath, [BIN, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -26,7 +29,10 @@ export function startCli(args: string[], env: Record<string, string>): ChildProc
   return child;
 }
 
-export function finished(child: ChildProcess & { out: { stdout: string; stderr: string } }, timeoutMs = 60_000): Promise<CliResult> {
+export function finished(
+  child: ChildProcess & { out: { stdout: string; stderr: string } },
+  timeoutMs = 60_000,
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

@@ -31,7 +31,9 @@ export async function waitUntil<T>(
       last = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`,
+      );
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
@@ -45,7 +47,13 @@ export function testConfig(overrides: ConfigInput = {}): Config {
     overrides: deepMerge(
       {
         streams: { prefix, shards: 2 },
-        consumer: { blockMs: 100, claimIntervalMs: 100, claimMinIdleMs: 500, retryBaseMs: 10, retryMaxMs: 100 },
+        consumer: {
+          blockMs: 100,
+          claimIntervalMs: 100,
+          claimMinIdleMs: 500,
+          retryBaseMs: 10,
+          retryMaxMs: 100,
+        },
         quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
         producer: { lingerMs: 1 },
         log: { level: 'silent' },

@@ -34,7 +34,8 @@ export class RecordingSink implements Sink {
       throw new SinkError('store unavailable (test)', { retriable: true });
     }
     const bad = this.poison === undefined ? undefined : batch.find(this.poison);
-    if (bad !== undefined) throw new SinkError(`store rejects ${bad.symbol} seq ${bad.seq} (test)`, { retriable: false });
+    if (bad !== undefined)
+      throw new SinkError(`store rejects ${bad.symbol} seq ${bad.seq} (test)`, { retriable: false });
     for (const t of batch) {
       this.stored.set(tickKey(t), t);
       this.writes++;

@@ -36,11 +36,16 @@ describe('tickstream CLI (processes, real Redis)', () => {
   it('produce → consume quotes → quote; SIGTERM stops the consumer cleanly with nothing pending', async () => {
     const consumer = startCli(['consume', 'quotes', '--group', uniqueName('quotes')], env);
     const group = await waitUntil(async () => {
-      const groups = (await redis.call('XINFO', 'GROUPS', allStreamKeys(config.streams)[0]!).catch(() => [])) as unknown[][];
+      const groups = (await redis
+        .call('XINFO', 'GROUPS', allStreamKeys(config.streams)[0]!)
+        .catch(() => [])) as unknown[][];
       return groups.length > 0 ? String(groups[0]![1]) : undefined;
     }, 'consumer group created');
 
-    const produced = await runCli(['produce', 'synthetic', '--symbols', 'AAA,BBB', '--count', '5000', '--seed', '7'], env);
+    const produced = await runCli(
+      ['produce', 'synthetic', '--symbols', 'AAA,BBB', '--count', '5000', '--seed', '7'],
+      env,
+    );
     expect(produced.code).toBe(0);
     expect(produced.stderr).toMatch(/"ticks":5000/);
 
@@ -74,7 +79,9 @@ describe('tickstream CLI (processes, real Redis)', () => {
 
     const status = await runCli(['status', '--json'], env);
     expect(status.code).toBe(0);
-    const parsed = JSON.parse(status.stdout) as { shards: { length: number; groups: { group: string; pending: number }[] }[] };
+    const parsed = JSON.parse(status.stdout) as {
+      shards: { length: number; groups: { group: string; pending: number }[] }[];
+    };
     expect(parsed.shards).toHaveLength(2);
     expect(parsed.shards.reduce((n, s) => n + s.length, 0)).toBeGreaterThan(0);
     expect(parsed.shards[0]!.groups[0]).toMatchObject({ group, pending: 0 });

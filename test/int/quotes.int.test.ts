@@ -13,7 +13,17 @@ afterEach(async () => {
 });
 
 function quote(symbol: string, ts: bigint, seq: number, bid: number, ask: number): Tick {
-  return TickSchema.parse({ type: 'quote', source: 'src', symbol, ts, seq, bidPrice: bid, bidSize: 100, askPrice: ask, askSize: 200 });
+  return TickSchema.parse({
+    type: 'quote',
+    source: 'src',
+    symbol,
+    ts,
+    seq,
+    bidPrice: bid,
+    bidSize: 100,
+    askPrice: ask,
+    askSize: 200,
+  });
 }
 function trade(symbol: string, ts: bigint, seq: number, price: number): Tick {
   return TickSchema.parse({ type: 'trade', source: 'src', symbol, ts, seq, price, size: 10 });
@@ -36,9 +46,22 @@ describe('latest-quote projector (real Redis)', () => {
   it('keeps the newest quote and trade per symbol', async () => {
     const { config, redis, sink } = setup();
     await sink.start();
-    await project(sink, [quote('AAA', 100n, 1, 10, 11), trade('AAA', 101n, 2, 10.5), quote('AAA', 102n, 3, 10.1, 10.9)]);
+    await project(sink, [
+      quote('AAA', 100n, 1, 10, 11),
+      trade('AAA', 101n, 2, 10.5),
+      quote('AAA', 102n, 3, 10.1, 10.9),
+    ]);
     const q = (await readQuotes(redis, config.quotes, ['AAA'])).get('AAA')!;
-    expect(q).toMatchObject({ symbol: 'AAA', bid: '10.1', ask: '10.9', last: '10.5', last_size: '10', quote_ts: '102', trade_ts: '101', ts: '102' });
+    expect(q).toMatchObject({
+      symbol: 'AAA',
+      bid: '10.1',
+      ask: '10.9',
+      last: '10.5',
+      last_size: '10',
+      quote_ts: '102',
+      trade_ts: '101',
+      ts: '102',
+    });
     expect(Number(q.updated_at)).toBeGreaterThan(1_600_000_000_000);
     await cleanupPrefix(redis, config.streams.prefix);
   });
@@ -57,7 +80,10 @@ describe('latest-quote projector (real Redis)', () => {
 
     // A newer tick in the same ns with a higher seq wins; a far larger ts (more digits) also compares right.
     await project(sink, [quote('AAA', 200n, 7, 30, 31)]);
-    await project(sink, [quote('AAA', 1_732_182_436_123_456_789n, 8, 40, 41), quote('AAA', 999_999_999n, 9, 5, 6)]);
+    await project(sink, [
+      quote('AAA', 1_732_182_436_123_456_789n, 8, 40, 41),
+      quote('AAA', 999_999_999n, 9, 5, 6),
+    ]);
     q = (await readQuotes(redis, config.quotes, ['AAA'])).get('AAA')!;
     expect(q).toMatchObject({ bid: '40', ask: '41', quote_ts: '1732182436123456789' });
     await cleanupPrefix(redis, config.streams.prefix);
@@ -94,7 +120,9 @@ describe('latest-quote projector (real Redis)', () => {
     const sub = testRedis(config);
     open.push(sub);
     const messages: Record<string, string>[] = [];
-    sub.on('message', (_channel: string, message: string) => messages.push(JSON.parse(message) as Record<string, string>));
+    sub.on('message', (_channel: string, message: string) =>
+      messages.push(JSON.parse(message) as Record<string, string>),
+    );
     await sub.subscribe(`${config.quotes.channelPrefix}AAA`);
     await project(sink, [quote('AAA', 5n, 1, 1, 2)]);
     await project(sink, [quote('AAA', 4n, 0, 9, 9)]); // older: no update, no message
@@ -124,12 +152,20 @@ describe('latest-quote projector (real Redis)', () => {
       log: silentLogger(),
     });
     await worker.start();
-    const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+    });
     const ticks: Tick[] = [];
     for (let i = 0; i < 50; i++) ticks.push(quote(`S${i % 5}`, BigInt(10_000 + i), i, 10 + i, 11 + i));
     await publisher.publish(ticks);
     await publisher.flush();
-    await waitUntil(async () => (await readQuotes(redis, config.quotes, ['S4'])).get('S4')?.quote_ts === '10049', 'S4 at its newest tick');
+    await waitUntil(
+      async () => (await readQuotes(redis, config.quotes, ['S4'])).get('S4')?.quote_ts === '10049',
+      'S4 at its newest tick',
+    );
     const all = await readQuotes(redis, config.quotes, ['S0', 'S1', 'S2', 'S3', 'S4']);
     expect([...all.values()].map((q) => q.quote_ts)).toEqual(['10045', '10046', '10047', '10048', '10049']);
     await worker.close();

@@ -31,7 +31,17 @@ describe('retention (real Redis)', () => {
     await redis.call('XGROUP', 'CREATE', stream, slow, '0');
     await redis.call('XGROUP', 'CREATE', stream, fast, '0');
     // fast read and acked everything; slow read two entries and acked only the first.
-    const all = (await redis.call('XREADGROUP', 'GROUP', fast, 'c', 'COUNT', '10', 'STREAMS', stream, '>')) as [string, [string][]][];
+    const all = (await redis.call(
+      'XREADGROUP',
+      'GROUP',
+      fast,
+      'c',
+      'COUNT',
+      '10',
+      'STREAMS',
+      stream,
+      '>',
+    )) as [string, [string][]][];
     await redis.xack(stream, fast, ...all[0]![1].map(([id]) => id));
     await redis.call('XREADGROUP', 'GROUP', slow, 'c', 'COUNT', '2', 'STREAMS', stream, '>');
     await redis.xack(stream, slow, '1000-0');
@@ -39,7 +49,12 @@ describe('retention (real Redis)', () => {
     // Age bound says: drop everything before 4500 ms. slow still needs 2000-0 (pending) onwards.
     const r = await trimStream(redis, stream, { maxAgeMs: 500, maxLen: 0, intervalMs: 1000 }, 5000);
     expect(r).toMatchObject({ trimmed: 1, minId: '2000-0', heldBackBy: slow });
-    expect((await redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual(['2000-0', '3000-0', '4000-0', '5000-0']);
+    expect((await redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual([
+      '2000-0',
+      '3000-0',
+      '4000-0',
+      '5000-0',
+    ]);
 
     // slow acks 2000-0 but has not read 3000-0 yet: the bound is the entry after its last delivered id.
     await redis.xack(stream, slow, '2000-0');
@@ -68,15 +83,30 @@ describe('retention (real Redis)', () => {
     const redis = testRedis(config);
     open.push(redis);
     const group = uniqueName('g');
-    for (const s of [0, 1]) await redis.call('XGROUP', 'CREATE', streamKey(config.streams, s), group, '0', 'MKSTREAM');
-    const publisher = new Publisher({ redis, layout: config.streams, settings: { ...config.producer, frameSize: 10 }, log: silentLogger() });
-    await publisher.publish(new SyntheticMarket({ symbols: ['A', 'B', 'C'], seed: 2, source: 's' }).next(1000));
+    for (const s of [0, 1])
+      await redis.call('XGROUP', 'CREATE', streamKey(config.streams, s), group, '0', 'MKSTREAM');
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: { ...config.producer, frameSize: 10 },
+      log: silentLogger(),
+    });
+    await publisher.publish(
+      new SyntheticMarket({ symbols: ['A', 'B', 'C'], seed: 2, source: 's' }).next(1000),
+    );
     await publisher.flush();
-    const before = (await redis.xlen(streamKey(config.streams, 0))) + (await redis.xlen(streamKey(config.streams, 1)));
+    const before =
+      (await redis.xlen(streamKey(config.streams, 0))) + (await redis.xlen(streamKey(config.streams, 1)));
     // Everything is older than "now + 1 h" and beyond maxLen 1, but nothing was read: nothing may go.
-    const r = await trimStreams(redis, config.streams, { maxAgeMs: 1, maxLen: 1, intervalMs: 1000 }, Date.now() + 3_600_000);
+    const r = await trimStreams(
+      redis,
+      config.streams,
+      { maxAgeMs: 1, maxLen: 1, intervalMs: 1000 },
+      Date.now() + 3_600_000,
+    );
     expect(r.reduce((n, x) => n + x.trimmed, 0)).toBe(0);
-    const after = (await redis.xlen(streamKey(config.streams, 0))) + (await redis.xlen(streamKey(config.streams, 1)));
+    const after =
+      (await redis.xlen(streamKey(config.streams, 0))) + (await redis.xlen(streamKey(config.streams, 1)));
     expect(after).toBe(before);
     await cleanupPrefix(redis, config.streams.prefix);
   });
@@ -84,13 +114,21 @@ describe('retention (real Redis)', () => {
 
 describe('producer backpressure (real Redis)', () => {
   it('pauses when the slowest group lags past the high-water mark and resumes when it drains', async () => {
-    const config = testConfig({ streams: { shards: 1 }, producer: { highWater: 20, lowWater: 5, backpressureIntervalMs: 10, frameSize: 1, lingerMs: 0 } });
+    const config = testConfig({
+      streams: { shards: 1 },
+      producer: { highWater: 20, lowWater: 5, backpressureIntervalMs: 10, frameSize: 1, lingerMs: 0 },
+    });
     const redis = testRedis(config);
     open.push(redis);
     const stream = streamKey(config.streams, 0);
     const group = uniqueName('g');
     await redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM');
-    const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log: silentLogger() });
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+    });
     const market = new SyntheticMarket({ symbols: ['A'], seed: 3, source: 's' });
     let done = false;
     const producing = (async () => {
@@ -112,9 +150,17 @@ describe('producer backpressure (real Redis)', () => {
     expect(last).toBeLessThan(30);
     // Consume and ack everything so far: the producer resumes and finishes.
     const drain = async () => {
-      const reply = (await redis.call('XREADGROUP', 'GROUP', group, 'c', 'COUNT', '1000', 'STREAMS', stream, '>')) as
-        | [string, [string][]][]
-        | null;
+      const reply = (await redis.call(
+        'XREADGROUP',
+        'GROUP',
+        group,
+        'c',
+        'COUNT',
+        '1000',
+        'STREAMS',
+        stream,
+        '>',
+      )) as [string, [string][]][] | null;
       const ids = reply?.[0]?.[1].map(([id]) => id) ?? [];
       if (ids.length > 0) await redis.xack(stream, group, ...ids);
     };

@@ -45,9 +45,18 @@ function startWorker(config: Config, group: string, sink: RecordingSink, consume
 }
 
 async function produce(config: Config, redis: RedisClient, count: number, seed = 1): Promise<Tick[]> {
-  const market = new SyntheticMarket({ symbols: ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'], seed, source: uniqueName('src') });
+  const market = new SyntheticMarket({
+    symbols: ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'],
+    seed,
+    source: uniqueName('src'),
+  });
   const ticks = market.next(count);
-  const publisher = new Publisher({ redis, layout: config.streams, settings: { ...config.producer, frameSize: 50 }, log: silentLogger() });
+  const publisher = new Publisher({
+    redis,
+    layout: config.streams,
+    settings: { ...config.producer, frameSize: 50 },
+    log: silentLogger(),
+  });
   await publisher.publish(ticks);
   await publisher.flush();
   return ticks;
@@ -88,7 +97,10 @@ describe('group worker (real Redis)', () => {
     const a = startWorker(config, group, dying);
     await a.worker.start();
     const ticks = await produce(config, redis, 1_000);
-    await waitUntil(async () => (await pendingTotal(redis, config, group)) > 0, 'dying consumer holds entries');
+    await waitUntil(
+      async () => (await pendingTotal(redis, config, group)) > 0,
+      'dying consumer holds entries',
+    );
     // Kill it: its sockets go away without an ack; the entries stay in its pending list.
     a.blocking.disconnect();
     workers.splice(workers.indexOf(a.worker), 1);
@@ -176,15 +188,26 @@ describe('group worker (real Redis)', () => {
   });
 
   it('dead-letters an entry delivered more than maxDeliveries times', async () => {
-    const { config, redis, group } = setup({ consumer: { maxDeliveries: 2, claimMinIdleMs: 50, claimIntervalMs: 50 } });
+    const { config, redis, group } = setup({
+      consumer: { maxDeliveries: 2, claimMinIdleMs: 50, claimIntervalMs: 50 },
+    });
     const stream = streamForSymbol(config.streams, 'AAA');
     await redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM');
     const tick = new SyntheticMarket({ symbols: ['AAA'], seed: 9, source: 'src' }).next(1);
     await redis.xadd(stream, '*', ...encodeFrame(tick));
     // Two consumers read it and die without acking: delivery count 2.
     for (let i = 0; i < 2; i++) {
-      if (i === 0) await redis.call('XREADGROUP', 'GROUP', group, 'crash-1', 'COUNT', '10', 'STREAMS', stream, '>');
-      else await redis.call('XCLAIM', stream, group, 'crash-2', '0', (await redis.xrange(stream, '-', '+'))[0]![0]);
+      if (i === 0)
+        await redis.call('XREADGROUP', 'GROUP', group, 'crash-1', 'COUNT', '10', 'STREAMS', stream, '>');
+      else
+        await redis.call(
+          'XCLAIM',
+          stream,
+          group,
+          'crash-2',
+          '0',
+          (await redis.xrange(stream, '-', '+'))[0]![0],
+        );
     }
     const sink = new RecordingSink();
     const { worker } = startWorker(config, group, sink);

@@ -14,7 +14,13 @@ describe('config', () => {
   });
 
   it('reads and coerces environment variables', () => {
-    const c = loadConfig({ env: { TICKSTREAM_SHARDS: '8', REDIS_CLUSTER_NODES: 'a:7000, b:7001', TICKSTREAM_PG_MIGRATE_ON_START: 'false' } });
+    const c = loadConfig({
+      env: {
+        TICKSTREAM_SHARDS: '8',
+        REDIS_CLUSTER_NODES: 'a:7000, b:7001',
+        TICKSTREAM_PG_MIGRATE_ON_START: 'false',
+      },
+    });
     expect(c.streams.shards).toBe(8);
     expect(c.redis.clusterNodes).toEqual(['a:7000', 'b:7001']);
     expect(c.postgres.migrateOnStart).toBe(false);
@@ -22,13 +28,19 @@ describe('config', () => {
 
   it('names the bad variable and its value', () => {
     expect(() => loadConfig({ env: { TICKSTREAM_SHARDS: 'four' } })).toThrow(ConfigError);
-    expect(() => loadConfig({ env: { TICKSTREAM_SHARDS: 'four' } })).toThrow(/TICKSTREAM_SHARDS: .*\(got "four"\)/);
-    expect(() => loadConfig({ env: { REDIS_URL: 'localhost:6379' } })).toThrow(/REDIS_URL: must be a redis:\/\/ or rediss:\/\/ URL/);
+    expect(() => loadConfig({ env: { TICKSTREAM_SHARDS: 'four' } })).toThrow(
+      /TICKSTREAM_SHARDS: .*\(got "four"\)/,
+    );
+    expect(() => loadConfig({ env: { REDIS_URL: 'localhost:6379' } })).toThrow(
+      /REDIS_URL: must be a redis:\/\/ or rediss:\/\/ URL/,
+    );
     expect(() => loadConfig({ env: { TICKSTREAM_SHARDS: '0' } })).toThrow(/TICKSTREAM_SHARDS/);
   });
 
   it('refuses unknown TICKSTREAM_ variables (typos)', () => {
-    expect(() => loadConfig({ env: { TICKSTREAM_SHARD: '3' } })).toThrow(/unknown configuration variable TICKSTREAM_SHARD/);
+    expect(() => loadConfig({ env: { TICKSTREAM_SHARD: '3' } })).toThrow(
+      /unknown configuration variable TICKSTREAM_SHARD/,
+    );
   });
 
   it('reads a YAML file, with env taking precedence, and names file keys in errors', () => {
@@ -45,11 +57,16 @@ describe('config', () => {
   });
 
   it('reports a missing config file clearly', () => {
-    expect(() => loadConfig({ env: { TICKSTREAM_CONFIG: '/nonexistent/x.yaml' } })).toThrow(/TICKSTREAM_CONFIG: cannot read/);
+    expect(() => loadConfig({ env: { TICKSTREAM_CONFIG: '/nonexistent/x.yaml' } })).toThrow(
+      /TICKSTREAM_CONFIG: cannot read/,
+    );
   });
 
   it('lets overrides (flags) beat the environment', () => {
-    const c = loadConfig({ env: { TICKSTREAM_BATCH_SIZE: '10' }, overrides: { consumer: { batchSize: 99 } } });
+    const c = loadConfig({
+      env: { TICKSTREAM_BATCH_SIZE: '10' },
+      overrides: { consumer: { batchSize: 99 } },
+    });
     expect(c.consumer.batchSize).toBe(99);
   });
 });

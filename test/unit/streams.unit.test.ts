@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { allStreamKeys, compareStreamIds, fnv1a, nextStreamId, shardOf, streamKey } from '../../shared/streams.ts';
+import {
+  allStreamKeys,
+  compareStreamIds,
+  fnv1a,
+  nextStreamId,
+  shardOf,
+  streamKey,
+} from '../../shared/streams.ts';
 import { SyntheticMarket, mulberry32 } from '../../producers/synthetic.ts';
 
 describe('sharding', () => {
