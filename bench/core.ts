@@ -28,13 +28,13 @@ const NAIVE_TICKS = 20_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const BIN = join(import.meta.dirname, '..', 'bin', 'tickstream.js');
 
-function configFor(prefix: string): Config {
+function configFor(prefix: string, lingerMs?: number): Config {
   return loadConfig({
     env: { REDIS_URL },
     overrides: {
       streams: { prefix, shards: 4 },
       quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
-      producer: { highWater: 0 },
+      producer: { highWater: 0, ...(lingerMs !== undefined ? { lingerMs } : {}) },
       log: { level: 'silent' },
     },
   });
@@ -280,10 +280,11 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
   ];
 }
 
-async function latency(
+export async function latency(
   redis: RedisClient,
+  lingerMs?: number,
 ): Promise<{ p50: number; p99: number; max: number; samples: number }> {
-  const config = configFor(prefixOf('latency'));
+  const config = configFor(prefixOf('latency'), lingerMs);
   const group = 'quotes';
   for (const key of allStreamKeys(config.streams))
     await redis.call('XGROUP', 'CREATE', key, group, '$', 'MKSTREAM');

@@ -4,7 +4,7 @@ import { errorMessage, isRetriable } from '../shared/errors.ts';
 import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
-import type { RedisClient } from '../shared/redis.ts';
+import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys, deadLetterKey, type StreamLayout } from '../shared/streams.ts';
 import { RejectedTicksError, type Sink } from './sink.ts';
 
@@ -220,9 +220,10 @@ export class GroupWorker {
         { entries: gone.length },
         'pending entries were deleted from the stream before acknowledgement',
       );
-      const pipeline = this.o.redis.pipeline();
-      for (const [stream, id] of gone) pipeline.xack(stream, this.o.group, id);
-      await pipeline.exec();
+      await batch(
+        this.o.redis,
+        gone.map(([stream, id]) => ['XACK', stream, this.o.group, id] as const),
+      );
     }
     return out;
   }
@@ -275,20 +276,19 @@ export class GroupWorker {
 
   /** XPENDING tells how often each entry was delivered (XAUTOCLAIM already counted this claim). */
   private async attachDeliveryCounts(entries: Entry[]): Promise<void> {
-    const byStream = groupBy(entries, (e) => e.stream);
-    const pipeline = this.o.redis.pipeline();
-    for (const [stream, list] of byStream) {
-      pipeline.call(
-        'XPENDING',
-        stream,
-        this.o.group,
-        list[0]!.id,
-        list[list.length - 1]!.id,
-        String(list.length),
-        this.o.consumer,
-      );
-    }
-    const results = (await pipeline.exec()) ?? [];
+    const commands = [...groupBy(entries, (e) => e.stream)].map(
+      ([stream, list]) =>
+        [
+          'XPENDING',
+          stream,
+          this.o.group,
+          list[0]!.id,
+          list[list.length - 1]!.id,
+          String(list.length),
+          this.o.consumer,
+        ] as const,
+    );
+    const results = await batch(this.o.redis, commands);
     const counts = new Map<string, number>();
     for (const [err, rows] of results) {
       if (err !== null) continue;
@@ -394,19 +394,11 @@ export class GroupWorker {
   /** Reset the idle time of entries we still hold, without counting a delivery (XCLAIM ... JUSTID). */
   private async keepClaimed(entries: Entry[]): Promise<void> {
     try {
-      const pipeline = this.o.redis.pipeline();
-      for (const [stream, list] of groupBy(entries, (e) => e.stream)) {
-        pipeline.call(
-          'XCLAIM',
-          stream,
-          this.o.group,
-          this.o.consumer,
-          '0',
-          ...list.map((e) => e.id),
-          'JUSTID',
-        );
-      }
-      await pipeline.exec();
+      const commands = [...groupBy(entries, (e) => e.stream)].map(
+        ([stream, list]) =>
+          ['XCLAIM', stream, this.o.group, this.o.consumer, '0', ...list.map((e) => e.id), 'JUSTID'] as const,
+      );
+      orThrow(await batch(this.o.redis, commands));
     } catch (err) {
       this.log.warn({ err }, 'could not refresh claim on in-flight entries');
     }
@@ -416,14 +408,23 @@ export class GroupWorker {
   private async settle(entries: Entry[], dead: DeadLetter[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const pipeline = this.o.redis.pipeline();
-        for (const d of dead) pipeline.xadd(this.dlq, '*', ...this.deadLetterFields(d));
-        for (const [stream, list] of groupBy(entries, (e) => e.stream)) {
-          pipeline.xack(stream, this.o.group, ...list.map((e) => e.id));
+        // Dead letters go in their own round trip first: under Cluster a batch is not ordered across nodes.
+        if (dead.length > 0) {
+          orThrow(
+            await batch(
+              this.o.redis,
+              dead.map((d) => ['XADD', this.dlq, '*', ...this.deadLetterFields(d)] as const),
+            ),
+          );
         }
-        const results = (await pipeline.exec()) ?? [];
-        const failed = results.find(([err]) => err !== null);
-        if (failed !== undefined) throw failed[0];
+        orThrow(
+          await batch(
+            this.o.redis,
+            [...groupBy(entries, (e) => e.stream)].map(
+              ([stream, list]) => ['XACK', stream, this.o.group, ...list.map((e) => e.id)] as const,
+            ),
+          ),
+        );
         this.stats.acked += entries.length;
         this.stats.deadLettered += dead.length;
         if (dead.length > 0) {
@@ -465,11 +466,12 @@ export class GroupWorker {
   }
 
   private async ensureGroups(): Promise<void> {
-    const pipeline = this.o.redis.pipeline();
     // From id 0: a new group sees everything retained, and a group recreated after a Redis restart does not
     // skip ticks added before it came back.
-    for (const s of this.streams) pipeline.call('XGROUP', 'CREATE', s, this.o.group, '0', 'MKSTREAM');
-    const results = (await pipeline.exec()) ?? [];
+    const results = await batch(
+      this.o.redis,
+      this.streams.map((s) => ['XGROUP', 'CREATE', s, this.o.group, '0', 'MKSTREAM'] as const),
+    );
     for (const [err] of results) {
       if (err !== null && !errorMessage(err).includes('BUSYGROUP')) throw err;
     }
@@ -485,8 +487,4 @@ function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]
     list.push(item);
   }
   return map;
-}
-
-function isCluster(client: RedisClient): boolean {
-  return 'isCluster' in client && client.isCluster === true;
 }

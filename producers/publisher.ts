@@ -4,7 +4,7 @@ import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
-import { pairs, type RedisClient } from '../shared/redis.ts';
+import { batch, pairs, type RedisClient } from '../shared/redis.ts';
 import { shardOf, streamKey, type StreamLayout } from '../shared/streams.ts';
 
 /**
@@ -137,9 +137,10 @@ export class Publisher {
     this.lastCheck = Date.now();
     // Frames in flight now are either counted by this measurement or still awaiting their XADD reply.
     this.sentSinceMeasure = this.inFlight.size;
-    const pipeline = this.o.redis.pipeline();
-    for (const key of this.keys) pipeline.call('XINFO', 'GROUPS', key).xlen(key);
-    const results = (await pipeline.exec()) ?? [];
+    const results = await batch(
+      this.o.redis,
+      this.keys.flatMap((key) => [['XINFO', 'GROUPS', key] as const, ['XLEN', key] as const]),
+    );
     let worst = 0;
     this.keys.forEach((_, i) => {
       const [err, groups] = results[2 * i] ?? [null, []];

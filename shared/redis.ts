@@ -22,7 +22,9 @@ export function createRedis(config: Pick<Config, 'redis'>, options: RedisOptions
   const common = {
     connectionName: options.connectionName ?? 'tickstream',
     maxRetriesPerRequest: null as null,
-    enableAutoPipelining: false,
+    // Under Cluster, multi-key batches are sent as concurrent commands (see `batch`); auto-pipelining packs
+    // them per node. A blocking connection runs one command at a time and gains nothing from it.
+    enableAutoPipelining: config.redis.clusterNodes.length > 0 && options.blocking !== true,
     ...(options.blocking === true ? { blockingTimeout: 30_000 } : {}),
   };
   let client: RedisClient;
@@ -67,4 +69,39 @@ export function pairs(flat: readonly unknown[]): Map<string, unknown> {
   const m = new Map<string, unknown>();
   for (let i = 0; i + 1 < flat.length; i += 2) m.set(String(flat[i]), flat[i + 1]);
   return m;
+}
+
+export function isCluster(client: RedisClient): client is Cluster {
+  return client instanceof Cluster;
+}
+
+export type Command = readonly [name: string, ...args: (string | number)[]];
+export type Reply = [Error | null, unknown];
+
+/**
+ * Send many commands in one round trip and get [error, result] per command, like pipeline.exec().
+ * On a single Redis this is one pipeline. Under Cluster a pipeline must stay within one slot, and our keys
+ * are spread over slots on purpose, so the commands go out concurrently and auto-pipelining batches them
+ * per node.
+ */
+export async function batch(client: RedisClient, commands: readonly Command[]): Promise<Reply[]> {
+  if (commands.length === 0) return [];
+  if (!isCluster(client)) {
+    const pipeline = client.pipeline();
+    for (const [name, ...args] of commands) pipeline.call(name, ...args);
+    return ((await pipeline.exec()) ?? []) as Reply[];
+  }
+  const settled = await Promise.allSettled(commands.map(([name, ...args]) => client.call(name, ...args)));
+  return settled.map((s): Reply => (s.status === 'fulfilled' ? [null, s.value] : [toError(s.reason), null]));
+}
+
+/** The first error of a batch, thrown; otherwise the results. */
+export function orThrow(replies: readonly Reply[]): unknown[] {
+  const failed = replies.find(([err]) => err !== null);
+  if (failed !== undefined) throw failed[0];
+  return replies.map(([, result]) => result);
+}
+
+function toError(reason: unknown): Error {
+  return reason instanceof Error ? reason : new Error(String(reason));
 }

@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto';
 import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Quote, Tick, Trade } from '../../shared/model.ts';
-import type { RedisClient } from '../../shared/redis.ts';
+import { batch, orThrow, pairs, type RedisClient, type Reply } from '../../shared/redis.ts';
 import { SinkError } from '../../shared/errors.ts';
 import type { Sink } from '../sink.ts';
 
@@ -49,6 +50,8 @@ redis.call('PUBLISH', ARGV[1], cjson.encode(obj))
 return 1
 `;
 
+const SCRIPT_SHA = createHash('sha1').update(SCRIPT).digest('hex');
+
 /** Fixed-width so that Lua's byte-wise string comparison orders by (ts, seq). */
 export function orderingKey(t: Tick): string {
   return `${t.ts.toString().padStart(19, '0')}:${t.seq.toString().padStart(16, '0')}`;
@@ -60,8 +63,6 @@ interface Latest {
   trade?: Trade;
   tradeOrd?: string;
 }
-
-type ProjectCommand = (key: string, ...args: string[]) => Promise<number>;
 
 export interface QuotesSinkOptions {
   redis: RedisClient;
@@ -81,11 +82,7 @@ export class QuotesSink implements Sink {
     this.settings = options.settings;
   }
 
-  async start(): Promise<void> {
-    if (!('tickstreamProjectQuote' in this.redis)) {
-      this.redis.defineCommand('tickstreamProjectQuote', { numberOfKeys: 1, lua: SCRIPT });
-    }
-  }
+  async start(): Promise<void> {}
 
   /** Reduce the batch to the newest quote and trade per symbol; only those reach Redis. */
   async write(ticks: readonly Tick[]): Promise<void> {
@@ -109,13 +106,11 @@ export class QuotesSink implements Sink {
     const staged = this.staged;
     this.staged = new Map();
     if (staged.size === 0) return;
-    const pipeline = this.redis.pipeline() as unknown as Record<'tickstreamProjectQuote', ProjectCommand> & {
-      exec(): Promise<[Error | null, unknown][] | null>;
-    };
+    const args: string[][] = [];
     for (const [symbol, l] of staged) {
       const q = l.quote;
       const t = l.trade;
-      pipeline.tickstreamProjectQuote(
+      args.push([
         this.settings.keyPrefix + symbol,
         this.settings.channelPrefix + symbol,
         symbol,
@@ -133,15 +128,31 @@ export class QuotesSink implements Sink {
         t ? String(t.price) : '',
         t ? String(t.size) : '',
         t ? t.venue || t.source : '',
-      );
+      ]);
     }
-    let results: [Error | null, unknown][] | null;
+    let results: Reply[];
     try {
-      results = await pipeline.exec();
+      results = await batch(
+        this.redis,
+        args.map(([key, ...rest]) => ['EVALSHA', SCRIPT_SHA, 1, key!, ...rest] as const),
+      );
+      // A server that has not seen the script yet (new, restarted, or another Cluster node) says NOSCRIPT:
+      // send those once with EVAL, which also caches it there.
+      const missing = results.flatMap((r, i) => (r[0]?.message.startsWith('NOSCRIPT') === true ? [i] : []));
+      if (missing.length > 0) {
+        const retried = await batch(
+          this.redis,
+          missing.map((i) => {
+            const [key, ...rest] = args[i]!;
+            return ['EVAL', SCRIPT, 1, key!, ...rest] as const;
+          }),
+        );
+        missing.forEach((i, j) => (results[i] = retried[j]!));
+      }
     } catch (err) {
       throw new SinkError('quote projection failed', { retriable: true, cause: err });
     }
-    for (const [err, changed] of results ?? []) {
+    for (const [err, changed] of results) {
       // Every failure here is Redis being unavailable or busy: retry the whole (idempotent) batch.
       if (err !== null)
         throw new SinkError(`quote projection failed: ${err.message}`, { retriable: true, cause: err });
@@ -160,13 +171,17 @@ export async function readQuotes(
   settings: Config['quotes'],
   symbols: readonly string[],
 ): Promise<Map<string, Record<string, string>>> {
-  const pipeline = redis.pipeline();
-  for (const s of symbols) pipeline.hgetall(settings.keyPrefix + s);
-  const results = (await pipeline.exec()) ?? [];
+  const results = orThrow(
+    await batch(
+      redis,
+      symbols.map((s) => ['HGETALL', settings.keyPrefix + s] as const),
+    ),
+  );
   const out = new Map<string, Record<string, string>>();
   symbols.forEach((s, i) => {
-    const value = results[i]?.[1] as Record<string, string> | undefined;
-    if (value !== undefined && Object.keys(value).length > 0) out.set(s, value);
+    const flat = results[i] as string[] | undefined;
+    if (flat !== undefined && flat.length > 0)
+      out.set(s, Object.fromEntries(pairs(flat)) as Record<string, string>);
   });
   return out;
 }
