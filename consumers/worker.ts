@@ -2,6 +2,7 @@ import type { Config } from '../shared/config.ts';
 import { decodeFrame, toTuple } from '../shared/codec.ts';
 import { errorMessage, isRetriable } from '../shared/errors.ts';
 import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
+import type { Metric } from '../shared/metrics.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
 import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
@@ -476,6 +477,27 @@ export class GroupWorker {
       if (err !== null && !errorMessage(err).includes('BUSYGROUP')) throw err;
     }
   }
+}
+
+/** The worker's counters for Prometheus (`TICKSTREAM_METRICS_PORT`). */
+export function workerMetrics(worker: GroupWorker, group: string, sink: string): Metric[] {
+  const labels = { group, sink };
+  const counter = (name: string, help: string, value: () => number): Metric => ({
+    name,
+    help,
+    type: 'counter',
+    values: () => [{ labels, value: value() }],
+  });
+  const s = worker.stats;
+  return [
+    counter('tickstream_worker_entries_total', 'Stream entries processed', () => s.entries),
+    counter('tickstream_worker_ticks_total', 'Ticks written to the sink', () => s.ticks),
+    counter('tickstream_worker_acked_total', 'Stream entries acknowledged', () => s.acked),
+    counter('tickstream_worker_dead_lettered_total', 'Entries or ticks dead-lettered', () => s.deadLettered),
+    counter('tickstream_worker_claimed_total', 'Entries claimed from other consumers', () => s.claimed),
+    counter('tickstream_worker_retries_total', 'Retriable sink failures retried', () => s.retries),
+    counter('tickstream_worker_batches_total', 'Batches processed', () => s.batches),
+  ];
 }
 
 function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {

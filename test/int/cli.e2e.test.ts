@@ -34,7 +34,11 @@ describe('tickstream CLI (processes, real Redis)', () => {
   });
 
   it('produce → consume quotes → quote; SIGTERM stops the consumer cleanly with nothing pending', async () => {
-    const consumer = startCli(['consume', 'quotes', '--group', uniqueName('quotes')], env);
+    const metricsPort = 20_000 + Math.floor(Math.random() * 20_000);
+    const consumer = startCli(['consume', 'quotes', '--group', uniqueName('quotes')], {
+      ...env,
+      TICKSTREAM_METRICS_PORT: String(metricsPort),
+    });
     const group = await waitUntil(async () => {
       const groups = (await redis
         .call('XINFO', 'GROUPS', allStreamKeys(config.streams)[0]!)
@@ -46,7 +50,7 @@ describe('tickstream CLI (processes, real Redis)', () => {
       ['produce', 'synthetic', '--symbols', 'AAA,BBB', '--count', '5000', '--seed', '7'],
       env,
     );
-    expect(produced.code).toBe(0);
+    expect(produced.code, produced.stderr).toBe(0);
     expect(produced.stderr).toMatch(/"ticks":5000/);
 
     await waitUntil(async () => {
@@ -67,14 +71,19 @@ describe('tickstream CLI (processes, real Redis)', () => {
     expect(quote.stdout).toMatch(/^AAA\s+\d+(\.\d+)?\s+\d+/m);
     expect(quote.stdout).toMatch(/^BBB\s+\d/m);
 
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(
+      new RegExp(`tickstream_worker_ticks_total\\{group="${group}",sink="quotes"\\} 5000`),
+    );
+
     consumer.kill('SIGTERM');
     const r = await finished(consumer);
-    expect(r.code).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/stopping gracefully/);
     expect(r.stderr).toMatch(/worker stopped/);
     for (const s of allStreamKeys(config.streams)) {
       const summary = (await redis.call('XPENDING', s, group)) as [number];
-      expect(Number(summary[0])).toBe(0);
+      expect(Number(summary[0]), `pending on ${s} after SIGTERM; consumer log: ${r.stderr}`).toBe(0);
     }
 
     const status = await runCli(['status', '--json'], env);
