@@ -1,0 +1,80 @@
+import type { Command } from 'commander';
+import {
+  archiveStatus,
+  daysAhead,
+  ensureDayPartitions,
+  migrate,
+  migrateOptions,
+} from '../../consumers/sinks/archive-migrate.ts';
+import { ConfigError, errorMessage, TickstreamError } from '../../shared/errors.ts';
+import { closePgPool, createPgPool, pgTarget, withClient } from '../../shared/pg.ts';
+import { makeRuntime, runCommand } from '../runtime.ts';
+import { printTable } from '../table.ts';
+
+/**
+ * `tickstream migrate`: bring the PostgreSQL archive schema (DATABASE_URL, TICKSTREAM_PG_SCHEMA) to the
+ * version this build knows, choosing TimescaleDB or native partitioning the first time. Safe to run again and
+ * from several places at once; refuses a schema newer than this build.
+ */
+export function registerMigrate(program: Command): void {
+  program
+    .command('migrate')
+    .description('create or upgrade the PostgreSQL archive schema (idempotent; detects TimescaleDB)')
+    .option('--schema <name>', 'schema to migrate (TICKSTREAM_PG_SCHEMA)')
+    .option('--timescale <mode>', 'auto | on | off, when creating the schema (TICKSTREAM_PG_TIMESCALE)')
+    .option('--json', 'print the result as JSON')
+    .action((opts: MigrateOpts) => runCommand(() => run(opts)));
+}
+
+interface MigrateOpts {
+  schema?: string;
+  timescale?: string;
+  json?: boolean;
+}
+
+async function run(opts: MigrateOpts): Promise<void> {
+  if (opts.timescale !== undefined && !['auto', 'on', 'off'].includes(opts.timescale)) {
+    throw new ConfigError(`--timescale must be auto, on or off (got "${opts.timescale}")`);
+  }
+  const { config, log } = makeRuntime({
+    postgres: {
+      ...(opts.schema !== undefined ? { schema: opts.schema } : {}),
+      ...(opts.timescale !== undefined ? { timescale: opts.timescale as 'auto' | 'on' | 'off' } : {}),
+    },
+  });
+  const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:migrate' });
+  try {
+    const result = await migrate(pool, migrateOptions(config.postgres, log)).catch((err: unknown) => {
+      if (err instanceof TickstreamError) throw err;
+      throw new TickstreamError(`PostgreSQL at ${pgTarget(config.postgres.url)}: ${errorMessage(err)}`, {
+        retriable: true,
+        cause: err,
+      });
+    });
+    // Writers create partitions as they go; creating today's and the next days' here makes a fresh archive
+    // ready (and visible in the status below) before the first writer starts.
+    const partitions =
+      result.mode === 'plain'
+        ? await withClient(pool, (c) =>
+            ensureDayPartitions(c, config.postgres.schema, daysAhead(config.postgres.partitionsAhead)),
+          )
+        : 0;
+    const status = await archiveStatus(pool, config.postgres.schema);
+    if (opts.json === true) {
+      process.stdout.write(
+        `${JSON.stringify({ ...result, partitionsCreated: partitions, status }, null, 2)}\n`,
+      );
+      return;
+    }
+    const what =
+      result.applied.length === 0
+        ? `up to date at version ${result.to}`
+        : `version ${result.from} → ${result.to}: applied ${result.applied.map((a) => a.file).join(', ')}`;
+    process.stdout.write(`Archive schema "${result.schema}" (${result.mode}): ${what}\n`);
+    for (const p of result.policies) process.stdout.write(`  policy ${p}\n`);
+    if (partitions > 0) process.stdout.write(`  created ${partitions} day partitions ahead\n`);
+    printTable(status);
+  } finally {
+    await closePgPool(pool);
+  }
+}

@@ -1,0 +1,456 @@
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../../shared/config.ts';
+import { errorMessage, TickstreamError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { inTransaction, quoteIdent, withClient, type PgClient, type PgPool } from '../../shared/pg.ts';
+
+/**
+ * Schema migrations of the PostgreSQL archive (infra/migrations), and what `tickstream status` shows of it.
+ *
+ * - Files are `NNNN_name.sql`, or a pair `NNNN_name.plain.sql` + `NNNN_name.timescale.sql` when the two modes
+ *   need different DDL. `{{schema}}` stands for the configured schema (quoted identifier), `{{schema_name}}` for
+ *   the same as a string literal, so tests and several deployments can live in one database.
+ * - Applied versions are recorded in `<schema>.schema_migrations`; all pending versions run in one transaction
+ *   under an advisory lock, so concurrent `migrate` runs (several consumers starting at once) apply each step
+ *   exactly once and a failure leaves nothing half-done. A second run changes nothing.
+ * - A database at a newer version than this code knows is refused: writing with an older idea of the schema
+ *   could silently lose columns or constraints.
+ * - The mode (TimescaleDB or native partitioning) is decided once, when version 1 is applied, and stored in
+ *   `<schema>.archive_meta`; later runs use the stored mode.
+ */
+export type ArchiveMode = 'plain' | 'timescale';
+export type ArchiveSettings = Config['postgres'];
+
+export const MIGRATIONS_DIR = join(import.meta.dirname, '..', '..', 'infra', 'migrations');
+
+/** Advisory lock class for migrations ("tick"); the schema's hash is the second key. */
+const LOCK_CLASS = 0x7469636b;
+
+export class MigrationError extends TickstreamError {
+  override name = 'MigrationError';
+  constructor(message: string, cause?: unknown) {
+    super(message, { retriable: false, cause });
+  }
+}
+
+export interface MigrationStep {
+  version: number;
+  name: string;
+  /** SQL text per mode; a common file serves both. */
+  sql: Record<ArchiveMode, string>;
+  files: Record<ArchiveMode, string>;
+}
+
+const FILE = /^(\d{4})_([a-z0-9_]+?)(?:\.(plain|timescale))?\.sql$/;
+
+/** Read and check the migration files: versions 1..N without gaps, each usable in both modes. */
+export function loadMigrations(dir: string = MIGRATIONS_DIR): MigrationStep[] {
+  const byVersion = new Map<number, { name: string; common?: string; plain?: string; timescale?: string }>();
+  for (const file of readdirSync(dir).sort()) {
+    if (!file.endsWith('.sql')) continue;
+    const m = FILE.exec(file);
+    if (m === null) throw new MigrationError(`${dir}/${file}: expected NNNN_name[.plain|.timescale].sql`);
+    const version = Number(m[1]);
+    const name = m[2]!;
+    const entry = byVersion.get(version) ?? { name };
+    if (entry.name !== name)
+      throw new MigrationError(`${dir}: version ${version} has two names (${entry.name}, ${name})`);
+    const kind = (m[3] ?? 'common') as 'common' | ArchiveMode;
+    if (entry[kind] !== undefined)
+      throw new MigrationError(`${dir}: duplicate file for version ${version} (${kind})`);
+    entry[kind] = file;
+    byVersion.set(version, entry);
+  }
+  const steps: MigrationStep[] = [];
+  const versions = [...byVersion.keys()].sort((a, b) => a - b);
+  versions.forEach((version, i) => {
+    if (version !== i + 1)
+      throw new MigrationError(
+        `${dir}: versions must run 1..N without gaps (found ${version} at position ${i + 1})`,
+      );
+    const e = byVersion.get(version)!;
+    const plain = e.plain ?? e.common;
+    const timescale = e.timescale ?? e.common;
+    if (
+      plain === undefined ||
+      timescale === undefined ||
+      (e.common !== undefined && (e.plain ?? e.timescale) !== undefined)
+    ) {
+      throw new MigrationError(
+        `${dir}: version ${version} needs either one common file or both a .plain.sql and a .timescale.sql`,
+      );
+    }
+    steps.push({
+      version,
+      name: e.name,
+      files: { plain, timescale },
+      sql: {
+        plain: readFileSync(join(dir, plain), 'utf8'),
+        timescale: readFileSync(join(dir, timescale), 'utf8'),
+      },
+    });
+  });
+  if (steps.length === 0) throw new MigrationError(`${dir}: no migrations found`);
+  return steps;
+}
+
+/** Substitute the schema placeholders. The schema name is already restricted to [a-z0-9_] by the config. */
+export function renderSql(sql: string, schema: string): string {
+  return sql
+    .replaceAll('{{schema}}', quoteIdent(schema))
+    .replaceAll('{{schema_name}}', `'${schema.replace(/'/g, "''")}'`);
+}
+
+export function checksum(sql: string): string {
+  return createHash('sha256').update(sql).digest('hex').slice(0, 16);
+}
+
+export interface MigrateOptions {
+  schema: string;
+  /** auto | on | off: whether to use TimescaleDB when creating the schema. */
+  timescale: ArchiveSettings['timescale'];
+  compressAfter: string;
+  retention: string;
+  log: Logger;
+  /** Tests point this at a directory of their own. */
+  migrationsDir?: string;
+}
+
+export interface MigrateResult {
+  schema: string;
+  mode: ArchiveMode;
+  from: number;
+  to: number;
+  applied: { version: number; name: string; file: string }[];
+  /** TimescaleDB policies added or changed by this run. */
+  policies: string[];
+}
+
+export function migrateOptions(settings: ArchiveSettings, log: Logger): MigrateOptions {
+  return {
+    schema: settings.schema,
+    timescale: settings.timescale,
+    compressAfter: settings.compressAfter,
+    retention: settings.retention,
+    log,
+  };
+}
+
+/** Bring the archive schema to the newest version this code knows. Idempotent and safe to run concurrently. */
+export async function migrate(pool: PgPool, o: MigrateOptions): Promise<MigrateResult> {
+  const steps = loadMigrations(o.migrationsDir);
+  const latest = steps[steps.length - 1]!.version;
+  const q = quoteIdent(o.schema);
+  const log = o.log.child({ component: 'archive.migrate', schema: o.schema });
+  return withClient(pool, (client) =>
+    inTransaction(client, async () => {
+      await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_CLASS, o.schema]);
+      // Statements below print NOTICEs when objects exist already; they are expected on every re-run.
+      await client.query(`SET LOCAL client_min_messages = warning`);
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${q}`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${q}.schema_migrations (
+           version    integer PRIMARY KEY,
+           name       text NOT NULL,
+           mode       text NOT NULL,
+           checksum   text NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now()
+         )`,
+      );
+      const { rows } = await client.query<{ version: number; name: string; checksum: string; mode: string }>(
+        `SELECT version, name, checksum, mode FROM ${q}.schema_migrations ORDER BY version`,
+      );
+      const current = rows.length === 0 ? 0 : rows[rows.length - 1]!.version;
+      if (current > latest) throw newerSchemaError(o.schema, current, latest);
+
+      let mode = await storedMode(client, o.schema);
+      if (mode === undefined) mode = await detectMode(client, o.timescale, log);
+      else if (
+        (o.timescale === 'on' && mode === 'plain') ||
+        (o.timescale === 'off' && mode === 'timescale')
+      ) {
+        log.warn(
+          { mode, requested: o.timescale },
+          'archive schema already exists in the other mode; keeping it (a new schema is needed to switch)',
+        );
+      }
+
+      for (const row of rows) {
+        const step = steps.find((s) => s.version === row.version);
+        if (step !== undefined && checksum(step.sql[mode]) !== row.checksum) {
+          log.warn(
+            { version: row.version, file: step.files[mode] },
+            'an applied migration file has changed since it was applied; it is not re-run',
+          );
+        }
+      }
+
+      const applied: MigrateResult['applied'] = [];
+      for (const step of steps) {
+        if (step.version <= current) continue;
+        try {
+          await client.query(renderSql(step.sql[mode], o.schema));
+        } catch (err) {
+          throw new MigrationError(
+            `migration ${step.files[mode]} failed on schema "${o.schema}": ${errorMessage(err)}`,
+            err,
+          );
+        }
+        await client.query(
+          `INSERT INTO ${q}.schema_migrations (version, name, mode, checksum) VALUES ($1, $2, $3, $4)`,
+          [step.version, step.name, mode, checksum(step.sql[mode])],
+        );
+        applied.push({ version: step.version, name: step.name, file: step.files[mode] });
+      }
+      const policies = mode === 'timescale' ? await applyTimescalePolicies(client, o) : [];
+      if (applied.length > 0 || policies.length > 0) {
+        log.info(
+          { mode, from: current, to: latest, applied: applied.map((a) => a.file), policies },
+          'migrated',
+        );
+      }
+      return { schema: o.schema, mode, from: current, to: latest, applied, policies };
+    }),
+  );
+}
+
+function newerSchemaError(schema: string, current: number, latest: number): MigrationError {
+  return new MigrationError(
+    `archive schema "${schema}" is at version ${current}, newer than this tickstream knows (${latest}): ` +
+      `upgrade tickstream, or point TICKSTREAM_PG_SCHEMA at another schema`,
+  );
+}
+
+async function storedMode(client: PgClient, schema: string): Promise<ArchiveMode | undefined> {
+  const meta = `${quoteIdent(schema)}.archive_meta`;
+  const exists = await client.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [meta]);
+  if (exists.rows[0]?.ok !== true) return undefined;
+  const { rows } = await client.query<{ value: string }>(`SELECT value FROM ${meta} WHERE key = 'mode'`);
+  const value = rows[0]?.value;
+  return value === 'plain' || value === 'timescale' ? value : undefined;
+}
+
+/**
+ * TimescaleDB when asked for (on) or when installed or installable (auto). CREATE EXTENSION runs inside a
+ * savepoint: it fails when the library is not preloaded or the role may not create it, and auto then falls
+ * back to native partitioning.
+ */
+async function detectMode(
+  client: PgClient,
+  wanted: ArchiveSettings['timescale'],
+  log: Logger,
+): Promise<ArchiveMode> {
+  if (wanted === 'off') return 'plain';
+  const installed = await client.query(`SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'`);
+  if (installed.rowCount !== null && installed.rowCount > 0) return 'timescale';
+  const available = await client.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`);
+  if (available.rowCount === 0) {
+    if (wanted === 'on') {
+      throw new MigrationError(
+        'TICKSTREAM_PG_TIMESCALE=on but the timescaledb extension is not available on this server',
+      );
+    }
+    return 'plain';
+  }
+  await client.query('SAVEPOINT tickstream_timescale');
+  try {
+    await client.query('CREATE EXTENSION IF NOT EXISTS timescaledb');
+    await client.query('RELEASE SAVEPOINT tickstream_timescale');
+    return 'timescale';
+  } catch (err) {
+    await client.query('ROLLBACK TO SAVEPOINT tickstream_timescale');
+    if (wanted === 'on') {
+      throw new MigrationError(`cannot enable the timescaledb extension: ${errorMessage(err)}`, err);
+    }
+    log.warn({ err }, 'timescaledb is available but could not be enabled: using native partitioning');
+    return 'plain';
+  }
+}
+
+/**
+ * Compression and retention policies follow the configuration: added when missing, replaced when the
+ * interval differs, removed when set to "off". Unchanged settings change nothing.
+ */
+async function applyTimescalePolicies(client: PgClient, o: MigrateOptions): Promise<string[]> {
+  const changes: string[] = [];
+  for (const table of ['trades', 'quotes']) {
+    const rel = `${quoteIdent(o.schema)}.${table}`;
+    for (const policy of [
+      {
+        proc: 'policy_compression',
+        key: 'compress_after',
+        value: o.compressAfter,
+        add: 'add_compression_policy',
+        remove: 'remove_compression_policy',
+      },
+      {
+        proc: 'policy_retention',
+        key: 'drop_after',
+        value: o.retention,
+        add: 'add_retention_policy',
+        remove: 'remove_retention_policy',
+      },
+    ]) {
+      const { rows } = await client.query<{ current: string | null; same: boolean | null }>(
+        `SELECT config->>$3 AS current,
+                CASE WHEN $4 = 'off' THEN NULL ELSE (config->>$3)::interval = $4::interval END AS same
+           FROM timescaledb_information.jobs
+          WHERE proc_name = $5 AND hypertable_schema = $1 AND hypertable_name = $2`,
+        [o.schema, table, policy.key, policy.value, policy.proc],
+      );
+      const existing = rows[0];
+      if (policy.value === 'off') {
+        if (existing === undefined) continue;
+        await client.query(`SELECT ${policy.remove}($1::regclass, if_exists => true)`, [rel]);
+        changes.push(`${table}: removed ${policy.key}`);
+        continue;
+      }
+      if (existing?.same === true) continue;
+      if (existing !== undefined)
+        await client.query(`SELECT ${policy.remove}($1::regclass, if_exists => true)`, [rel]);
+      await client.query(`SELECT ${policy.add}($1::regclass, $2::interval)`, [rel, policy.value]);
+      changes.push(`${table}: ${policy.key} ${policy.value}`);
+    }
+  }
+  return changes;
+}
+
+const MS_PER_DAY = 86_400_000;
+
+/**
+ * Plain mode: make sure the day partitions of both tables exist for these days (UTC days since the epoch).
+ * One statement per partition, each its own transaction, so a parent table is locked only briefly.
+ * Returns how many partitions were created.
+ */
+export async function ensureDayPartitions(
+  client: PgClient,
+  schema: string,
+  days: Iterable<number>,
+): Promise<number> {
+  let created = 0;
+  for (const day of days) {
+    const date = new Date(day * MS_PER_DAY).toISOString().slice(0, 10);
+    for (const table of ['trades', 'quotes']) {
+      const r = await client.query<{ created: boolean }>(
+        `SELECT ${quoteIdent(schema)}.ensure_day_partition($1, $2::date) AS created`,
+        [table, date],
+      );
+      if (r.rows[0]?.created === true) created++;
+    }
+  }
+  return created;
+}
+
+/** Today (UTC) and the `ahead` following days. */
+export function daysAhead(ahead: number, nowMs: number = Date.now()): number[] {
+  const today = Math.floor(nowMs / MS_PER_DAY);
+  return Array.from({ length: ahead + 1 }, (_, i) => today + i);
+}
+
+export interface SchemaState {
+  /** 0 when the schema was never migrated. */
+  version: number;
+  latest: number;
+  mode: ArchiveMode | undefined;
+}
+
+export async function schemaState(
+  pool: PgPool,
+  schema: string,
+  migrationsDir?: string,
+): Promise<SchemaState> {
+  const latest = loadMigrations(migrationsDir).at(-1)!.version;
+  return withClient(pool, async (client) => {
+    const { rows } = await client.query<{ ok: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS ok`, [
+      `${quoteIdent(schema)}.schema_migrations`,
+    ]);
+    if (rows[0]?.ok !== true) return { version: 0, latest, mode: undefined };
+    const v = await client.query<{ version: number | null }>(
+      `SELECT max(version) AS version FROM ${quoteIdent(schema)}.schema_migrations`,
+    );
+    return { version: v.rows[0]?.version ?? 0, latest, mode: await storedMode(client, schema) };
+  });
+}
+
+/** For writers started without migrateOnStart: the schema must be exactly the version this code knows. */
+export async function assertSchemaCurrent(pool: PgPool, schema: string): Promise<ArchiveMode> {
+  const state = await schemaState(pool, schema);
+  if (state.version > state.latest) throw newerSchemaError(schema, state.version, state.latest);
+  if (state.version < state.latest || state.mode === undefined) {
+    throw new MigrationError(
+      `archive schema "${schema}" is at version ${state.version}, this tickstream needs ${state.latest}: ` +
+        `run \`tickstream migrate\` (or set TICKSTREAM_PG_MIGRATE_ON_START=true)`,
+    );
+  }
+  return state.mode;
+}
+
+/** `tickstream status` rows: one per archive table. */
+export async function archiveStatus(pool: PgPool, schema: string): Promise<Record<string, unknown>[]> {
+  const state = await schemaState(pool, schema);
+  if (state.version === 0 || state.mode === undefined) {
+    return [{ schema, mode: 'not migrated', version: `0/${state.latest}`, hint: 'run tickstream migrate' }];
+  }
+  const mode = state.mode;
+  return withClient(pool, async (client) => {
+    const out: Record<string, unknown>[] = [];
+    for (const table of ['trades', 'quotes']) {
+      const rel = `${quoteIdent(schema)}.${table}`;
+      let rowsEstimate: number;
+      let parts: number;
+      let oldest: string | null;
+      let newest: string | null;
+      if (mode === 'timescale') {
+        const r = await client.query<{ n: string; chunks: string; lo: string | null; hi: string | null }>(
+          `SELECT approximate_row_count($1::regclass)::text AS n,
+                  count(c.*)::text AS chunks,
+                  min(c.range_start)::date::text AS lo,
+                  max(c.range_end - interval '1 microsecond')::date::text AS hi
+             FROM timescaledb_information.chunks c
+            WHERE c.hypertable_schema = $2 AND c.hypertable_name = $3`,
+          [rel, schema, table],
+        );
+        rowsEstimate = Number(r.rows[0]?.n ?? 0);
+        parts = Number(r.rows[0]?.chunks ?? 0);
+        oldest = r.rows[0]?.lo ?? null;
+        newest = r.rows[0]?.hi ?? null;
+      } else {
+        // reltuples is -1 for a partition never analysed; the live-tuple counter covers those until autovacuum.
+        const r = await client.query<{ n: string; parts: string; lo: string | null; hi: string | null }>(
+          `SELECT coalesce(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples
+                                    ELSE coalesce(s.n_live_tup, 0) END), 0)::bigint::text AS n,
+                  count(*)::text AS parts,
+                  min(right(c.relname, 8)) AS lo,
+                  max(right(c.relname, 8)) AS hi
+             FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+            WHERE i.inhparent = $1::regclass`,
+          [rel],
+        );
+        rowsEstimate = Number(r.rows[0]?.n ?? 0);
+        parts = Number(r.rows[0]?.parts ?? 0);
+        oldest = dayName(r.rows[0]?.lo ?? null);
+        newest = dayName(r.rows[0]?.hi ?? null);
+      }
+      out.push({
+        schema,
+        table,
+        mode,
+        version: `${state.version}/${state.latest}`,
+        rows_estimate: rowsEstimate,
+        [mode === 'timescale' ? 'chunks' : 'partitions']: parts,
+        first_day: oldest ?? '-',
+        last_day: newest ?? '-',
+      });
+    }
+    return out;
+  });
+}
+
+function dayName(yyyymmdd: string | null): string | null {
+  if (yyyymmdd === null || !/^\d{8}$/.test(yyyymmdd)) return null;
+  return `${yyyymmdd.slice(0, 4)}-${yyyymmdd.slice(4, 6)}-${yyyymmdd.slice(6)}`;
+}
