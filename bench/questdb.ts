@@ -1,0 +1,165 @@
+import { Sender } from '@questdb/nodejs-client';
+import { QuestDbSink, appendTick } from '../consumers/sinks/questdb.ts';
+import { GroupWorker } from '../consumers/worker.ts';
+import { loadConfig, type Config } from '../shared/config.ts';
+import { silentLogger } from '../shared/logger.ts';
+import type { Tick } from '../shared/model.ts';
+import { requireQuestDbHttp } from '../shared/questdb.ts';
+import { closeRedis, createRedis, type RedisClient } from '../shared/redis.ts';
+import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
+import { Publisher } from '../producers/publisher.ts';
+import { QuestDbStandin } from '../test/helpers/questdb-standin.ts';
+import { measurement, type BenchReport, type Measurement } from './lib.ts';
+
+/**
+ * Hot writer throughput against the client alone, on the same rows in the same batch size:
+ * - writer: ticks already in the Redis streams, read by the GroupWorker (XREADGROUP, decode), written by the
+ *   QuestDB sink, one flush per batch, then XACK;
+ * - baseline: the QuestDB client filling the same rows (same column mapping) and flushing them directly.
+ * Into the stand-in (cheap mode: it counts bytes and answers 204, so the figure is the client side's cost),
+ * and, when QDB_CLIENT_CONF is set, into that real QuestDB too (fresh tables per run, dropped afterwards).
+ * Target: the writer reaches >= 70% of the direct client's rate.
+ */
+const TICKS = 100_000;
+const REPS = 3;
+
+export default async function questdbBench(): Promise<BenchReport> {
+  const ticks = new SyntheticMarket({ symbols: symbolNames(200), seed: 11, source: 'bench' }).next(TICKS);
+  const base = loadConfig({ overrides: { log: { level: 'silent' } } });
+  const batch = base.consumer.batchSize * base.producer.frameSize;
+  const measurements: Measurement[] = [];
+  const summary: Record<string, string | number> = {};
+
+  const standin = await QuestDbStandin.start({ cheap: true });
+  try {
+    const r = await compare('stand-in', base, standin.clientConf(), ticks, batch);
+    measurements.push(...r.measurements);
+    summary['stand-in: writer / direct client'] = r.verdict;
+  } finally {
+    await standin.stop();
+  }
+
+  const real = base.questdb.clientConf;
+  if (real !== undefined) {
+    const r = await compare('QuestDB', base, real, ticks, batch);
+    measurements.push(...r.measurements);
+    summary['QuestDB: writer / direct client'] = r.verdict;
+  } else {
+    summary['QuestDB: writer / direct client'] = 'not run (set QDB_CLIENT_CONF to include a real QuestDB)';
+  }
+  return {
+    name: 'questdb',
+    measurements,
+    summary,
+    notes: [
+      `${TICKS} synthetic ticks (200 symbols), ${batch}-tick batches (${base.consumer.batchSize} entries × ${base.producer.frameSize}-tick frames), ${REPS} runs each, median`,
+      'writer = Redis streams → GroupWorker (read, decode, ack) → QuestDB sink; direct = client only, same rows',
+    ],
+  };
+}
+
+async function compare(
+  target: string,
+  base: Config,
+  clientConf: string,
+  ticks: readonly Tick[],
+  batch: number,
+): Promise<{ measurements: Measurement[]; verdict: string }> {
+  const writer: number[] = [];
+  const direct: number[] = [];
+  for (let rep = 0; rep < REPS; rep++) {
+    const config = runConfig(base, clientConf, rep);
+    direct.push(await directRun(config, ticks, batch));
+    writer.push(await writerRun(runConfig(base, clientConf, rep + 100), ticks));
+  }
+  const w = measurement(`${target}: hot writer via Redis + GroupWorker`, 'ticks/s', writer);
+  const d = measurement(`${target}: baseline, client alone (same rows, same batches)`, 'ticks/s', direct);
+  const ratio = w.value / d.value;
+  return {
+    measurements: [w, d],
+    verdict: `${(ratio * 100).toFixed(0)}% (target >= 70%) ${ratio >= 0.7 ? 'ok' : 'MISSED'}`,
+  };
+}
+
+function runConfig(base: Config, clientConf: string, rep: number): Config {
+  const tag = `${Date.now().toString(36)}_${rep}`;
+  return loadConfig({
+    overrides: {
+      redis: { url: base.redis.url },
+      streams: { prefix: `bench_qdb_${tag}`, shards: base.streams.shards },
+      questdb: { clientConf, tablePrefix: `bench_${tag}_` },
+      log: { level: 'silent' },
+    },
+  });
+}
+
+async function directRun(config: Config, ticks: readonly Tick[], batch: number): Promise<number> {
+  // The sink's start() creates the tables; the baseline then uses a bare client with auto-flush off, as the
+  // sink does, so both send the same requests.
+  const sink = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+  await sink.start();
+  await sink.close();
+  const sender = await Sender.fromConfig(`${config.questdb.clientConf!.replace(/;?$/, ';')}auto_flush=off;`);
+  try {
+    const started = performance.now();
+    for (let i = 0; i < ticks.length; i += batch) {
+      const end = Math.min(ticks.length, i + batch);
+      for (let j = i; j < end; j++) await appendTick(sender, sink.tables, ticks[j]!);
+      await sender.flush();
+    }
+    return ticks.length / ((performance.now() - started) / 1000);
+  } finally {
+    await sender.close();
+    await dropTables(config, sink.tables);
+  }
+}
+
+async function writerRun(config: Config, ticks: readonly Tick[]): Promise<number> {
+  const log = silentLogger();
+  const redis = createRedis(config, { log });
+  const blocking = createRedis(config, { log, blocking: true });
+  const sink = new QuestDbSink({ settings: config.questdb, log });
+  try {
+    const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log });
+    await publisher.publish(ticks);
+    await publisher.flush();
+    await sink.start(); // tables exist before the clock starts; the worker's own start() is then a no-op check
+    const worker = new GroupWorker({
+      redis,
+      blocking,
+      layout: config.streams,
+      group: 'hot',
+      consumer: 'bench',
+      sink,
+      settings: config.consumer,
+      log,
+    });
+    const started = performance.now();
+    await worker.start();
+    while (worker.stats.acked < worker.stats.entries || worker.stats.ticks < ticks.length) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const elapsed = performance.now() - started;
+    await worker.close();
+    return ticks.length / (elapsed / 1000);
+  } finally {
+    await dropStreams(redis, config);
+    await closeRedis(blocking);
+    await closeRedis(redis);
+    await dropTables(config, sink.tables);
+  }
+}
+
+async function dropTables(config: Config, tables: { trades: string; quotes: string }): Promise<void> {
+  const http = requireQuestDbHttp(config.questdb);
+  for (const t of Object.values(tables)) await http.exec(`drop table if exists ${t}`).catch(() => undefined);
+}
+
+async function dropStreams(redis: RedisClient, config: Config): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${config.streams.prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.del(...keys);
+  } while (cursor !== '0');
+}

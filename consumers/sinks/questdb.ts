@@ -1,0 +1,431 @@
+import { readFileSync } from 'node:fs';
+import { Sender, SenderOptions } from '@questdb/nodejs-client';
+import type { Config } from '../../shared/config.ts';
+import { ConfigError, SinkError, errorMessage, isRetriable } from '../../shared/errors.ts';
+import { backoffMs, once, sleep } from '../../shared/lifecycle.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { Tick } from '../../shared/model.ts';
+import {
+  QuestDbError,
+  QuestDbHttp,
+  hotTables,
+  parseClientConf,
+  questdbEndpoint,
+  resumeWalHint,
+  serverVersion,
+  supportsTimestampNs,
+  walTables,
+} from '../../shared/questdb.ts';
+import type { Sink } from '../sink.ts';
+
+/**
+ * The hot writer: trades and quotes into QuestDB over ILP with the official client, configured by QuestDB's
+ * own configuration string (QDB_CLIENT_CONF) exactly as given.
+ *
+ * - start() creates the tables from infra/questdb/tables.sql through /exec (idempotent), with the exchange
+ *   time as designated timestamp (TIMESTAMP_NS where the server has it) and DEDUP UPSERT KEYS over the tick
+ *   identity, then checks that the keys are really in place: without them a redelivery would store twice.
+ * - Each batch is one ILP request: write() fills the client's buffer, flush() sends it. Designated
+ *   timestamps always go through `at(ts, 'ns')` with the bigint nanoseconds, so a unit mistake cannot put a
+ *   tick in 1970. write/flush/close run one at a time (a flush in flight never overlaps another, and a
+ *   failed flush cannot discard rows written meanwhile).
+ * - The client's auto-flush is switched off whatever the string says: an automatic flush in the middle of a
+ *   batch would send rows the worker has not decided to acknowledge yet and split one batch into several
+ *   requests. Everything else in the string is the client's business.
+ * - After any failure the client's buffer is reset, so the worker's retry sends exactly its batch again.
+ *   A flush that never settles (client 4.2's default undici transport does not when the connection is
+ *   refused) is abandoned after retry_timeout + request_timeout: the request is inert by then, and a new
+ *   client is built from the already negotiated options.
+ *   Retriable (unreachable, timeout, 5xx, auth): the entries stay pending. Not retriable (QuestDB rejected a
+ *   row: 400): the worker splits the batch and dead-letters the tick at fault. A request that fails writes
+ *   nothing for a single table; across two tables QuestDB may have committed one of them, which DEDUP turns
+ *   into a harmless rewrite on retry.
+ */
+
+const DDL_FILE = new URL('../../infra/questdb/tables.sql', import.meta.url);
+
+type TimestampType = 'TIMESTAMP_NS' | 'TIMESTAMP';
+
+export interface QuestDbSinkOptions {
+  settings: Config['questdb'];
+  log: Logger;
+}
+
+export interface QuestDbSinkStats {
+  rows: number;
+  flushes: number;
+  failedFlushes: number;
+}
+
+/** The ILP columns of one tick: symbols first (ILP requires it), then fields, then the designated time. */
+export async function appendTick(
+  sender: Sender,
+  tables: { trades: string; quotes: string },
+  t: Tick,
+): Promise<void> {
+  if (t.type === 'trade') {
+    sender.table(tables.trades).symbol('source', t.source).symbol('symbol', t.symbol);
+    // Empty strings would be empty symbols; leaving the column out stores NULL, which is what '' means here.
+    if (t.venue !== '') sender.symbol('venue', t.venue);
+    if (t.side !== '') sender.symbol('side', t.side);
+    sender.intColumn('seq', t.seq).floatColumn('price', t.price).floatColumn('size', t.size);
+  } else {
+    sender.table(tables.quotes).symbol('source', t.source).symbol('symbol', t.symbol);
+    if (t.venue !== '') sender.symbol('venue', t.venue);
+    sender
+      .intColumn('seq', t.seq)
+      .floatColumn('bid_price', t.bidPrice)
+      .floatColumn('bid_size', t.bidSize)
+      .floatColumn('ask_price', t.askPrice)
+      .floatColumn('ask_size', t.askSize);
+  }
+  await sender.at(t.ts, 'ns');
+}
+
+/** The statements of infra/questdb/tables.sql with the placeholders filled in. */
+export function tableStatements(
+  prefix: string,
+  ts: TimestampType,
+  source = readFileSync(DDL_FILE, 'utf8'),
+): string[] {
+  return source
+    .split('\n')
+    .filter((line) => !line.trimStart().startsWith('--'))
+    .join('\n')
+    .split(';')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map((s) => s.replaceAll('{{prefix}}', prefix).replaceAll('{{ts}}', ts).replace(/\s+/g, ' '));
+}
+
+const IDENTITY = ['ts', 'source', 'symbol', 'seq'];
+
+/** Sort a client or server failure into "retry the batch" or "the data is at fault". */
+export function classifyIlpError(err: unknown): { retriable: boolean; status?: number; reason: string } {
+  const message = errorMessage(err);
+  const m = /statusCode=(-?\d+), error=([\s\S]*)$/.exec(message);
+  if (m === null) {
+    // Timeouts, refused or reset connections, DNS: nothing wrong with the data.
+    return { retriable: true, reason: message };
+  }
+  const status = Number(m[1]);
+  const reason = serverReason(m[2]!);
+  if (status >= 500 || status < 0) return { retriable: true, status, reason };
+  // Authentication, a wrong endpoint or throttling must be fixed or waited out; dead-lettering good ticks
+  // because of them would lose data.
+  if ([401, 403, 404, 408, 429].includes(status)) return { retriable: true, status, reason };
+  // A table dropped or changed under us is a schema problem, not a bad tick: recreate and retry.
+  if (/table does not exist|table is dropped|non-WAL|table not found/i.test(reason)) {
+    return { retriable: true, status, reason };
+  }
+  return { retriable: false, status, reason };
+}
+
+/** QuestDB answers ILP errors as JSON: {"code","message","line","errorId"}; keep the message and the line. */
+function serverReason(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown; line?: unknown; code?: unknown };
+    if (typeof parsed.message === 'string') {
+      const line = typeof parsed.line === 'number' ? ` [line ${parsed.line}]` : '';
+      return `${parsed.message.replace(/\s+/g, ' ')}${line}`;
+    }
+  } catch {
+    // not JSON: keep the text as it is
+  }
+  return body.slice(0, 500);
+}
+
+class FlushTimeout extends Error {
+  override name = 'FlushTimeout';
+  constructor(ms: number) {
+    super(`no answer from QuestDB within ${ms} ms`);
+  }
+}
+
+export class QuestDbSink implements Sink {
+  readonly name = 'questdb';
+  readonly tables: { trades: string; quotes: string };
+  readonly stats: QuestDbSinkStats = { rows: 0, flushes: 0, failedFlushes: 0 };
+  /** The designated timestamp type of the trades table, known after start(). */
+  timestampType: TimestampType | undefined;
+  private readonly settings: Config['questdb'];
+  private readonly clientConf: string;
+  private readonly tcp: boolean;
+  private readonly http: QuestDbHttp;
+  private readonly log: Logger;
+  private sender: Sender | undefined;
+  /** The client options after negotiation with the server, to rebuild a client without asking again. */
+  private senderOptions: SenderOptions | undefined;
+  private staged = 0;
+  private tablesReady = false;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(options: QuestDbSinkOptions) {
+    const { settings } = options;
+    if (settings.clientConf === undefined) {
+      throw new ConfigError('the questdb sink needs QDB_CLIENT_CONF (e.g. "http::addr=localhost:9000;")');
+    }
+    this.settings = settings;
+    this.clientConf = settings.clientConf;
+    this.tcp = parseClientConf(settings.clientConf).protocol.startsWith('tcp');
+    this.http = new QuestDbHttp(questdbEndpoint(settings)!, settings.requestTimeoutMs);
+    this.tables = hotTables(settings.tablePrefix);
+    this.log = options.log;
+  }
+
+  /** Create and check the tables and the client, retrying while QuestDB is unreachable (startTimeoutMs). */
+  async start(): Promise<void> {
+    await this.serial(async () => {
+      const deadline = Date.now() + this.settings.startTimeoutMs;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          if (!this.tablesReady) await this.ensureTables();
+          this.sender ??= await this.createSender();
+          return;
+        } catch (err) {
+          if (!isRetriable(err) || Date.now() >= deadline) throw err;
+          const waitMs = Math.min(backoffMs(attempt, 250, 5000), Math.max(0, deadline - Date.now()));
+          this.log.warn({ err, attempt, waitMs }, 'QuestDB not ready: retrying');
+          await sleep(waitMs);
+        }
+      }
+    });
+  }
+
+  write(ticks: readonly Tick[]): Promise<void> {
+    return this.serial(async () => {
+      const sender = await this.ensureSender();
+      try {
+        for (let i = 0; i < ticks.length; i++) await appendTick(sender, this.tables, ticks[i]!);
+        this.staged += ticks.length;
+      } catch (err) {
+        // The client refused a value while building the row: the data is at fault, and the rows already
+        // appended must not ride along with the next flush.
+        this.discard();
+        throw new SinkError(`QuestDB client rejected a row: ${errorMessage(err)}`, {
+          retriable: false,
+          cause: err,
+        });
+      }
+    });
+  }
+
+  flush(): Promise<void> {
+    return this.serial(() => this.flushNow());
+  }
+
+  /** Flush what is staged, then close the client. The client's own close() would drop the buffer. */
+  readonly close = once(async () => {
+    try {
+      await this.flush();
+    } finally {
+      await this.serial(async () => {
+        const sender = this.sender;
+        this.sender = undefined;
+        if (sender !== undefined) await sender.close();
+      });
+    }
+  });
+
+  private async flushNow(): Promise<void> {
+    if (this.staged === 0) return;
+    const sender = this.sender;
+    if (sender === undefined) return;
+    const rows = this.staged;
+    if (!this.tablesReady) {
+      try {
+        await this.ensureTables();
+      } catch (err) {
+        // Whatever is wrong with the tables, it is not the ticks' fault: keep them pending, never dead-letter.
+        this.stats.failedFlushes++;
+        this.discard();
+        throw new SinkError(`QuestDB tables not ready: ${errorMessage(err)}`, {
+          retriable: true,
+          cause: err,
+        });
+      }
+    }
+    try {
+      await this.sendGuarded(sender);
+    } catch (err) {
+      this.stats.failedFlushes++;
+      this.discard();
+      if (err instanceof QuestDbError || err instanceof SinkError) throw err;
+      const c = classifyIlpError(err);
+      if (c.retriable && c.status !== undefined && c.status < 500) this.tablesReady = false;
+      if (this.tcp && c.retriable) await this.dropSender();
+      throw new SinkError(
+        `QuestDB ${c.retriable ? 'unavailable' : 'rejected the batch'}${c.status === undefined ? '' : ` (HTTP ${c.status})`}: ${c.reason}`,
+        { retriable: c.retriable, cause: err },
+      );
+    }
+    this.staged = 0;
+    this.stats.rows += rows;
+    this.stats.flushes++;
+  }
+
+  /** sender.flush(), abandoned when it outlives the client's own retry and request timeouts. */
+  private async sendGuarded(sender: Sender): Promise<void> {
+    const options = this.senderOptions;
+    const limitMs = (options?.retry_timeout ?? 10_000) + (options?.request_timeout ?? 10_000) + 1000;
+    const sending = sender.flush();
+    let timer: NodeJS.Timeout | undefined;
+    const watchdog = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new FlushTimeout(limitMs)), limitMs);
+    });
+    try {
+      await Promise.race([sending, watchdog]);
+    } catch (err) {
+      if (err instanceof FlushTimeout) {
+        sending.catch(() => undefined);
+        // The abandoned request holds the old client's transport; a fresh client starts clean (over TCP it
+        // must connect again, so it is created on the next write).
+        if (this.tcp) await this.dropSender();
+        else if (this.sender === sender && options !== undefined) this.sender = new Sender(options);
+        throw new SinkError(`QuestDB unavailable: ${err.message}`, { retriable: true, cause: err });
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Forget everything staged: the worker writes the whole batch again after any failure. */
+  private discard(): void {
+    this.sender?.reset();
+    this.staged = 0;
+  }
+
+  private async ensureSender(): Promise<Sender> {
+    this.sender ??= await this.createSender();
+    return this.sender;
+  }
+
+  private async createSender(): Promise<Sender> {
+    const log = this.log;
+    let options: SenderOptions;
+    try {
+      options = new SenderOptions(this.clientConf, {
+        // The client logs a debug line per row; only its warnings and errors are worth our log.
+        log: (level, message) => {
+          if (level === 'warn' || level === 'error')
+            log[level]({ component: 'questdb-client' }, String(message));
+        },
+      });
+    } catch (err) {
+      throw new ConfigError(`QDB_CLIENT_CONF: ${errorMessage(err)}`, err);
+    }
+    try {
+      // Over HTTP this asks the server (/settings) which ILP versions it speaks.
+      await SenderOptions.resolveAuto(options);
+    } catch (err) {
+      throw new SinkError(`QuestDB unavailable: ${errorMessage(err)}`, { retriable: true, cause: err });
+    }
+    if (options.auto_flush !== false) options.auto_flush = false;
+    this.senderOptions = options;
+    const sender = new Sender(options);
+    if (this.tcp) {
+      try {
+        await sender.connect();
+      } catch (err) {
+        throw new SinkError(`QuestDB unavailable: ${errorMessage(err)}`, { retriable: true, cause: err });
+      }
+      log.warn(
+        'ILP over TCP does not confirm writes: a flush may succeed and still lose rows; prefer http::',
+      );
+    }
+    if (options.protocol_version === '1' && this.timestampType === 'TIMESTAMP_NS') {
+      log.warn(
+        'ILP protocol version 1 stores microseconds even in TIMESTAMP_NS columns; use protocol_version=2',
+      );
+    }
+    log.debug({ protocolVersion: options.protocol_version }, 'QuestDB client ready');
+    return sender;
+  }
+
+  private async dropSender(): Promise<void> {
+    const sender = this.sender;
+    this.sender = undefined;
+    try {
+      await sender?.close();
+    } catch (err) {
+      this.log.debug({ err }, 'closing a failed TCP sender');
+    }
+  }
+
+  /** CREATE TABLE IF NOT EXISTS for both tables, then check their designated timestamp and dedup keys. */
+  private async ensureTables(): Promise<void> {
+    const { type, certain } = await this.wantedTimestampType();
+    try {
+      for (const sql of tableStatements(this.settings.tablePrefix, type)) await this.http.exec(sql);
+    } catch (err) {
+      if (certain || type !== 'TIMESTAMP_NS' || isRetriable(err)) throw err;
+      this.log.info({ err }, 'server refused TIMESTAMP_NS: falling back to TIMESTAMP (microseconds)');
+      for (const sql of tableStatements(this.settings.tablePrefix, 'TIMESTAMP')) await this.http.exec(sql);
+    }
+    for (const table of [this.tables.trades, this.tables.quotes]) await this.checkTable(table);
+    await this.warnIfSuspended();
+    this.tablesReady = true;
+  }
+
+  private async wantedTimestampType(): Promise<{ type: TimestampType; certain: boolean }> {
+    if (this.settings.timestamp === 'ns') return { type: 'TIMESTAMP_NS', certain: true };
+    if (this.settings.timestamp === 'us') return { type: 'TIMESTAMP', certain: true };
+    const version = await serverVersion(this.http);
+    if (version === undefined) return { type: 'TIMESTAMP_NS', certain: false };
+    this.log.info({ version: `${version.major}.${version.minor}.${version.patch}` }, 'QuestDB server');
+    return { type: supportsTimestampNs(version) ? 'TIMESTAMP_NS' : 'TIMESTAMP', certain: true };
+  }
+
+  private async checkTable(table: string): Promise<void> {
+    const columns = await this.http.rows(`select * from table_columns('${table}')`);
+    const designated = columns.find((c) => c.designated === true);
+    if (designated === undefined || designated.column !== 'ts') {
+      throw new SinkError(
+        `QuestDB table ${table} exists without "ts" as designated timestamp; it was not created by tickstream ` +
+          `(drop or rename it, or set TICKSTREAM_QDB_TABLE_PREFIX)`,
+        { retriable: false },
+      );
+    }
+    const type = String(designated.type) as TimestampType;
+    if (table === this.tables.trades) this.timestampType = type;
+    if (type !== 'TIMESTAMP_NS') {
+      this.log.info(
+        { table, type },
+        'designated timestamp in microseconds: the nanosecond digits are dropped',
+      );
+    }
+    if (!columns.some((c) => 'upsertKey' in c)) {
+      this.log.debug({ table }, 'server does not report upsert keys: dedup not verified');
+      return;
+    }
+    const keys = new Set(columns.filter((c) => c.upsertKey === true).map((c) => String(c.column)));
+    const missing = IDENTITY.filter((k) => !keys.has(k));
+    if (missing.length > 0) {
+      throw new SinkError(
+        `QuestDB table ${table} does not deduplicate on the tick identity (missing ${missing.join(', ')}), so ` +
+          `redelivered ticks would be stored twice. Fix it with: ALTER TABLE ${table} DEDUP ENABLE UPSERT KEYS(${IDENTITY.join(', ')})`,
+        { retriable: false },
+      );
+    }
+  }
+
+  private async warnIfSuspended(): Promise<void> {
+    const ours = new Set([this.tables.trades, this.tables.quotes]);
+    for (const t of await walTables(this.http)) {
+      if (ours.has(t.name) && t.suspended) {
+        this.log.warn(
+          { table: t.name, error: t.errorMessage, hint: resumeWalHint(t.name) },
+          'WAL table is suspended: writes are accepted but not applied until it is resumed',
+        );
+      }
+    }
+  }
+
+  /** One operation at a time, in call order; a failure does not block the next one. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+}

@@ -1,0 +1,198 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nsToIso } from '../../cli/commands/quote.ts';
+import { QuestDbSink } from '../../consumers/sinks/questdb.ts';
+import { GroupWorker } from '../../consumers/worker.ts';
+import type { Config } from '../../shared/config.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import type { Tick, Trade } from '../../shared/model.ts';
+import { requireQuestDbHttp, walTables, type QuestDbHttp } from '../../shared/questdb.ts';
+import { closeRedis, type RedisClient } from '../../shared/redis.ts';
+import { allStreamKeys } from '../../shared/streams.ts';
+import { Publisher } from '../../producers/publisher.ts';
+import { SyntheticMarket } from '../../producers/synthetic.ts';
+import {
+  QDB_CLIENT_CONF,
+  cleanupPrefix,
+  testConfig,
+  testRedis,
+  uniqueName,
+  waitUntil,
+} from '../helpers/index.ts';
+
+/**
+ * The hot writer against a real QuestDB: runs only when QDB_CLIENT_CONF names one (e.g. after
+ * `docker compose up -d questdb`, QDB_CLIENT_CONF="http::addr=localhost:9000;"), and says so when skipped.
+ * Tables get a unique prefix and are dropped afterwards.
+ */
+const TITLE = QDB_CLIENT_CONF
+  ? 'QuestDB hot writer against a real server'
+  : 'QuestDB hot writer against a real server (skipped: set QDB_CLIENT_CONF to run against a real server)';
+
+const COUNT = 5000;
+
+describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
+  let config: Config;
+  let http: QuestDbHttp;
+  let redis: RedisClient;
+  let blocking: RedisClient;
+  let worker: GroupWorker | undefined;
+  let sink: QuestDbSink;
+  let ticks: Tick[] = [];
+  const group = uniqueName('hot');
+
+  const count = async (table: string) =>
+    Number((await http.exec(`select count() from ${table}`)).dataset[0]?.[0]);
+  const expected = () => ({
+    trades: ticks.filter((t) => t.type === 'trade').length,
+    quotes: ticks.filter((t) => t.type === 'quote').length,
+  });
+  /** WAL applied: every transaction the sequencer accepted is in the table. */
+  const applied = async () => {
+    const ours = new Set(Object.values(sink.tables));
+    const states = (await walTables(http)).filter((t) => ours.has(t.name));
+    return states.length === 2 && states.every((t) => !t.suspended && t.writerTxn === t.sequencerTxn);
+  };
+
+  beforeAll(async () => {
+    config = testConfig({ questdb: { clientConf: QDB_CLIENT_CONF!, tablePrefix: `${uniqueName('it')}_` } });
+    http = requireQuestDbHttp(config.questdb);
+    redis = testRedis(config);
+    blocking = testRedis(config, true);
+    sink = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+  });
+
+  afterAll(async () => {
+    await worker?.close();
+    for (const table of Object.values(sink.tables))
+      await http.exec(`drop table if exists ${table}`).catch(() => undefined);
+    await cleanupPrefix(redis, config.streams.prefix);
+    await closeRedis(blocking);
+    await closeRedis(redis);
+  });
+
+  it('creates both tables with the exchange time as designated timestamp and dedup on the tick identity', async () => {
+    await sink.start();
+    for (const table of Object.values(sink.tables)) {
+      const columns = await http.rows(`select * from table_columns('${table}')`);
+      const byName = new Map(columns.map((c) => [String(c.column), c]));
+      expect(byName.get('ts')?.designated).toBe(true);
+      expect(['TIMESTAMP', 'TIMESTAMP_NS']).toContain(byName.get('ts')?.type);
+      for (const s of ['source', 'symbol', 'venue']) expect(byName.get(s)?.type).toBe('SYMBOL');
+      for (const k of ['ts', 'source', 'symbol', 'seq']) expect(byName.get(k)?.upsertKey).toBe(true);
+    }
+    const tables = await http.rows('select * from tables()');
+    for (const table of Object.values(sink.tables)) {
+      const t = tables.find((r) => r.table_name === table);
+      expect(t?.walEnabled).toBe(true);
+      expect(t?.partitionBy).toBe('DAY');
+    }
+  });
+
+  it('lands a produced run through the worker with exact counts and exact timestamps', async () => {
+    const market = new SyntheticMarket({
+      symbols: ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'],
+      seed: 3,
+      source: uniqueName('src'),
+    });
+    ticks = market.next(COUNT);
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+    });
+    await publisher.publish(ticks);
+    await publisher.flush();
+    worker = new GroupWorker({
+      redis,
+      blocking,
+      layout: config.streams,
+      group,
+      consumer: uniqueName('c'),
+      sink,
+      settings: config.consumer,
+      log: silentLogger(),
+    });
+    await worker.start();
+    await waitUntil(
+      async () => {
+        let pending = 0;
+        for (const s of allStreamKeys(config.streams))
+          pending += Number(((await redis.call('XPENDING', s, group)) as [number])[0]);
+        return worker!.stats.ticks >= COUNT && pending === 0;
+      },
+      'the worker to acknowledge the run',
+      { timeoutMs: 60_000 },
+    );
+
+    const want = expected();
+    await waitUntil(
+      async () =>
+        (await count(sink.tables.trades)) === want.trades &&
+        (await count(sink.tables.quotes)) === want.quotes,
+      `QuestDB to apply ${want.trades} trades and ${want.quotes} quotes`,
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+
+    const trade = ticks.find((t): t is Trade => t.type === 'trade')!;
+    const [row] = await http.rows(
+      `select ts from ${sink.tables.trades} where source = '${trade.source}' and seq = ${trade.seq}`,
+    );
+    const got = String(row?.ts);
+    const iso = nsToIso(trade.ts.toString());
+    // Microsecond prefix always matches (never 1970); all nine digits when the column and protocol carry them.
+    expect(got.slice(0, 26)).toBe(iso.slice(0, 26));
+    if (sink.timestampType === 'TIMESTAMP_NS' && !/protocol_version=1\b/.test(QDB_CLIENT_CONF!))
+      expect(got).toBe(iso);
+  });
+
+  it('replaying the same run adds no rows (DEDUP UPSERT KEYS)', async () => {
+    const replay = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+    await replay.start();
+    for (let i = 0; i < ticks.length; i += 1000) {
+      await replay.write(ticks.slice(i, i + 1000));
+      await replay.flush();
+    }
+    await replay.close();
+    await waitUntil(applied, 'the replay to be applied', { timeoutMs: 60_000, intervalMs: 250 });
+    const want = expected();
+    expect(await count(sink.tables.trades)).toBe(want.trades);
+    expect(await count(sink.tables.quotes)).toBe(want.quotes);
+  });
+
+  it('SAMPLE BY 1m returns OHLCV bars that add up to the trades', async () => {
+    const bars = await http.rows(
+      `select ts, symbol, first(price) open, max(price) high, min(price) low, last(price) close, ` +
+        `sum(size) volume, count() n from ${sink.tables.trades} sample by 1m`,
+    );
+    expect(bars.length).toBeGreaterThan(0);
+    for (const b of bars) {
+      const [open, high, low, close] = [b.open, b.high, b.low, b.close].map(Number) as [
+        number,
+        number,
+        number,
+        number,
+      ];
+      expect(low).toBeLessThanOrEqual(Math.min(open, close));
+      expect(high).toBeGreaterThanOrEqual(Math.max(open, close));
+    }
+    expect(bars.reduce((n, b) => n + Number(b.n), 0)).toBe(expected().trades);
+  });
+
+  it('runs every documented example query (infra/questdb/queries.sql) on the tables', async () => {
+    const text = readFileSync(new URL('../../infra/questdb/queries.sql', import.meta.url), 'utf8');
+    const statements = text
+      .split('\n')
+      .filter((l) => !l.trimStart().startsWith('--'))
+      .join('\n')
+      .split(';')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0)
+      .map((s) => s.replace(/\btrades\b/g, sink.tables.trades).replace(/\bquotes\b/g, sink.tables.quotes));
+    expect(statements.length).toBeGreaterThanOrEqual(5);
+    for (const sql of statements) await expect(http.exec(sql), sql).resolves.toBeDefined();
+    const latest = await http.rows(statements[0]!);
+    expect(latest.length).toBe(5); // one per symbol
+  });
+});

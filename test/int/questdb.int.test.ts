@@ -1,0 +1,480 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import { STATUS_SECTIONS } from '../../cli/commands/status.ts';
+import { listDeadLetters } from '../../consumers/deadletters.ts';
+import { QuestDbSink } from '../../consumers/sinks/questdb.ts';
+import { GroupWorker } from '../../consumers/worker.ts';
+import type { Config } from '../../shared/config.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import { tickKey, type Tick } from '../../shared/model.ts';
+import { closeRedis, type RedisClient } from '../../shared/redis.ts';
+import { allStreamKeys } from '../../shared/streams.ts';
+import { Publisher } from '../../producers/publisher.ts';
+import { SyntheticMarket } from '../../producers/synthetic.ts';
+import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
+import { QuestDbStandin, type IlpRow } from '../helpers/questdb-standin.ts';
+
+/**
+ * The hot writer against the QuestDB stand-in (test/helpers/questdb-standin.ts), and under the GroupWorker
+ * with real Redis streams. The real server is exercised by questdb-real.int.test.ts.
+ */
+
+const standins: QuestDbStandin[] = [];
+const sinks: QuestDbSink[] = [];
+const workers: GroupWorker[] = [];
+const open: RedisClient[] = [];
+const prefixes: string[] = [];
+
+afterEach(async () => {
+  for (const w of workers.splice(0)) await w.close().catch(() => undefined);
+  for (const s of sinks.splice(0)) await s.close().catch(() => undefined);
+  for (const s of standins.splice(0)) await s.stop();
+  const cleaner = open[0];
+  if (cleaner !== undefined) for (const p of prefixes.splice(0)) await cleanupPrefix(cleaner, p);
+  for (const r of open.splice(0)) await closeRedis(r);
+});
+
+async function standin(options: Parameters<typeof QuestDbStandin.start>[0] = {}): Promise<QuestDbStandin> {
+  const s = await QuestDbStandin.start(options);
+  standins.push(s);
+  return s;
+}
+
+/** Short client timeouts so that failures reach the worker quickly. */
+const FAST = 'retry_timeout=200;request_timeout=1000;';
+
+function setup(s: QuestDbStandin, extraConf = FAST): { config: Config; sink: QuestDbSink } {
+  const config = testConfig({
+    questdb: {
+      clientConf: s.clientConf(extraConf),
+      tablePrefix: `${uniqueName('q')}_`,
+      startTimeoutMs: 2000,
+    },
+  });
+  prefixes.push(config.streams.prefix);
+  const sink = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+  sinks.push(sink);
+  return { config, sink };
+}
+
+const T0 = 1_763_712_000_123_456_789n; // 2025-11-21T08:00:00.123456789Z
+
+const BATCH: Tick[] = [
+  {
+    type: 'trade',
+    source: 'syn',
+    symbol: 'AAPL',
+    ts: T0,
+    seq: 1,
+    venue: 'XNAS',
+    price: 187.25,
+    size: 100,
+    side: 'buy',
+  },
+  {
+    type: 'quote',
+    source: 'syn',
+    symbol: 'MSFT',
+    ts: T0 + 1n,
+    seq: 2,
+    venue: '',
+    bidPrice: 410.1,
+    bidSize: 5,
+    askPrice: 410.12,
+    askSize: 7,
+  },
+  {
+    type: 'trade',
+    source: 'syn',
+    symbol: 'BRK A',
+    ts: T0 + 1_000n,
+    seq: 3,
+    venue: '',
+    price: 0.1,
+    size: 0,
+    side: '',
+  },
+];
+
+function redisFor(config: Config, blocking = false): RedisClient {
+  const r = testRedis(config, blocking);
+  open.push(r);
+  return r;
+}
+
+async function produce(config: Config, count: number): Promise<Tick[]> {
+  const market = new SyntheticMarket({
+    symbols: ['AAA', 'BBB', 'CCC', 'DDD'],
+    seed: 7,
+    source: uniqueName('src'),
+  });
+  const ticks = market.next(count);
+  const publisher = new Publisher({
+    redis: redisFor(config),
+    layout: config.streams,
+    settings: { ...config.producer, frameSize: 25 },
+    log: silentLogger(),
+  });
+  await publisher.publish(ticks);
+  await publisher.flush();
+  return ticks;
+}
+
+function startWorker(config: Config, sink: QuestDbSink, group = uniqueName('hot')): GroupWorker {
+  const worker = new GroupWorker({
+    redis: redisFor(config),
+    blocking: redisFor(config, true),
+    layout: config.streams,
+    group,
+    consumer: uniqueName('c'),
+    sink,
+    settings: { ...config.consumer, batchSize: 4 },
+    log: silentLogger(),
+  });
+  workers.push(worker);
+  return worker;
+}
+
+async function pending(config: Config, group: string): Promise<number> {
+  const redis = open[0]!;
+  let total = 0;
+  for (const s of allStreamKeys(config.streams)) {
+    const summary = (await redis.call('XPENDING', s, group)) as [number, ...unknown[]];
+    total += Number(summary[0]);
+  }
+  return total;
+}
+
+function rowKey(r: IlpRow): string {
+  return `${r.symbols.source}|${r.symbols.symbol}|${r.ts}|${r.fields.seq?.text.replace(/i$/, '')}`;
+}
+
+describe('QuestDB hot writer against the stand-in', () => {
+  it('sends the exact ILP lines for a known batch in one request (protocol 1, nanosecond precision)', async () => {
+    const s = await standin();
+    const { sink } = setup(s, `protocol_version=1;${FAST}`);
+    await sink.start();
+    await sink.write(BATCH);
+    await sink.flush();
+
+    const t = sink.tables;
+    expect(s.writes).toEqual([{ query: '?precision=n', bytes: expect.any(Number), status: 204, rows: 3 }]);
+    expect(s.rows.map((r) => r.text)).toEqual([
+      `${t.trades},source=syn,symbol=AAPL,venue=XNAS,side=buy seq=1i,price=187.25,size=100 1763712000123456789`,
+      `${t.quotes},source=syn,symbol=MSFT seq=2i,bid_price=410.1,bid_size=5,ask_price=410.12,ask_size=7 1763712000123456790`,
+      `${t.trades},source=syn,symbol=BRK\\ A seq=3i,price=0.1,size=0 1763712000123457789`,
+    ]);
+    // Unsuffixed designated timestamps are read in the request's precision: nanoseconds, to the digit.
+    expect(s.rows.map((r) => r.ts)).toEqual([T0, T0 + 1n, T0 + 1_000n]);
+    expect(s.rows[2]!.symbols.symbol).toBe('BRK A');
+  });
+
+  it('protocol 2: doubles arrive bit-exact, integers as i, the designated timestamp with the n (ns) suffix', async () => {
+    const s = await standin({ protocolVersions: [1, 2] });
+    const { sink } = setup(s);
+    await sink.start();
+    await sink.write(BATCH);
+    await sink.flush();
+
+    const [trade, quote] = s.rows;
+    expect(trade!.symbols).toEqual({ source: 'syn', symbol: 'AAPL', venue: 'XNAS', side: 'buy' });
+    expect(trade!.fields).toEqual({
+      seq: { type: 'int', value: 1n, text: '1i' },
+      price: { type: 'float', value: 187.25, text: '187.25' },
+      size: { type: 'float', value: 100, text: '100' },
+    });
+    expect(trade!.text.endsWith(' 1763712000123456789n')).toBe(true);
+    expect(trade!.ts).toBe(T0);
+    expect(quote!.fields.bid_price).toEqual({ type: 'float', value: 410.1, text: '410.1' });
+    expect(quote!.fields.ask_price).toEqual({ type: 'float', value: 410.12, text: '410.12' });
+    expect(quote!.symbols.venue).toBeUndefined(); // '' is NULL, not an empty symbol
+    expect(s.rows[2]!.ts).toBe(T0 + 1_000n);
+  });
+
+  it('creates both tables up front: SYMBOL columns, TIMESTAMP_NS designated ts, DAY partitions, WAL, DEDUP keys', async () => {
+    const s = await standin({ version: '9.1.0' });
+    const { config, sink } = setup(s);
+    await sink.start();
+    // A second writer (or a restart) runs the same statements: IF NOT EXISTS makes them harmless.
+    const again = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+    sinks.push(again);
+    await again.start();
+
+    const creates = s.execs.filter((q) => q.startsWith('CREATE TABLE'));
+    expect(creates).toHaveLength(4);
+    for (const q of creates) {
+      expect(q).toMatch(/^CREATE TABLE IF NOT EXISTS \w+ \( ts TIMESTAMP_NS, source SYMBOL/);
+      expect(q).toContain('symbol SYMBOL');
+      expect(q).toContain('venue SYMBOL');
+      expect(q).toMatch(/TIMESTAMP\(ts\) PARTITION BY DAY WAL DEDUP UPSERT KEYS\(ts, source, symbol, seq\)$/);
+    }
+    expect(s.tableDef(sink.tables.trades)?.upsertKeys).toEqual(['ts', 'source', 'symbol', 'seq']);
+    expect(s.tableDef(sink.tables.trades)?.columns.find((c) => c.name === 'side')?.type).toBe('SYMBOL');
+    expect(sink.timestampType).toBe('TIMESTAMP_NS');
+  });
+
+  it('falls back to microsecond TIMESTAMP on servers older than 9.1, and when the version is unknown', async () => {
+    const old = await standin({ version: '8.2.3' });
+    const a = setup(old);
+    await a.sink.start();
+    expect(a.sink.timestampType).toBe('TIMESTAMP');
+    expect(old.execs.some((q) => q.includes('TIMESTAMP_NS'))).toBe(false);
+
+    const unknown = await standin({ version: '8.2.3' });
+    unknown.onExec = (sql) =>
+      sql === 'select build()'
+        ? { status: 400, body: { error: 'unknown function build', position: 7 } }
+        : undefined;
+    const b = setup(unknown);
+    await b.sink.start();
+    expect(b.sink.timestampType).toBe('TIMESTAMP');
+    // It tried nanoseconds first, was refused, then created the tables in microseconds.
+    expect(
+      unknown.execs.filter((q) => q.startsWith('CREATE TABLE')).map((q) => /ts (\w+),/.exec(q)?.[1]),
+    ).toEqual(['TIMESTAMP_NS', 'TIMESTAMP', 'TIMESTAMP']);
+    // Whatever the column unit, the client always sends nanoseconds: no 1970.
+    await b.sink.write(BATCH);
+    await b.sink.flush();
+    expect(unknown.rows[0]!.ts).toBe(T0);
+  });
+
+  it('refuses to start on an existing table without the dedup keys, naming the fix', async () => {
+    const s = await standin();
+    const { config, sink } = setup(s);
+    const name = `${config.questdb.tablePrefix}trades`;
+    const res = await fetch(
+      `${s.url}/exec?query=${encodeURIComponent(`CREATE TABLE ${name} (ts TIMESTAMP, source SYMBOL, symbol SYMBOL, seq LONG) TIMESTAMP(ts) PARTITION BY DAY WAL`)}`,
+    );
+    expect(res.status).toBe(200);
+    await expect(sink.start()).rejects.toThrow(
+      `ALTER TABLE ${name} DEDUP ENABLE UPSERT KEYS(ts, source, symbol, seq)`,
+    );
+  });
+
+  it('close() flushes what is staged before closing the client', async () => {
+    const s = await standin();
+    const { sink } = setup(s);
+    await sink.start();
+    await sink.write(BATCH);
+    expect(s.rows).toHaveLength(0);
+    await sink.close();
+    expect(s.rows).toHaveLength(3);
+    expect(sink.stats).toMatchObject({ rows: 3, flushes: 1 });
+  });
+
+  it('serialises flushes: a second batch waits for the first request to be answered', async () => {
+    const s = await standin();
+    s.writeDelayMs = 100;
+    const { sink } = setup(s);
+    await sink.start();
+    // Called without awaiting, as a careless caller would: they still run one after the other.
+    const calls = [sink.write(BATCH.slice(0, 1)), sink.flush(), sink.write(BATCH.slice(1)), sink.flush()];
+    await Promise.all(calls);
+    expect(s.maxInFlightWrites).toBe(1);
+    expect(s.writes.map((w) => w.rows)).toEqual([1, 2]);
+  });
+
+  it('after a failed flush the buffer is reset: the retry sends exactly the batch again', async () => {
+    const s = await standin();
+    const { sink } = setup(s);
+    await sink.start();
+
+    s.failWrites(400, 1);
+    await sink.write(BATCH);
+    await expect(sink.flush()).rejects.toMatchObject({ name: 'SinkError', retriable: false });
+    s.dropConnections(1);
+    await sink.write(BATCH);
+    await expect(sink.flush()).rejects.toMatchObject({ name: 'SinkError', retriable: true });
+
+    await sink.write(BATCH);
+    await sink.flush();
+    expect(s.writes.at(-1)).toMatchObject({ status: 204, rows: 3 });
+    expect(s.rows).toHaveLength(3);
+  });
+
+  it("a table missing under the writer is not the ticks' fault: retriable, and the DDL runs again first", async () => {
+    const s = await standin();
+    const { sink } = setup(s);
+    await sink.start();
+    const creates = () => s.execs.filter((q) => q.startsWith('CREATE TABLE')).length;
+    expect(creates()).toBe(2);
+    s.failWrites(400, 1, `\nerror in line 1: table: ${sink.tables.trades}; table does not exist`);
+    await sink.write(BATCH);
+    await expect(sink.flush()).rejects.toMatchObject({ retriable: true });
+    await sink.write(BATCH);
+    await sink.flush();
+    expect(creates()).toBe(4);
+    expect(s.rows).toHaveLength(3);
+  });
+
+  it('classifies 5xx and refused connections as retriable and gives up a stuck request', async () => {
+    const s = await standin();
+    const { sink } = setup(s);
+    await sink.start();
+    s.failWrites(503);
+    await sink.write(BATCH);
+    await expect(sink.flush()).rejects.toMatchObject({ retriable: true });
+    s.recover();
+    await s.pause();
+    await sink.write(BATCH);
+    await expect(sink.flush()).rejects.toMatchObject({ retriable: true });
+    await s.resume();
+    await sink.write(BATCH);
+    await sink.flush();
+    expect(s.rows).toHaveLength(3);
+  });
+
+  it('under GroupWorker: nothing is acked while the stand-in answers 5xx; everything arrives once after it recovers', async () => {
+    const s = await standin();
+    const { config, sink } = setup(s);
+    const ticks = await produce(config, 400);
+    s.failWrites(500);
+    const group = uniqueName('hot');
+    const worker = startWorker(config, sink, group);
+    await worker.start();
+
+    await waitUntil(() => worker.stats.retries >= 3, 'the writer to retry against 5xx');
+    expect(worker.stats.acked).toBe(0);
+    expect(s.rows).toHaveLength(0);
+    expect(await pending(config, group)).toBeGreaterThan(0);
+
+    s.recover();
+    await waitUntil(
+      async () => (await pending(config, group)) === 0 && s.rows.length >= ticks.length,
+      'all ticks to arrive',
+    );
+    expect(s.rows).toHaveLength(ticks.length); // once each: no row of a failed request was kept
+    expect(new Set(s.rows.map(rowKey))).toEqual(new Set(ticks.map(tickKey)));
+    expect(worker.stats.deadLettered).toBe(0);
+  });
+
+  it('under GroupWorker: QuestDB unreachable leaves entries pending, and they land once it is back', async () => {
+    const s = await standin();
+    const { config, sink } = setup(s);
+    const group = uniqueName('hot');
+    const worker = startWorker(config, sink, group);
+    await worker.start();
+    await s.pause();
+    const ticks = await produce(config, 200);
+
+    await waitUntil(() => worker.stats.retries >= 1, 'a failed flush', { timeoutMs: 10_000 });
+    expect(worker.stats.acked).toBe(0);
+    expect(await pending(config, group)).toBeGreaterThan(0);
+
+    await s.resume();
+    await waitUntil(
+      async () => (await pending(config, group)) === 0 && s.rows.length >= ticks.length,
+      'all ticks to arrive',
+    );
+    expect(new Set(s.rows.map(rowKey))).toEqual(new Set(ticks.map(tickKey)));
+    expect(s.rows).toHaveLength(ticks.length);
+  });
+
+  it('under GroupWorker: a 400 for one row dead-letters only that tick', async () => {
+    const s = await standin();
+    const { config, sink } = setup(s);
+    const ticks = await produce(config, 300);
+    const bad = ticks[137]!;
+    s.rejectRows((r) =>
+      r.symbols.source === bad.source && r.fields.seq?.text === `${bad.seq}i`
+        ? 'cast error from protocol type: FLOAT to column type: LONG'
+        : undefined,
+    );
+    const group = uniqueName('hot');
+    const worker = startWorker(config, sink, group);
+    await worker.start();
+
+    await waitUntil(
+      async () => (await pending(config, group)) === 0 && worker.stats.ticks >= ticks.length,
+      'the run to settle',
+    );
+    const stored = new Set(s.rows.map(rowKey));
+    expect(stored.size).toBe(ticks.length - 1);
+    expect(stored.has(tickKey(bad))).toBe(false);
+    const letters = await listDeadLetters(open[0]!, config.streams, { group });
+    expect(letters).toHaveLength(1);
+    expect(letters[0]!.kind).toBe('tick');
+    expect(letters[0]!.reason).toContain('cast error from protocol type: FLOAT to column type: LONG');
+    expect(JSON.parse(letters[0]!.tick!)[4]).toBe(bad.seq);
+  });
+});
+
+/** Run the CLI without blocking this process's event loop (the stand-in lives in it). */
+async function cli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await promisify(execFile)('node', ['bin/tickstream.js', ...args], {
+      env: { ...process.env, LOG_LEVEL: 'silent', QDB_CLIENT_CONF: '', QDB_HTTP_URL: '', ...env },
+      encoding: 'utf8',
+    });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('tickstream sql and status against the QuestDB stand-in', () => {
+  it('tickstream sql prints a table, or JSON with --json', async () => {
+    const s = await standin();
+    const { sink } = setup(s);
+    await sink.start();
+    const env = { QDB_CLIENT_CONF: s.clientConf() };
+
+    const table = await cli(['sql', 'select * from wal_tables()'], env);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^name\s+suspended\s+writerTxn\s+sequencerTxn/);
+    expect(lines.slice(2).map((l) => l.split(/\s+/)[0])).toEqual([sink.tables.trades, sink.tables.quotes]);
+    expect(table.stderr).toContain('2 rows');
+
+    const json = await cli(['sql', '--json', 'select * from wal_tables()'], env);
+    expect(JSON.parse(json.stdout)).toEqual([
+      expect.objectContaining({ name: sink.tables.trades, suspended: false }),
+      expect.objectContaining({ name: sink.tables.quotes, suspended: false }),
+    ]);
+    expect(s.execs.at(-1)).toBe('select * from wal_tables()');
+  });
+
+  it('tickstream sql fails clearly when QuestDB is not configured, unreachable, or rejects the query', async () => {
+    const none = await cli(['sql', 'select 1'], {});
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('QuestDB is not configured: set QDB_CLIENT_CONF');
+
+    const s = await standin();
+    const bad = await cli(['sql', 'select nonsense'], { QDB_CLIENT_CONF: s.clientConf() });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('QuestDB rejected the query');
+
+    const url = s.url;
+    await s.stop();
+    const down = await cli(['sql', 'select 1'], { QDB_HTTP_URL: url });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain(`cannot reach QuestDB at ${url}: ECONNREFUSED`);
+  });
+
+  it('status reports a suspended WAL table with the RESUME WAL hint, and leaves the section out without QuestDB', async () => {
+    const section = STATUS_SECTIONS.find((x) => x.title.startsWith('QuestDB'))!;
+    const s = await standin();
+    const { config, sink } = setup(s);
+    await sink.start();
+    s.suspend(sink.tables.quotes);
+    const deps = { config, redis: redisFor(config), log: silentLogger() };
+    const rows = await section.collect(deps);
+    expect(rows).toEqual([
+      expect.objectContaining({ table: sink.tables.trades, wal: 'ok', hint: '' }),
+      expect.objectContaining({
+        table: sink.tables.quotes,
+        wal: 'SUSPENDED',
+        txns_to_apply: 2,
+        hint: `ALTER TABLE ${sink.tables.quotes} RESUME WAL (after fixing: disk full (stand-in))`,
+      }),
+    ]);
+
+    const unconfigured = testConfig();
+    expect(await section.collect({ ...deps, config: unconfigured })).toBeUndefined();
+  });
+});
