@@ -1,0 +1,131 @@
+import type { Command } from 'commander';
+import { handleSignals } from '../../shared/lifecycle.ts';
+import { closePgPool, createPgPool, withClient } from '../../shared/pg.ts';
+import { closeRedis, createRedis } from '../../shared/redis.ts';
+import type { TimeframeName } from '../../consumers/bars/aggregate.ts';
+import { VALUE_NAMES } from '../../consumers/indicators/compute.ts';
+import { indicatorKey } from '../../consumers/indicators/job.ts';
+import { IndicatorStore } from '../../consumers/indicators/store.ts';
+import { IndicatorService } from '../../consumers/indicators/worker.ts';
+import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
+import { printTable } from '../table.ts';
+import { timeframeOption } from './bars.ts';
+
+/**
+ * `tickstream indicators <SYMBOL> --tf 1m`: the latest indicator values (Redis), or the stored history.
+ * `tickstream indicators worker`: job schedulers + BullMQ worker, until SIGINT/SIGTERM.
+ */
+export function registerIndicators(program: Command): void {
+  const cmd = program
+    .command('indicators')
+    .description('print a symbol\'s indicators; "indicators worker" runs the scheduled calculator')
+    .argument('<symbol>', 'symbol')
+    .option('--tf <timeframe>', 'timeframe', timeframeOption, '1m')
+    .option(
+      '--history <n>',
+      'print the last n stored rows (PostgreSQL) instead of the latest values',
+      positiveInt('--history'),
+    )
+    .option('--json', 'print JSON')
+    .action((symbol: string, opts: ShowOpts) => runCommand(() => show(symbol, opts)));
+  cmd
+    .command('worker')
+    .description('run the indicator job schedulers and a worker (any number of them may run)')
+    .option('--no-schedule', 'only work jobs; leave the schedulers to other processes')
+    .option('--concurrency <n>', 'jobs at once (TICKSTREAM_IND_CONCURRENCY)', positiveInt('--concurrency'))
+    .action((opts: WorkerOpts) => runCommand(() => work(opts)));
+}
+
+interface ShowOpts {
+  tf: TimeframeName;
+  history?: number;
+  json?: boolean;
+}
+
+interface WorkerOpts {
+  schedule: boolean;
+  concurrency?: number;
+}
+
+function cell(v: number | null | string | undefined): string | number {
+  return v === null || v === undefined || v === '' ? 'n/a' : v;
+}
+
+async function show(symbol: string, opts: ShowOpts): Promise<void> {
+  const { config, log } = makeRuntime();
+  if (opts.history !== undefined) {
+    const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:indicators' });
+    try {
+      const store = new IndicatorStore(config.postgres.schema);
+      const rows = await withClient(pool, (c) => store.recent(c, symbol, opts.tf, opts.history!));
+      if (opts.json === true) {
+        process.stdout.write(
+          `${JSON.stringify(
+            rows.map((r) => ({ ...r, start: r.start.toString() })),
+            null,
+            2,
+          )}\n`,
+        );
+      } else {
+        printTable(
+          rows.map((r) => ({
+            time: new Date(Number(r.start / 1_000_000n)).toISOString(),
+            ...Object.fromEntries(VALUE_NAMES.map((k) => [k, cell(r.values[k])])),
+            status: r.status,
+          })),
+        );
+      }
+      if (rows.length === 0) process.exitCode = 1;
+    } finally {
+      await closePgPool(pool);
+    }
+    return;
+  }
+  const redis = createRedis(config, { log });
+  try {
+    const h = await redis.hgetall(indicatorKey(config.indicators.keyPrefix, symbol, opts.tf));
+    if (Object.keys(h).length === 0) {
+      process.stderr.write(`no ${opts.tf} indicators yet for ${symbol}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    if (opts.json === true) {
+      const values = Object.fromEntries(
+        VALUE_NAMES.map((k) => [k, h[k] === '' || h[k] === undefined ? null : Number(h[k])]),
+      );
+      process.stdout.write(
+        `${JSON.stringify({ symbol, tf: opts.tf, time: h.time, start: h.start, status: h.status, params: h.params, values }, null, 2)}\n`,
+      );
+      return;
+    }
+    process.stdout.write(
+      `${symbol} ${opts.tf}, bar ${h.time ?? '?'} (${h.status ?? '?'}; ${h.params ?? ''})\n`,
+    );
+    printTable(VALUE_NAMES.map((k) => ({ indicator: k, value: cell(h[k]) })));
+  } finally {
+    await closeRedis(redis);
+  }
+}
+
+async function work(opts: WorkerOpts): Promise<void> {
+  const { config, log } = makeRuntime(
+    opts.concurrency !== undefined ? { indicators: { concurrency: opts.concurrency } } : undefined,
+  );
+  const service = new IndicatorService({ config, log, schedule: opts.schedule });
+  let stopped!: () => void;
+  const done = new Promise<void>((resolve) => (stopped = resolve));
+  handleSignals(
+    log,
+    async () => {
+      await service.close();
+      stopped();
+    },
+    { timeoutMs: config.consumer.shutdownTimeoutMs },
+  );
+  await service.start();
+  log.info(
+    { timeframes: config.indicators.timeframes, queue: config.indicators.queueName },
+    'indicator worker running',
+  );
+  await done;
+}

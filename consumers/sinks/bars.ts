@@ -1,0 +1,298 @@
+import type { Config } from '../../shared/config.ts';
+import { SinkError } from '../../shared/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { Tick, Trade } from '../../shared/model.ts';
+import {
+  closePgPool,
+  createPgPool,
+  inTransaction,
+  isRetriablePgError,
+  withClient,
+  type PgPool,
+} from '../../shared/pg.ts';
+import type { RedisClient } from '../../shared/redis.ts';
+import { shardOf } from '../../shared/streams.ts';
+import { timeframes, type TimeframeName } from '../bars/aggregate.ts';
+import { BarStore, type BarRow, type BarStoreSettings } from '../bars/store.ts';
+import { RejectedTicksError, type Sink } from '../sink.ts';
+import { assertSchemaCurrent, migrate, migrateOptions } from './archive-migrate.ts';
+
+/**
+ * Bars sink (consumer group `bars`): OHLCV bars for 1s/1m/5m/1h from trades, in PostgreSQL.
+ *
+ * flush() runs one transaction through BarStore.applyTrades: the trades' identities go into the ledger, and
+ * only trades new to the ledger are merged into the bars, so a redelivered batch changes nothing (exactly-once
+ * effect on top of the worker's at-least-once delivery). Bars whose end the watermark has passed are closed in
+ * the same transaction; a late trade amends its closed bar and is counted in the bar's `late`.
+ *
+ * After commit, the newest bar of each touched (symbol, timeframe) is projected into the Redis hash
+ * `<keyPrefix><symbol>:<tf>`. The projection never regresses: a script keeps the row with the newest bucket and,
+ * within a bucket, the highest revision (a sequence PostgreSQL assigns on every change). A redelivered batch
+ * re-projects the stored rows of its symbols, so a crash between commit and projection heals itself.
+ *
+ * Trades too old for the ledger horizon are refused with a reason (dead letters), never dropped silently.
+ * Quotes are ignored.
+ */
+
+const PROJECT = `
+local cur = redis.call('HMGET', KEYS[1], 'start_key', 'rev_key')
+if cur[1] and (cur[1] > ARGV[1] or (cur[1] == ARGV[1] and cur[2] >= ARGV[2])) then return 0 end
+redis.call('HSET', KEYS[1], 'start_key', ARGV[1], 'rev_key', ARGV[2], unpack(ARGV, 3))
+return 1
+`;
+
+type ProjectCommand = (key: string, ...args: string[]) => Promise<number>;
+
+export interface BarsSinkOptions {
+  pool: PgPool;
+  /** Whether close() ends the pool. */
+  ownsPool: boolean;
+  redis: RedisClient;
+  store: BarStore;
+  keyPrefix: string;
+  pruneIntervalMs: number;
+  /** Migrate the schema on start (else require it to be current). */
+  migrate?: { settings: Config['postgres'] } | undefined;
+  log: Logger;
+}
+
+export interface BarsSinkStats {
+  applied: number;
+  duplicates: number;
+  late: number;
+  refused: number;
+  closed: number;
+  projected: number;
+}
+
+export function barStoreSettings(config: Pick<Config, 'bars' | 'streams' | 'postgres'>): BarStoreSettings {
+  const shards = config.streams.shards;
+  return {
+    schema: config.postgres.schema,
+    timeframes: timeframes(config.bars.timeframes),
+    allowedLatenessNs: BigInt(config.bars.allowedLatenessMs) * 1_000_000n,
+    ledgerHorizonNs: BigInt(config.bars.ledgerHorizonMs) * 1_000_000n,
+    watermarkKey: config.bars.watermark === 'shard' ? (s) => `shard:${shardOf(s, shards)}` : (s) => s,
+  };
+}
+
+/** The Redis key of a symbol's current bar. */
+export function barKeyOf(prefix: string, symbol: string, tf: TimeframeName): string {
+  return `${prefix}${symbol}:${tf}`;
+}
+
+export class BarsSink implements Sink {
+  readonly name = 'bars';
+  readonly stats: BarsSinkStats = { applied: 0, duplicates: 0, late: 0, refused: 0, closed: 0, projected: 0 };
+  private readonly o: BarsSinkOptions;
+  private staged: Trade[] = [];
+  private stagedIndex: number[] = [];
+  private written = 0;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: BarsSinkOptions) {
+    this.o = options;
+  }
+
+  async start(): Promise<void> {
+    const m = this.o.migrate;
+    try {
+      if (m !== undefined) await migrate(this.o.pool, migrateOptions(m.settings, this.o.log));
+      else await assertSchemaCurrent(this.o.pool, this.o.store.settings.schema);
+    } catch (err) {
+      throw new SinkError(`bars: schema not ready: ${err instanceof Error ? err.message : String(err)}`, {
+        retriable: isRetriablePgError(err),
+        cause: err,
+      });
+    }
+    if (!('tickstreamProjectBar' in this.o.redis)) {
+      this.o.redis.defineCommand('tickstreamProjectBar', { numberOfKeys: 1, lua: PROJECT });
+    }
+    if (this.o.pruneIntervalMs > 0 && this.pruneTimer === undefined) {
+      this.pruneTimer = setInterval(() => void this.prune(), this.o.pruneIntervalMs);
+      this.pruneTimer.unref();
+    }
+  }
+
+  async write(ticks: readonly Tick[]): Promise<void> {
+    for (let i = 0; i < ticks.length; i++) {
+      const t = ticks[i]!;
+      if (t.type !== 'trade') continue;
+      this.staged.push(t);
+      this.stagedIndex.push(this.written + i);
+    }
+    this.written += ticks.length;
+  }
+
+  async flush(): Promise<void> {
+    const trades = this.staged;
+    const indexes = this.stagedIndex;
+    this.staged = [];
+    this.stagedIndex = [];
+    this.written = 0;
+    if (trades.length === 0) return;
+    const { pool, store } = this.o;
+    let result;
+    try {
+      result = await withClient(pool, (client) =>
+        inTransaction(client, () => store.applyTrades(client, trades)),
+      );
+    } catch (err) {
+      throw new SinkError(`bars: merge failed: ${err instanceof Error ? err.message : String(err)}`, {
+        retriable: isRetriablePgError(err),
+        cause: err,
+      });
+    }
+    this.stats.applied += result.applied;
+    this.stats.duplicates += result.duplicates;
+    this.stats.late += result.late;
+    this.stats.closed += result.closed;
+    let rows = result.changed;
+    if (result.duplicates > 0) {
+      // Some of these trades were merged before: perhaps by a run that died before projecting. Project the
+      // stored state of their symbols again (the script ignores anything not newer than what Redis holds).
+      const symbols = [...new Set(trades.map((t) => t.symbol))];
+      try {
+        rows = rows.concat(await withClient(pool, (client) => store.currentBars(client, symbols)));
+      } catch (err) {
+        throw new SinkError('bars: reading current bars failed', { retriable: true, cause: err });
+      }
+    }
+    await this.project(rows);
+    if (result.refused.length > 0) {
+      this.stats.refused += result.refused.length;
+      throw new RejectedTicksError(
+        result.refused.map((r) => ({ index: indexes[r.index]!, reason: r.reason })),
+      );
+    }
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.pruneTimer !== undefined) clearInterval(this.pruneTimer);
+      try {
+        await this.flush();
+      } finally {
+        if (this.o.ownsPool) await closePgPool(this.o.pool);
+      }
+    })();
+    return this.closing;
+  }
+
+  /** Newest row per (symbol, tf) into Redis; failures are retriable (the batch comes back and re-projects). */
+  private async project(rows: readonly BarRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const newest = new Map<string, BarRow>();
+    for (const r of rows) {
+      const k = `${r.symbol}\u0000${r.tf}`;
+      const cur = newest.get(k);
+      if (cur === undefined || r.start > cur.start || (r.start === cur.start && r.rev > cur.rev))
+        newest.set(k, r);
+    }
+    const pipeline = this.o.redis.pipeline() as unknown as Record<'tickstreamProjectBar', ProjectCommand> & {
+      exec(): Promise<[Error | null, unknown][] | null>;
+    };
+    for (const r of newest.values()) {
+      pipeline.tickstreamProjectBar(
+        barKeyOf(this.o.keyPrefix, r.symbol, r.tf),
+        r.start.toString().padStart(20, '0'),
+        r.rev.toString().padStart(20, '0'),
+        ...barFields(r),
+      );
+    }
+    let results: [Error | null, unknown][] | null;
+    try {
+      results = await pipeline.exec();
+    } catch (err) {
+      throw new SinkError('bars: projecting into Redis failed', { retriable: true, cause: err });
+    }
+    for (const [err, changed] of results ?? []) {
+      if (err !== null)
+        throw new SinkError(`bars: projecting into Redis failed: ${err.message}`, {
+          retriable: true,
+          cause: err,
+        });
+      if (changed === 1) this.stats.projected++;
+    }
+  }
+
+  private async prune(): Promise<void> {
+    try {
+      const n = await withClient(this.o.pool, (client) => this.o.store.pruneLedger(client));
+      if (n > 0) this.o.log.debug({ rows: n }, 'pruned bar ledger');
+    } catch (err) {
+      this.o.log.warn({ err }, 'pruning the bar ledger failed');
+    }
+  }
+}
+
+/** Hash fields of a bar (also what `tickstream bars` prints). */
+export function barFields(r: BarRow): string[] {
+  return [
+    'symbol',
+    r.symbol,
+    'tf',
+    r.tf,
+    'start',
+    r.start.toString(),
+    'time',
+    new Date(Number(r.start / 1_000_000n)).toISOString(),
+    'open',
+    String(r.open),
+    'high',
+    String(r.high),
+    'low',
+    String(r.low),
+    'close',
+    String(r.close),
+    'volume',
+    trimDecimal(r.volume),
+    'vwap',
+    r.vwap === null ? '' : String(r.vwap),
+    'trades',
+    String(r.trades),
+    'late',
+    String(r.late),
+    'closed',
+    r.closed ? '1' : '0',
+    'rev',
+    r.rev.toString(),
+  ];
+}
+
+/** "12.500000000" → "12.5", "300.000000000" → "300". */
+export function trimDecimal(text: string): string {
+  return text.includes('.') ? text.replace(/0+$/, '').replace(/\.$/, '') : text;
+}
+
+/** Read current bars from Redis (for `tickstream bars` and tests). */
+export async function readCurrentBar(
+  redis: RedisClient,
+  prefix: string,
+  symbol: string,
+  tf: TimeframeName,
+): Promise<Record<string, string> | undefined> {
+  const h = await redis.hgetall(barKeyOf(prefix, symbol, tf));
+  return Object.keys(h).length === 0 ? undefined : h;
+}
+
+export async function createBarsSink(deps: {
+  config: Config;
+  redis: RedisClient;
+  log: Logger;
+}): Promise<BarsSink> {
+  const { config, redis, log } = deps;
+  const child = log.child({ component: 'sink.bars' });
+  const pool = createPgPool(config.postgres, { log: child, applicationName: 'tickstream:bars' });
+  return new BarsSink({
+    pool,
+    ownsPool: true,
+    redis,
+    store: new BarStore(barStoreSettings(config)),
+    keyPrefix: config.bars.keyPrefix,
+    pruneIntervalMs: config.bars.pruneIntervalMs,
+    migrate: config.postgres.migrateOnStart ? { settings: config.postgres } : undefined,
+    log: child,
+  });
+}
