@@ -1,0 +1,184 @@
+import type { ITopicConfig, Message, ProducerBatch, RecordMetadata } from 'kafkajs';
+import { SinkError } from '../../shared/errors.ts';
+import { encodeKafkaValue } from '../../shared/kafka-codec.ts';
+import {
+  classifyKafkaError,
+  createKafka,
+  describeKafkaError,
+  type KafkaSettings,
+} from '../../shared/kafka.ts';
+import { once } from '../../shared/lifecycle.ts';
+import type { Logger } from '../../shared/logger.ts';
+import type { Tick } from '../../shared/model.ts';
+import { shardOf } from '../../shared/streams.ts';
+import type { Sink } from '../sink.ts';
+
+/**
+ * Redis → Kafka mirror: every tick becomes one message on `topic`, keyed by symbol (so one partition carries
+ * one symbol in order), the value the model as JSON (shared/kafka-codec.ts).
+ *
+ * - `flush()` resolves only once Kafka acknowledged every message with acks=-1 (all in-sync replicas), so the
+ *   group worker's XACK follows the broker's acknowledgement. The producer is idempotent: its own retries of
+ *   a request are not duplicated by the broker.
+ * - Sends are batched (`sendBatchSize` messages per request) with at most `maxInFlight` requests in flight.
+ *   Symbols are spread over that many lanes and each lane sends in order, so concurrent requests never carry
+ *   the same symbol and cannot reorder it.
+ * - Kafka is not an idempotent store: a batch redelivered after a crash between the acknowledgement and the
+ *   XACK is produced twice. Readers of the topic dedupe by tick identity (source, symbol, ts, seq), as the
+ *   Kafka → Redis bridge and every tickstream sink do.
+ * - Errors: a record the broker can never accept (message too large, invalid record) is not retriable and the
+ *   worker dead-letters that tick; anything else (broker unavailable, timeouts, leader changes, and also
+ *   authorization or topic configuration problems, which are not the ticks' fault) is retriable: the entries
+ *   stay pending and are retried.
+ * - The topic is created on start if missing, with `partitions` partitions.
+ */
+
+/** The parts of a kafkajs Producer the sink uses; tests pass a stand-in. */
+export interface KafkaProducerLike {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  sendBatch(batch: ProducerBatch): Promise<RecordMetadata[]>;
+}
+
+export interface KafkaAdminLike {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  createTopics(options: { topics: ITopicConfig[]; waitForLeaders?: boolean }): Promise<boolean>;
+}
+
+export interface KafkaSinkOptions {
+  producer: KafkaProducerLike;
+  /** Creates the topic on start when given. */
+  admin?: KafkaAdminLike;
+  topic: string;
+  partitions: number;
+  replicationFactor: number;
+  sendBatchSize: number;
+  maxInFlight: number;
+  log: Logger;
+}
+
+export interface KafkaSinkStats {
+  messages: number;
+  requests: number;
+  flushes: number;
+}
+
+export class KafkaSink implements Sink {
+  readonly name = 'kafka';
+  readonly stats: KafkaSinkStats = { messages: 0, requests: 0, flushes: 0 };
+  private readonly o: KafkaSinkOptions;
+  private staged: Message[] = [];
+  private stagedSymbols: string[] = [];
+  private started = false;
+
+  constructor(options: KafkaSinkOptions) {
+    this.o = options;
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    const { admin, topic, partitions, replicationFactor } = this.o;
+    if (admin !== undefined) {
+      try {
+        await admin.connect();
+        const created = await admin.createTopics({
+          topics: [{ topic, numPartitions: partitions, replicationFactor }],
+          waitForLeaders: true,
+        });
+        if (created) this.o.log.info({ topic, partitions }, 'created the Kafka topic');
+      } catch (err) {
+        throw new SinkError(`cannot create Kafka topic "${topic}": ${describeKafkaError(err)}`, {
+          retriable: true,
+          cause: err,
+        });
+      } finally {
+        await admin.disconnect().catch(() => undefined);
+      }
+    }
+    await this.o.producer.connect();
+    this.started = true;
+  }
+
+  async write(ticks: readonly Tick[]): Promise<void> {
+    for (const t of ticks) {
+      this.staged.push({ key: t.symbol, value: encodeKafkaValue(t) });
+      this.stagedSymbols.push(t.symbol);
+    }
+  }
+
+  async flush(): Promise<void> {
+    const messages = this.staged;
+    const symbols = this.stagedSymbols;
+    this.staged = [];
+    this.stagedSymbols = [];
+    if (messages.length === 0) return;
+    const { sendBatchSize, maxInFlight } = this.o;
+    const laneCount = Math.max(1, Math.min(maxInFlight, Math.ceil(messages.length / sendBatchSize)));
+    const lanes: Message[][] = Array.from({ length: laneCount }, () => []);
+    for (let i = 0; i < messages.length; i++) lanes[shardOf(symbols[i]!, laneCount)]!.push(messages[i]!);
+    const results = await Promise.allSettled(lanes.map((lane) => this.sendLane(lane)));
+    const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failures.length > 0) {
+      // One lane's record fault decides: the worker then narrows the batch down to the tick at fault.
+      const causes = failures.map((f) => f.reason as unknown);
+      const fault = causes.find((c) => !classifyKafkaError(c).retriable);
+      const cause = fault ?? causes[0];
+      const c = classifyKafkaError(cause);
+      throw new SinkError(
+        `Kafka send failed (${failures.length}/${lanes.length} lanes): ${describeKafkaError(cause)}`,
+        {
+          retriable: c.retriable,
+          cause,
+        },
+      );
+    }
+    this.stats.flushes++;
+  }
+
+  private async sendLane(lane: Message[]): Promise<void> {
+    for (let i = 0; i < lane.length; i += this.o.sendBatchSize) {
+      const messages = lane.slice(i, i + this.o.sendBatchSize);
+      await this.o.producer.sendBatch({ acks: -1, topicMessages: [{ topic: this.o.topic, messages }] });
+      this.stats.requests++;
+      this.stats.messages += messages.length;
+    }
+  }
+
+  readonly close = once(async () => {
+    try {
+      if (this.started) await this.flush();
+    } finally {
+      await this.o.producer.disconnect();
+    }
+  });
+}
+
+/** The sink against real brokers: an idempotent kafkajs producer (acks=-1) and an admin client for the topic. */
+export function createKafkaSink(settings: KafkaSettings, log: Logger): KafkaSink {
+  const kafka = createKafka(settings, log);
+  const producer = kafka.producer({
+    idempotent: settings.idempotent,
+    maxInFlightRequests: settings.maxInFlight,
+    allowAutoTopicCreation: false,
+    // Bounded, although kafkajs warns that this "may invalidate EoS guarantees": with endless retries a broker
+    // outage would hang flush() (and a graceful stop) forever. A send that gives up fails the flush; the
+    // entries stay pending and the worker retries the batch, so the cost is a possible duplicate, which the
+    // tick identity absorbs downstream.
+    retry: {
+      retries: settings.retries,
+      initialRetryTime: settings.retryInitialMs,
+      maxRetryTime: settings.retryMaxMs,
+    },
+  });
+  return new KafkaSink({
+    producer,
+    admin: kafka.admin(),
+    topic: settings.mirrorTopic,
+    partitions: settings.partitions,
+    replicationFactor: settings.replicationFactor,
+    sendBatchSize: settings.sendBatchSize,
+    maxInFlight: settings.maxInFlight,
+    log,
+  });
+}

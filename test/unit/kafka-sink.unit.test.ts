@@ -1,0 +1,206 @@
+import kafkajs from 'kafkajs';
+import { describe, expect, it } from 'vitest';
+import { KafkaSink } from '../../consumers/sinks/kafka.ts';
+import { SinkError } from '../../shared/errors.ts';
+import { classifyKafkaError } from '../../shared/kafka.ts';
+import { KafkaTickDecoder } from '../../shared/kafka-codec.ts';
+import { silentLogger } from '../../shared/logger.ts';
+import type { Tick } from '../../shared/model.ts';
+import { SyntheticMarket } from '../../producers/synthetic.ts';
+import { StandInAdmin, StandInProducer } from '../helpers/kafka.ts';
+
+// kafkajs is CommonJS and spreads its error classes into module.exports, which named ESM imports cannot see.
+const {
+  KafkaJSConnectionError,
+  KafkaJSNumberOfRetriesExceeded,
+  KafkaJSProtocolError,
+  KafkaJSRequestTimeoutError,
+} = kafkajs;
+
+function sink(producer: StandInProducer, over: Partial<{ sendBatchSize: number; maxInFlight: number }> = {}) {
+  const admin = new StandInAdmin();
+  const s = new KafkaSink({
+    producer,
+    admin,
+    topic: 'mirror',
+    partitions: 12,
+    replicationFactor: -1,
+    sendBatchSize: over.sendBatchSize ?? 100,
+    maxInFlight: over.maxInFlight ?? 5,
+    log: silentLogger(),
+  });
+  return { sink: s, admin };
+}
+
+function ticks(n: number, symbols = ['AAA', 'BBB', 'CCC', 'DDD', 'EEE', 'FFF', 'GGG']): Tick[] {
+  return new SyntheticMarket({ symbols, seed: 3, source: 'test' }).next(n);
+}
+
+function protocolError(type: string, retriable: boolean) {
+  return new KafkaJSProtocolError({
+    type,
+    code: 1,
+    retriable,
+    message: `${type} (test)`,
+  } as unknown as string);
+}
+
+async function settle<T>(p: Promise<T>): Promise<'pending' | 'resolved' | 'rejected'> {
+  let state: 'pending' | 'resolved' | 'rejected' = 'pending';
+  p.then(
+    () => (state = 'resolved'),
+    () => (state = 'rejected'),
+  );
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  return state;
+}
+
+describe('Kafka sink against a stand-in producer', () => {
+  it('creates the topic with the configured partitions, then connects the producer', async () => {
+    const producer = new StandInProducer();
+    const { sink: s, admin } = sink(producer);
+    await s.start();
+    expect(admin.created).toEqual([{ topic: 'mirror', numPartitions: 12, replicationFactor: -1 }]);
+    expect(admin.connected).toBe(false);
+    expect(producer.connected).toBe(true);
+  });
+
+  it('produces each tick keyed by symbol, the model as JSON with ts as a string, acks=-1', async () => {
+    const producer = new StandInProducer();
+    const { sink: s } = sink(producer);
+    await s.start();
+    const batch = ticks(50);
+    await s.write(batch);
+    await s.flush();
+    const sent = producer.messages();
+    expect(sent).toHaveLength(50);
+    expect(producer.batches.every((b) => b.acks === -1)).toBe(true);
+    expect(producer.batches.every((b) => b.topicMessages?.[0]?.topic === 'mirror')).toBe(true);
+    const decoder = new KafkaTickDecoder({ fieldMap: {}, tsUnit: 'ns' });
+    const back = sent.map((m) => {
+      const r = decoder.decode(m.value as string);
+      if (!r.ok) throw new Error(r.reason);
+      expect(m.key).toBe(r.tick.symbol);
+      expect(JSON.parse(m.value as string).ts).toBe(r.tick.ts.toString());
+      return r.tick;
+    });
+    expect(new Set(back.map((t) => `${t.symbol}|${t.seq}`))).toEqual(
+      new Set(batch.map((t) => `${t.symbol}|${t.seq}`)),
+    );
+  });
+
+  it('flush resolves only after the send resolved (the worker acknowledges after Kafka did)', async () => {
+    const producer = new StandInProducer();
+    const { sink: s } = sink(producer);
+    await s.start();
+    await s.write(ticks(10));
+    producer.hold();
+    const flushing = s.flush();
+    expect(await settle(flushing)).toBe('pending');
+    expect(producer.messages()).toHaveLength(0);
+    producer.release();
+    await flushing;
+    expect(producer.messages()).toHaveLength(10);
+  });
+
+  it('batches sends and bounds the requests in flight, keeping each symbol in order', async () => {
+    const producer = new StandInProducer();
+    const { sink: s } = sink(producer, { sendBatchSize: 40, maxInFlight: 3 });
+    await s.start();
+    const batch = ticks(
+      1000,
+      Array.from({ length: 30 }, (_, i) => `S${i}`),
+    );
+    await s.write(batch);
+    await s.flush();
+    expect(producer.messages()).toHaveLength(1000);
+    expect(producer.batches.every((b) => (b.topicMessages?.[0]?.messages.length ?? 0) <= 40)).toBe(true);
+    expect(producer.maxInFlight).toBeGreaterThan(1);
+    expect(producer.maxInFlight).toBeLessThanOrEqual(3);
+    // Per symbol, the acknowledged order is the written order.
+    const expected = new Map<string, string[]>();
+    for (const t of batch) expected.set(t.symbol, [...(expected.get(t.symbol) ?? []), String(t.seq)]);
+    const actual = new Map<string, string[]>();
+    for (const m of producer.messages()) {
+      const seq = String(JSON.parse(m.value as string).seq);
+      actual.set(m.key as string, [...(actual.get(m.key as string) ?? []), seq]);
+    }
+    expect(actual).toEqual(expected);
+  });
+
+  it('broker unavailable and timeouts are retriable; the staged batch is discarded for the rewrite', async () => {
+    for (const err of [
+      new KafkaJSConnectionError('Connection error: connect ECONNREFUSED (test)'),
+      new KafkaJSNumberOfRetriesExceeded(new KafkaJSRequestTimeoutError('Request Produce timed out (test)'), {
+        retryCount: 5,
+        retryTime: 100,
+      }),
+      new Error('socket hang up (test)'),
+      protocolError('NOT_LEADER_FOR_PARTITION', true),
+      // Not the ticks' fault: retried (entries stay pending) rather than dead-lettering good ticks.
+      protocolError('TOPIC_AUTHORIZATION_FAILED', false),
+    ]) {
+      const producer = new StandInProducer();
+      const { sink: s } = sink(producer);
+      await s.start();
+      await s.write(ticks(5));
+      producer.failWith = [err];
+      const failure = await s.flush().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(failure).toBeInstanceOf(SinkError);
+      expect((failure as SinkError).retriable).toBe(true);
+      expect((failure as SinkError).cause).toBe(err);
+      // The worker writes the same batch again after a failure: nothing left over is sent twice.
+      await s.write(ticks(5));
+      await s.flush();
+      expect(producer.messages()).toHaveLength(5);
+    }
+  });
+
+  it('a record the broker can never accept is not retriable (the worker dead-letters that tick)', async () => {
+    const producer = new StandInProducer();
+    const { sink: s } = sink(producer);
+    await s.start();
+    const batch = ticks(20);
+    const victim = batch[7]!;
+    producer.refuse = {
+      when: (m) => m.key === victim.symbol && JSON.parse(m.value as string).seq === victim.seq,
+      error: protocolError('MESSAGE_TOO_LARGE', false),
+    };
+    await s.write(batch);
+    const failure = (await s.flush().catch((e: unknown) => e)) as SinkError;
+    expect(failure).toBeInstanceOf(SinkError);
+    expect(failure.retriable).toBe(false);
+    expect(failure.message).toMatch(/MESSAGE_TOO_LARGE/);
+  });
+
+  it('classifies kafkajs errors through their causes', () => {
+    expect(classifyKafkaError(protocolError('INVALID_RECORD', false))).toMatchObject({ retriable: false });
+    const wrapped = new KafkaJSNumberOfRetriesExceeded(protocolError('CORRUPT_MESSAGE', true), {
+      retryCount: 1,
+      retryTime: 1,
+    });
+    expect(classifyKafkaError(wrapped)).toMatchObject({ retriable: false, kind: 'CORRUPT_MESSAGE' });
+    expect(classifyKafkaError(new KafkaJSConnectionError('down'))).toMatchObject({
+      retriable: true,
+      transient: true,
+    });
+    expect(classifyKafkaError(protocolError('TOPIC_AUTHORIZATION_FAILED', false))).toMatchObject({
+      retriable: true,
+      transient: false,
+    });
+  });
+
+  it('close flushes what is staged, then disconnects; twice is harmless', async () => {
+    const producer = new StandInProducer();
+    const { sink: s } = sink(producer);
+    await s.start();
+    await s.write(ticks(3));
+    await s.close();
+    await s.close();
+    expect(producer.messages()).toHaveLength(3);
+    expect(producer.disconnects).toBe(1);
+  });
+});
