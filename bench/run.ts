@@ -7,6 +7,10 @@ import { report, type BenchReport } from './lib.ts';
 const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport> }>> = {
   core: () => import('./core.ts'),
   archive: () => import('./archive.ts'),
+  file: () => import('./file.ts'),
+  bridge: () => import('./bridge.ts'),
+  questdb: () => import('./questdb.ts'),
+  indicators: () => import('./indicators.ts'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -6,8 +6,9 @@ import { deadLetterKey, type StreamLayout } from '../shared/streams.ts';
 /**
  * The dead-letter stream: what the workers could not deliver, with the reason.
  *
- * Entry fields: reason, stream, id, group, consumer, deliveries, kind ("entry" | "tick"), and either
- * `fields` (the original entry's fields as a JSON array) or `index` + `tick` (one tick tuple of a frame).
+ * Entry fields: reason, stream, id, group, consumer, deliveries, kind ("entry" | "tick" | "kafka"), and either
+ * `fields` (the original entry's fields as a JSON array), `index` + `tick` (one tick tuple of a frame), or
+ * the Kafka message (`topic`, `partition`, `offset`, `key`, `value`) that the bridge could not map.
  * Requeueing puts the original back on its origin stream, where every group reads it again; sinks are
  * idempotent, so groups that had stored it already store nothing new.
  */
@@ -19,7 +20,7 @@ export interface DeadLetter {
   group: string;
   consumer: string;
   deliveries: number;
-  kind: 'entry' | 'tick';
+  kind: 'entry' | 'tick' | 'kafka';
   index?: number;
   tick?: string;
   fields?: string[];
@@ -69,7 +70,7 @@ export async function requeueDeadLetters(
   redis: RedisClient,
   layout: StreamLayout,
   select: { ids?: readonly string[]; all?: boolean; group?: string },
-): Promise<{ requeued: number; missing: string[] }> {
+): Promise<{ requeued: number; missing: string[]; skipped: DeadLetter[] }> {
   const key = deadLetterKey(layout);
   let letters: DeadLetter[];
   const missing: string[] = [];
@@ -87,13 +88,20 @@ export async function requeueDeadLetters(
     }
   }
   let requeued = 0;
+  const skipped: DeadLetter[] = [];
   for (const letter of letters) {
+    // A Kafka message that did not map to a tick has no stream to go back to: fix it at the source (or the
+    // mapping) and produce it to the topic again.
+    if (letter.kind === 'kafka') {
+      skipped.push(letter);
+      continue;
+    }
     // Requeue first, delete second: a crash in between requeues twice, which idempotent sinks absorb.
     await redis.xadd(letter.stream, '*', ...originalFields(letter));
     await redis.xdel(key, letter.dlqId);
     requeued++;
   }
-  return { requeued, missing };
+  return { requeued, missing, skipped };
 }
 
 function originalFields(letter: DeadLetter): string[] {
@@ -107,7 +115,8 @@ function originalFields(letter: DeadLetter): string[] {
 
 function toLetter(dlqId: string, fields: string[]): DeadLetter {
   const get = (k: string) => fieldOf(fields, k) ?? '';
-  const kind = get('kind') === 'tick' ? 'tick' : 'entry';
+  const rawKind = get('kind');
+  const kind = rawKind === 'tick' || rawKind === 'kafka' ? rawKind : 'entry';
   const letter: DeadLetter = {
     dlqId,
     reason: get('reason'),
@@ -121,7 +130,7 @@ function toLetter(dlqId: string, fields: string[]): DeadLetter {
   if (kind === 'tick') {
     letter.index = Number(get('index'));
     letter.tick = get('tick');
-  } else {
+  } else if (kind === 'entry') {
     try {
       letter.fields = JSON.parse(get('fields')) as string[];
     } catch {

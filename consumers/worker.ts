@@ -130,8 +130,32 @@ export class GroupWorker {
       // already logged by the loop; closing the sink still matters
     }
     await this.o.sink.close();
+    await this.leaveGroup();
     this.log.info(this.stats, 'worker stopped');
   });
+
+  /**
+   * Remove this consumer from the group when it holds nothing, so `status` counts live consumers only.
+   * A consumer that still has pending entries stays: deleting it would drop them from the pending list.
+   */
+  private async leaveGroup(): Promise<void> {
+    try {
+      const pending = await batch(
+        this.o.redis,
+        this.streams.map((s) => ['XPENDING', s, this.o.group, '-', '+', '1', this.o.consumer] as const),
+      );
+      const idle = this.streams.filter((_, i) => {
+        const [err, rows] = pending[i]!;
+        return err === null && (rows as unknown[]).length === 0;
+      });
+      await batch(
+        this.o.redis,
+        idle.map((s) => ['XGROUP', 'DELCONSUMER', s, this.o.group, this.o.consumer] as const),
+      );
+    } catch (err) {
+      this.log.debug({ err }, 'could not leave the group');
+    }
+  }
 
   private async run(): Promise<void> {
     // Entries this consumer name already owns (a restart under a fixed name) come first.

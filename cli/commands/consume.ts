@@ -4,7 +4,8 @@ import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { closeRedis, createRedis } from '../../shared/redis.ts';
 import { trimStreams } from '../../shared/retention.ts';
-import { GroupWorker } from '../../consumers/worker.ts';
+import { GroupWorker, workerMetrics } from '../../consumers/worker.ts';
+import { serveMetrics } from '../../shared/metrics.ts';
 import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 
@@ -19,13 +20,14 @@ export function registerConsume(program: Command): void {
     .action((sink: string, opts: ConsumeOpts) => runCommand(() => consume(sink, opts)));
 }
 
-interface ConsumeOpts {
+export interface ConsumeOpts {
   group?: string;
   consumer?: string;
   batch?: number;
 }
 
-async function consume(sinkName: string, opts: ConsumeOpts): Promise<void> {
+/** Run one sink under the generic group worker until a signal; `tickstream bridge redis-to-kafka` reuses it. */
+export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void> {
   const definition = SINKS[sinkName];
   if (definition === undefined) {
     throw new ConfigError(`unknown sink "${sinkName}"; choose one of: ${sinkNames().join(', ')}`);
@@ -44,7 +46,15 @@ async function consume(sinkName: string, opts: ConsumeOpts): Promise<void> {
     blocking: true,
     connectionName: `tickstream:${group}:${consumer}:read`,
   });
-  const sink = await definition.create({ config, redis, log });
+  let sink: Awaited<ReturnType<typeof definition.create>>;
+  try {
+    sink = await definition.create({ config, redis, log });
+  } catch (err) {
+    // Open connections would keep the process alive after the error message.
+    await closeRedis(blocking);
+    await closeRedis(redis);
+    throw err;
+  }
   const worker = new GroupWorker({
     redis,
     blocking,
@@ -70,7 +80,13 @@ async function consume(sinkName: string, opts: ConsumeOpts): Promise<void> {
     }, retention.intervalMs);
   }
 
+  const metrics =
+    config.metrics.port > 0
+      ? await serveMetrics(config.metrics.port, workerMetrics(worker, group, sinkName))
+      : undefined;
+
   const stop = async () => {
+    metrics?.close();
     if (trimTimer !== undefined) clearInterval(trimTimer);
     await worker.close();
     await closeRedis(blocking);

@@ -8,6 +8,8 @@ import { Publisher } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { readQuotes } from '../../consumers/sinks/quotes.ts';
+import { archiveCounts } from '../../consumers/sinks/archive.ts';
+import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
 import { streamsStatus } from '../../consumers/status.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
@@ -19,7 +21,7 @@ import { printTable } from '../table.ts';
  * The main job in one process: a synthetic producer and one consumer-group worker per sink, for a few
  * seconds, then a report of what was produced, what each sink stored, and the resulting quotes.
  */
-export const DEMO_SINKS = ['quotes'];
+export const DEMO_SINKS = ['quotes', 'archive'];
 
 export function registerDemo(program: Command): void {
   program
@@ -69,7 +71,8 @@ async function demo(opts: DemoOpts): Promise<void> {
     }
 
     const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log });
-    const market = new SyntheticMarket({ symbols, seed: 42, source: `demo-${Date.now()}` });
+    const source = `demo-${Date.now()}`;
+    const market = new SyntheticMarket({ symbols, seed: 42, source });
     const rate = new RateLine(log.child({ component: 'producer' }), 'ticks');
     log.info(
       { symbols: symbols.length, rate: opts.rate, durationMs: opts.duration, sinks: sinkList },
@@ -126,6 +129,18 @@ async function demo(opts: DemoOpts): Promise<void> {
           };
         }),
       );
+    }
+    if (sinkList.includes('archive')) {
+      const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:demo' });
+      try {
+        const counts = await archiveCounts(pool, config.postgres.schema, { source });
+        process.stdout.write(
+          `\nArchived in PostgreSQL (schema "${config.postgres.schema}", source ${source}): ` +
+            `${counts.trades} trades + ${counts.quotes} quotes = ${counts.trades + counts.quotes} rows\n`,
+        );
+      } finally {
+        await closePgPool(pool);
+      }
     }
   } finally {
     for (const { worker, blocking } of workers) {

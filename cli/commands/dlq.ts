@@ -58,6 +58,12 @@ export function registerDlq(program: Command): void {
             ...(opts.group !== undefined ? { group: opts.group } : {}),
           });
           process.stdout.write(`requeued ${result.requeued}\n`);
+          if (result.skipped.length > 0) {
+            process.stderr.write(
+              `left ${result.skipped.length} Kafka dead letter(s) in place: produce the fixed message to its topic again ` +
+                `(first: ${result.skipped[0]!.dlqId}, ${result.skipped[0]!.stream} offset ${result.skipped[0]!.id})\n`,
+            );
+          }
           if (result.missing.length > 0) {
             process.stderr.write(`not found: ${result.missing.join(', ')}\n`);
             process.exitCode = 1;

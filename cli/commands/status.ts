@@ -3,6 +3,10 @@ import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { closeRedis, createRedis, type RedisClient } from '../../shared/redis.ts';
 import { streamsStatus } from '../../consumers/status.ts';
+import { archiveStatus } from '../../consumers/sinks/archive-migrate.ts';
+import { closePgPool, createPgPool } from '../../shared/pg.ts';
+import { questdbStatusRows } from '../../shared/questdb.ts';
+import { indicatorQueueStatus } from '../../consumers/indicators/worker.ts';
 import { makeRuntime, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
 
@@ -20,7 +24,29 @@ export interface StatusSection {
   }): Promise<Record<string, unknown>[] | undefined>;
 }
 
-export const STATUS_SECTIONS: StatusSection[] = [];
+export const STATUS_SECTIONS: StatusSection[] = [
+  {
+    title: 'Archive (PostgreSQL)',
+    collect: async ({ config, log }) => {
+      const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:status' });
+      try {
+        return await archiveStatus(pool, config.postgres.schema);
+      } finally {
+        await closePgPool(pool);
+      }
+    },
+  },
+  {
+    // Hot tables' WAL state; a suspended table shows the ALTER TABLE ... RESUME WAL to run once fixed.
+    title: 'QuestDB (WAL tables)',
+    collect: async ({ config }) => questdbStatusRows(config.questdb),
+  },
+  {
+    // Counts, schedulers and the newest failed jobs (kept for inspection) of the indicator queue.
+    title: 'Indicator jobs (BullMQ)',
+    collect: async ({ config, redis }) => indicatorQueueStatus(config, redis),
+  },
+];
 
 export function registerStatus(program: Command): void {
   program

@@ -2,7 +2,12 @@ import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { RedisClient } from '../../shared/redis.ts';
 import type { Sink } from '../sink.ts';
+import { QuestDbSink } from './questdb.ts';
 import { QuotesSink } from './quotes.ts';
+import { ArchiveSink } from './archive.ts';
+import { createBarsSink } from './bars.ts';
+import { createKafkaSink } from './kafka.ts';
+import { requireKafka } from '../../shared/kafka.ts';
 
 /**
  * The sinks `tickstream consume <sink>` and `tickstream replay --sink <sink>` can run, by name.
@@ -23,11 +28,35 @@ export interface SinkDefinition {
 }
 
 export const SINKS: Record<string, SinkDefinition> = {
+  archive: {
+    group: 'archive',
+    description: 'durable, idempotent archive of trades and quotes in PostgreSQL/TimescaleDB',
+    create: async ({ config, log }) =>
+      new ArchiveSink({ settings: config.postgres, log: log.child({ component: 'sink.archive' }) }),
+  },
   quotes: {
     group: 'quotes',
     description: 'latest quote per symbol in Redis hashes, published on pub/sub',
     create: async ({ config, redis, log }) =>
       new QuotesSink({ redis, settings: config.quotes, log: log.child({ component: 'sink.quotes' }) }),
+  },
+  questdb: {
+    group: 'hot',
+    description: 'trades and quotes into QuestDB over ILP (QDB_CLIENT_CONF), deduplicated by tick identity',
+    create: async ({ config, log }) =>
+      new QuestDbSink({ settings: config.questdb, log: log.child({ component: 'sink.questdb' }) }),
+  },
+  kafka: {
+    group: 'kafka-mirror',
+    description: 'mirror ticks to the Kafka topic KAFKA_MIRROR_TOPIC, keyed by symbol, acks=all',
+    create: async ({ config, log }) =>
+      createKafkaSink(requireKafka(config), log.child({ component: 'sink.kafka' })),
+  },
+  bars: {
+    group: 'bars',
+    description:
+      'OHLCV bars (1s/1m/5m/1h) into PostgreSQL, merged exactly once; current bar in Redis bar:<symbol>:<tf>',
+    create: async ({ config, redis, log }) => createBarsSink({ config, redis, log }),
   },
 };
 

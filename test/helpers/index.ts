@@ -9,6 +9,8 @@ import { createRedis, type RedisClient } from '../../shared/redis.ts';
  */
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
+/** A real QuestDB for the tests that need one (e.g. "http::addr=localhost:9000;"); those skip without it. */
+export const QDB_CLIENT_CONF = process.env.QDB_CLIENT_CONF === '' ? undefined : process.env.QDB_CLIENT_CONF;
 
 /** A name no other test (or earlier run) uses: prefix plus random hex, safe for Redis keys and SQL identifiers. */
 export function uniqueName(prefix = 't'): string {

@@ -41,7 +41,7 @@ function startWorker(config: Config, group: string, sink: RecordingSink, consume
     log: silentLogger(),
   });
   workers.push(worker);
-  return { worker, blocking };
+  return { worker, blocking, consumer };
 }
 
 async function produce(config: Config, redis: RedisClient, count: number, seed = 1): Promise<Tick[]> {
@@ -172,6 +172,29 @@ describe('group worker (real Redis)', () => {
     expect(await redis.xlen(deadLetterKey(config.streams))).toBe(0);
   });
 
+  it('requeue leaves Kafka dead letters (no origin stream) in place and says so', async () => {
+    const { config, redis } = setup();
+    const dlq = deadLetterKey(config.streams);
+    await redis.xadd(
+      dlq,
+      '*',
+      'reason',
+      'bad json',
+      'stream',
+      'kafka:ticks/0',
+      'id',
+      '17',
+      'kind',
+      'kafka',
+      'value',
+      '{',
+    );
+    const result = await requeueDeadLetters(redis, config.streams, { all: true });
+    expect(result.requeued).toBe(0);
+    expect(result.skipped.map((l) => [l.kind, l.stream, l.id])).toEqual([['kafka', 'kafka:ticks/0', '17']]);
+    expect(await redis.xlen(dlq)).toBe(1);
+  });
+
   it('keeps entries pending while the sink fails retriably, then delivers all of them', async () => {
     const { config, redis, group } = setup();
     const sink = new RecordingSink();
@@ -225,13 +248,18 @@ describe('group worker (real Redis)', () => {
   it('graceful close finishes the batch in flight and leaves nothing pending', async () => {
     const { config, redis, group } = setup();
     const sink = new RecordingSink();
-    const { worker } = startWorker(config, group, sink);
+    const { worker, consumer } = startWorker(config, group, sink);
     await worker.start();
     const ticks = await produce(config, redis, 3_000);
     await waitUntil(() => sink.stored.size > 0, 'consuming started');
     await worker.close();
     expect(sink.closed).toBe(true);
     expect(await pendingTotal(redis, config, group)).toBe(0);
+    // Holding nothing, it left the group: status counts live consumers only.
+    for (const stream of allStreamKeys(config.streams)) {
+      const names = ((await redis.call('XINFO', 'CONSUMERS', stream, group)) as unknown[][]).map((c) => c[1]);
+      expect(names).not.toContain(consumer);
+    }
     // Whatever was not read yet is still in the stream for the next consumer: nothing was lost.
     const rest = new RecordingSink();
     const next = startWorker(config, group, rest);
