@@ -21,8 +21,8 @@ import { RejectedTicksError, type Sink } from './sink.ts';
  * - An entry that cannot be decoded, or that was delivered more than `maxDeliveries` times, goes to the
  *   dead-letter stream with the reason and its original fields, then is acknowledged. A bad tick inside a
  *   good frame is dead-lettered alone.
- * - Retriable sink errors are retried with backoff while the entries stay pending; while that lasts the
- *   worker keeps its claim fresh (XCLAIM JUSTID) so that live consumers do not steal and re-count them.
+ * - Retriable sink errors are retried with backoff while the entries stay pending. While a batch is in hand
+ *   the worker keeps its claim fresh (XCLAIM JUSTID) so that live consumers do not steal and re-count it.
  * - `close()` stops reading, finishes and acknowledges the batch in flight, then closes the sink.
  */
 
@@ -90,6 +90,7 @@ export class GroupWorker {
   private readonly abort = new AbortController();
   private readonly claimCursors = new Map<string, string>();
   private loop: Promise<void> | undefined;
+  private failure: unknown;
   private stopping = false;
 
   constructor(options: WorkerOptions) {
@@ -108,27 +109,25 @@ export class GroupWorker {
   async start(): Promise<void> {
     await this.ensureGroups();
     await this.o.sink.start();
+    // The failure is kept for done() rather than left as a rejected promise nobody may be awaiting yet.
     this.loop = this.run().catch((err: unknown) => {
       this.log.fatal({ err }, 'worker loop failed');
-      throw err;
+      this.failure = err;
     });
     this.log.info({ streams: this.streams.length }, 'consuming');
   }
 
   /** Resolves when the worker has stopped (after close()), rejects if its loop died. */
-  done(): Promise<void> {
-    return this.loop ?? Promise.resolve();
+  async done(): Promise<void> {
+    await this.loop;
+    if (this.failure !== undefined) throw this.failure;
   }
 
   /** Stop reading, finish and acknowledge the batch in flight, then close the sink. Idempotent. */
   readonly close = once(async () => {
     this.stopping = true;
     this.abort.abort();
-    try {
-      await this.loop;
-    } catch {
-      // already logged by the loop; closing the sink still matters
-    }
+    await this.loop; // never rejects: a loop failure is in this.failure, and closing the sink still matters
     await this.o.sink.close();
     await this.leaveGroup();
     this.log.info(this.stats, 'worker stopped');
@@ -158,17 +157,32 @@ export class GroupWorker {
   }
 
   private async run(): Promise<void> {
-    // Entries this consumer name already owns (a restart under a fixed name) come first.
-    await this.drainOwnPending();
     let nextClaim = 0;
+    let failures = 0;
     while (!this.stopping) {
-      if (Date.now() >= nextClaim) {
-        await this.claimAbandoned();
-        nextClaim = Date.now() + this.o.settings.claimIntervalMs;
+      try {
+        if (Date.now() >= nextClaim) {
+          // Our own pending entries first: those of a restart under a fixed name, or of a read whose reply
+          // came back after the client had given up on it. Nothing of ours is in flight at this point.
+          await this.drainOwnPending();
+          await this.claimAbandoned();
+          nextClaim = Date.now() + this.o.settings.claimIntervalMs;
+        }
+        if (this.stopping) break;
+        const entries = await this.read('>');
+        if (entries.length > 0) await this.process(entries);
+        failures = 0;
+      } catch (err) {
+        // Redis trouble outside a sink write (claims, delivery counts, acks): whatever we hold stays pending
+        // and is picked up again by drainOwnPending.
+        failures++;
+        this.log.warn({ err }, 'worker iteration failed: retrying');
+        nextClaim = 0;
+        await sleep(
+          backoffMs(failures, this.o.settings.retryBaseMs, this.o.settings.retryMaxMs),
+          this.abort.signal,
+        );
       }
-      if (this.stopping) break;
-      const entries = await this.read('>');
-      if (entries.length > 0) await this.process(entries);
     }
   }
 
@@ -203,12 +217,15 @@ export class GroupWorker {
       }
       // Under Cluster a blocking read per shard would serialise on each node's connection, so poll the shards
       // without BLOCK and back off briefly when all were empty.
-      const replies = await Promise.all(
+      // allSettled: a shard that failed must not make us drop what the others delivered (it is pending on us).
+      const settled = await Promise.allSettled(
         this.streams.map(
           (s) => this.o.blocking.call('XREADGROUP', ...args([s], false)) as Promise<StreamReply>,
         ),
       );
-      const entries = await this.entriesOf(replies);
+      const failed = settled.find((r) => r.status === 'rejected');
+      const entries = await this.entriesOf(settled.map((r) => (r.status === 'fulfilled' ? r.value : null)));
+      if (failed !== undefined && entries.length === 0) throw failed.reason;
       if (entries.length === 0 && block) await sleep(Math.min(50, settings.blockMs), this.abort.signal);
       return entries;
     } catch (err) {
@@ -245,10 +262,11 @@ export class GroupWorker {
         { entries: gone.length },
         'pending entries were deleted from the stream before acknowledgement',
       );
+      // Best effort: a failure here must not drop the good entries of the same read.
       await batch(
         this.o.redis,
         gone.map(([stream, id]) => ['XACK', stream, this.o.group, id] as const),
-      );
+      ).catch((err: unknown) => this.log.warn({ err }, 'could not acknowledge deleted entries'));
     }
     return out;
   }
@@ -313,10 +331,10 @@ export class GroupWorker {
           this.o.consumer,
         ] as const,
     );
-    const results = await batch(this.o.redis, commands);
+    // Without the counts a poison entry would never reach maxDeliveries: fail the iteration instead.
+    const results = orThrow(await batch(this.o.redis, commands));
     const counts = new Map<string, number>();
-    for (const [err, rows] of results) {
-      if (err !== null) continue;
+    for (const rows of results) {
       for (const row of rows as [string, string, number, number][]) counts.set(row[0], row[3]);
     }
     for (const e of entries) e.deliveries = counts.get(e.id) ?? e.deliveries;
@@ -343,18 +361,32 @@ export class GroupWorker {
           dead.push({ entry, reason: f.reason, tick: { index: f.index, raw: f.raw } });
         for (let i = 0; i < frame.ticks.length; i++) {
           ticks.push(frame.ticks[i]!);
-          origins.push({ entry, index: i });
+          origins.push({ entry, index: frame.positions[i]! });
         }
       } catch (err) {
         dead.push({ entry, reason: errorMessage(err) });
       }
     }
-    if (ticks.length > 0) {
-      const ok = await this.writeDurably(ticks, origins, dead, entries);
-      if (!ok) return; // stopping while the sink was down: leave everything pending for another consumer
+    // However long the sink takes (retries, a slow store), keep the entries' idle time low so that live
+    // consumers do not claim them while we still work on them, nor count deliveries towards dead-lettering.
+    // A sink stuck for good (a flush that never returns) must not hold its entries forever: after ten
+    // claim periods the heartbeat stops and live consumers take the batch over.
+    const every = Math.max(10, Math.floor(this.o.settings.claimMinIdleMs / 3));
+    const giveUpAt = Date.now() + 10 * this.o.settings.claimMinIdleMs;
+    const heartbeat = setInterval(() => {
+      if (Date.now() < giveUpAt) void this.keepClaimed(entries, every);
+      else clearInterval(heartbeat);
+    }, every);
+    try {
+      if (ticks.length > 0) {
+        const ok = await this.writeDurably(ticks, origins, dead);
+        if (!ok) return; // stopping while the sink was down: leave everything pending for another consumer
+      }
+      this.stats.ticks += ticks.length;
+      await this.settle(entries, dead);
+    } finally {
+      clearInterval(heartbeat);
     }
-    this.stats.ticks += ticks.length;
-    await this.settle(entries, dead);
   }
 
   /**
@@ -362,15 +394,9 @@ export class GroupWorker {
    * by halving the batch until the ticks at fault are alone, and those are dead-lettered.
    * Returns false when asked to stop before the batch could be written.
    */
-  private async writeDurably(
-    ticks: Tick[],
-    origins: TickOrigin[],
-    dead: DeadLetter[],
-    entries: Entry[],
-  ): Promise<boolean> {
+  private async writeDurably(ticks: Tick[], origins: TickOrigin[], dead: DeadLetter[]): Promise<boolean> {
     const { sink, settings } = this.o;
     let attempt = 0;
-    let lastHeartbeat = Date.now();
     for (;;) {
       try {
         await sink.write(ticks);
@@ -391,8 +417,8 @@ export class GroupWorker {
           }
           const mid = Math.ceil(ticks.length / 2);
           return (
-            (await this.writeDurably(ticks.slice(0, mid), origins.slice(0, mid), dead, entries)) &&
-            (await this.writeDurably(ticks.slice(mid), origins.slice(mid), dead, entries))
+            (await this.writeDurably(ticks.slice(0, mid), origins.slice(0, mid), dead)) &&
+            (await this.writeDurably(ticks.slice(mid), origins.slice(mid), dead))
           );
         }
         attempt++;
@@ -403,10 +429,6 @@ export class GroupWorker {
         }
         const wait = backoffMs(attempt, settings.retryBaseMs, settings.retryMaxMs);
         this.log.warn({ err, attempt, waitMs: wait }, 'sink write failed: retrying');
-        if (Date.now() - lastHeartbeat > settings.claimMinIdleMs / 3) {
-          await this.keepClaimed(entries);
-          lastHeartbeat = Date.now();
-        }
         await sleep(wait, this.stopping ? undefined : this.abort.signal);
       }
     }
@@ -416,12 +438,24 @@ export class GroupWorker {
     return { entry: origin.entry, reason, tick: { index: origin.index, raw: JSON.stringify(toTuple(tick)) } };
   }
 
-  /** Reset the idle time of entries we still hold, without counting a delivery (XCLAIM ... JUSTID). */
-  private async keepClaimed(entries: Entry[]): Promise<void> {
+  /**
+   * Reset the idle time of entries we still hold, without counting a delivery (XCLAIM ... JUSTID). Entries
+   * idle for less than half a heartbeat were just taken by someone else (we refresh ours every heartbeat):
+   * the min-idle argument leaves those alone instead of snatching them back.
+   */
+  private async keepClaimed(entries: Entry[], everyMs: number): Promise<void> {
     try {
       const commands = [...groupBy(entries, (e) => e.stream)].map(
         ([stream, list]) =>
-          ['XCLAIM', stream, this.o.group, this.o.consumer, '0', ...list.map((e) => e.id), 'JUSTID'] as const,
+          [
+            'XCLAIM',
+            stream,
+            this.o.group,
+            this.o.consumer,
+            String(Math.floor(everyMs / 2)),
+            ...list.map((e) => e.id),
+            'JUSTID',
+          ] as const,
       );
       orThrow(await batch(this.o.redis, commands));
     } catch (err) {

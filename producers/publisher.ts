@@ -25,6 +25,8 @@ export interface PublisherOptions {
   layout: StreamLayout;
   settings: ProducerSettings;
   log: Logger;
+  /** Aborting ends a backpressure pause early, so that a stop request is not held up by slow consumers. */
+  signal?: AbortSignal;
 }
 
 export interface PublisherStats {
@@ -124,7 +126,8 @@ export class Publisher {
     this.o.log.warn({ backlog: this.backlog, highWater }, 'consumers are behind: pausing the producer');
     const started = Date.now();
     do {
-      await sleep(backpressureIntervalMs);
+      await sleep(backpressureIntervalMs, this.o.signal);
+      if (this.o.signal?.aborted === true) break;
       await this.measureBacklog();
     } while (this.backlog > lowWater);
     const paused = Date.now() - started;

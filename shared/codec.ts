@@ -88,6 +88,8 @@ export interface TickDecodeFailure {
 
 export interface DecodedFrame {
   readonly ticks: Tick[];
+  /** For each tick, its index in the frame (differs from its index in `ticks` once a tuple failed). */
+  readonly positions: number[];
   readonly failures: TickDecodeFailure[];
 }
 
@@ -122,6 +124,7 @@ export function decodeFrame(fields: readonly string[]): DecodedFrame {
     throw new DecodeError(`frame count mismatch: header says ${n}, payload has ${rows.length}`);
   }
   const ticks: Tick[] = [];
+  const positions: number[] = [];
   const failures: TickDecodeFailure[] = [];
   for (let i = 0; i < rows.length; i++) {
     const row: unknown = rows[i];
@@ -138,20 +141,23 @@ export function decodeFrame(fields: readonly string[]): DecodedFrame {
     const fast = kind === 't' ? fastTrade(row as unknown[]) : fastQuote(row as unknown[]);
     if (fast !== undefined) {
       ticks.push(fast);
+      positions.push(i);
       continue;
     }
     // The zod schema is the authority: it explains a rejection, and accepts anything the fast path was too
     // strict about.
     const parsed = schema.safeParse(row);
-    if (parsed.success) ticks.push(parsed.data);
-    else
+    if (parsed.success) {
+      ticks.push(parsed.data);
+      positions.push(i);
+    } else
       failures.push({
         index: i,
         reason: `tick ${i}: ${describeIssues(parsed.error, kind)}`,
         raw: JSON.stringify(row),
       });
   }
-  return { ticks, failures };
+  return { ticks, positions, failures };
 }
 
 /*

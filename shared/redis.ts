@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
@@ -25,7 +26,10 @@ export function createRedis(config: Pick<Config, 'redis'>, options: RedisOptions
     // Under Cluster, multi-key batches are sent as concurrent commands (see `batch`); auto-pipelining packs
     // them per node. A blocking connection runs one command at a time and gains nothing from it.
     enableAutoPipelining: config.redis.clusterNodes.length > 0 && options.blocking !== true,
-    ...(options.blocking === true ? { blockingTimeout: 30_000 } : {}),
+    // The client gives up on a blocking read 30 s after it was due. The grace is generous on purpose: a reply
+    // that arrives after the client gave up is lost to us (its entries sit pending until reclaimed), so only a
+    // dead socket should ever trip it, never a busy event loop.
+    ...(options.blocking === true ? { blockingTimeout: 30_000, blockingTimeoutGrace: 10_000 } : {}),
   };
   let client: RedisClient;
   if (config.redis.clusterNodes.length > 0) {
@@ -104,4 +108,37 @@ export function orThrow(replies: readonly Reply[]): unknown[] {
 
 function toError(reason: unknown): Error {
   return reason instanceof Error ? reason : new Error(String(reason));
+}
+
+/**
+ * A Lua script with one key, run for many keys in one round trip (`batch`): EVALSHA, and EVAL for the calls a
+ * server answers NOSCRIPT (a new or restarted server, another Cluster node), which also caches it there.
+ */
+export class Script {
+  readonly sha: string;
+  constructor(readonly lua: string) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+  }
+
+  async runMany(
+    client: RedisClient,
+    calls: readonly (readonly [key: string, ...args: string[]])[],
+  ): Promise<Reply[]> {
+    const results = await batch(
+      client,
+      calls.map(([key, ...args]) => ['EVALSHA', this.sha, 1, key, ...args] as const),
+    );
+    const missing = results.flatMap((r, i) => (r[0]?.message.startsWith('NOSCRIPT') === true ? [i] : []));
+    if (missing.length > 0) {
+      const retried = await batch(
+        client,
+        missing.map((i) => {
+          const [key, ...args] = calls[i]!;
+          return ['EVAL', this.lua, 1, key, ...args] as const;
+        }),
+      );
+      missing.forEach((i, j) => (results[i] = retried[j]!));
+    }
+    return results;
+  }
 }

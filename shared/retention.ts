@@ -1,4 +1,5 @@
 import type { Config } from './config.ts';
+import { errorMessage } from './errors.ts';
 import { pairs, type RedisClient } from './redis.ts';
 import { allStreamKeys, compareStreamIds, nextStreamId, type StreamLayout } from './streams.ts';
 
@@ -79,8 +80,11 @@ export async function groupBounds(redis: RedisClient, stream: string): Promise<M
   let groups: unknown[][];
   try {
     groups = (await redis.call('XINFO', 'GROUPS', stream)) as unknown[][];
-  } catch {
-    return out; // no stream, no groups
+  } catch (err) {
+    // Only a missing stream means "no groups". Any other failure (LOADING, BUSY, ACL...) must stop the trim:
+    // trimming without knowing the groups could remove entries they have not read.
+    if (errorMessage(err).includes('no such key')) return out;
+    throw err;
   }
   for (const g of groups) {
     const info = pairs(g);

@@ -1,7 +1,8 @@
+import type { Server } from 'node:http';
 import type { Command } from 'commander';
 import { consumerName } from '../../shared/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
-import { handleSignals } from '../../shared/lifecycle.ts';
+import { handleSignals, once } from '../../shared/lifecycle.ts';
 import { closeRedis, createRedis } from '../../shared/redis.ts';
 import { trimStreams } from '../../shared/retention.ts';
 import { GroupWorker, workerMetrics } from '../../consumers/worker.ts';
@@ -80,20 +81,19 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
     }, retention.intervalMs);
   }
 
-  const metrics =
-    config.metrics.port > 0
-      ? await serveMetrics(config.metrics.port, workerMetrics(worker, group, sinkName))
-      : undefined;
-
-  const stop = async () => {
+  let metrics: Server | undefined;
+  const stop = once(async () => {
     metrics?.close();
     if (trimTimer !== undefined) clearInterval(trimTimer);
     await worker.close();
     await closeRedis(blocking);
     await closeRedis(redis);
-  };
+  });
   handleSignals(log, stop, { timeoutMs: config.consumer.shutdownTimeoutMs });
   try {
+    if (config.metrics.port > 0) {
+      metrics = await serveMetrics(config.metrics.port, workerMetrics(worker, group, sinkName));
+    }
     await worker.start();
     await worker.done();
   } catch (err) {

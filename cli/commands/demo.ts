@@ -50,11 +50,13 @@ async function demo(opts: DemoOpts): Promise<void> {
   }
   const redis = createRedis(config, { log, connectionName: 'tickstream:demo' });
   const symbols = parseSymbols(opts.symbols);
-  const workers: { name: string; worker: GroupWorker; blocking: RedisClient }[] = [];
+  const workers: { name: string; worker: GroupWorker }[] = [];
+  const connections: RedisClient[] = [redis];
   try {
     for (const name of sinkList) {
       const def = SINKS[name]!;
       const blocking = createRedis(config, { log, blocking: true });
+      connections.push(blocking);
       const sink = await def.create({ config, redis, log });
       const worker = new GroupWorker({
         redis,
@@ -66,8 +68,8 @@ async function demo(opts: DemoOpts): Promise<void> {
         settings: { ...config.consumer, blockMs: Math.min(config.consumer.blockMs, 200) },
         log,
       });
+      workers.push({ name, worker });
       await worker.start();
-      workers.push({ name, worker, blocking });
     }
 
     const publisher = new Publisher({ redis, layout: config.streams, settings: config.producer, log });
@@ -143,10 +145,12 @@ async function demo(opts: DemoOpts): Promise<void> {
       }
     }
   } finally {
-    for (const { worker, blocking } of workers) {
-      await worker.close();
-      await closeRedis(blocking);
+    // Each in its own try: one failing close must not leave the others (and the process) hanging.
+    for (const { name, worker } of workers) {
+      await worker
+        .close()
+        .catch((err: unknown) => log.error({ err, sink: name }, 'closing the worker failed'));
     }
-    await closeRedis(redis);
+    for (const c of connections) await closeRedis(c);
   }
 }

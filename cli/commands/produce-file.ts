@@ -97,6 +97,7 @@ async function produceFiles(paths: string[], opts: FileOpts): Promise<void> {
     layout: config.streams,
     settings: config.producer,
     log: log.child({ component: 'publisher' }),
+    signal: abort.signal,
   });
   // First signal: stop reading, flush what was read, print the summary. A second one forces exit.
   const release = handleSignals(log, async () => abort.abort(), { exitAfterStop: false });

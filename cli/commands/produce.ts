@@ -49,14 +49,24 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     seed: opts.seed,
     source: config.producer.source,
   });
+  const abort = new AbortController();
   const publisher = new Publisher({
     redis,
     layout: config.streams,
     settings: config.producer,
     log: log.child({ component: 'publisher' }),
+    signal: abort.signal,
   });
-  const abort = new AbortController();
-  handleSignals(log, async () => abort.abort(), { exitAfterStop: false });
+  let finished: Promise<unknown> = Promise.resolve();
+  // The stop waits for the run to flush, so the forced-exit timeout stays armed while it does.
+  handleSignals(
+    log,
+    async () => {
+      abort.abort();
+      await finished;
+    },
+    { exitAfterStop: false, timeoutMs: config.consumer.shutdownTimeoutMs },
+  );
   const rate = new RateLine(log.child({ component: 'producer' }), 'ticks', opts.count);
   log.info(
     {
@@ -68,16 +78,18 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     },
     'producing synthetic ticks',
   );
+  const running = drive({
+    next: (n) => market.next(n),
+    publisher,
+    ...(opts.rate !== undefined ? { rate: opts.rate } : {}),
+    ...(opts.count !== undefined ? { count: opts.count } : {}),
+    ...(opts.duration !== undefined ? { durationMs: opts.duration } : {}),
+    signal: abort.signal,
+    onTicks: (n) => rate.add(n),
+  });
+  finished = running.catch(() => undefined);
   try {
-    const result = await drive({
-      next: (n) => market.next(n),
-      publisher,
-      ...(opts.rate !== undefined ? { rate: opts.rate } : {}),
-      ...(opts.count !== undefined ? { count: opts.count } : {}),
-      ...(opts.duration !== undefined ? { durationMs: opts.duration } : {}),
-      signal: abort.signal,
-      onTicks: (n) => rate.add(n),
-    });
+    const result = await running;
     const summary = rate.done();
     log.info(
       {

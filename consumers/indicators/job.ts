@@ -2,7 +2,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { withClient, type PgPool } from '../../shared/pg.ts';
-import type { RedisClient } from '../../shared/redis.ts';
+import { orThrow, Script, type RedisClient } from '../../shared/redis.ts';
 import { TIMEFRAME_NS, type TimeframeName } from '../bars/aggregate.ts';
 import { computeAt, INDICATOR_COUNT, paramsKey, paramsOf, VALUE_NAMES } from './compute.ts';
 import { IndicatorStore, rowOf, type IndicatorRow } from './store.ts';
@@ -43,14 +43,12 @@ export interface IndicatorJobDeps {
   log: Logger;
 }
 
-const PROJECT = `
+const PROJECT_INDICATORS = new Script(`
 local cur = redis.call('HGET', KEYS[1], 'start_key')
 if cur and cur > ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'start_key', ARGV[1], unpack(ARGV, 2))
 return 1
-`;
-
-type ProjectCommand = (key: string, ...args: string[]) => Promise<number>;
+`);
 
 export function indicatorKey(prefix: string, symbol: string, tf: TimeframeName): string {
   return `${prefix}${symbol}:${tf}`;
@@ -72,9 +70,6 @@ export async function runIndicatorJob(
   const params = paramsOf(settings);
   const pkey = paramsKey(params);
   const store = new IndicatorStore(deps.schema);
-  if (!('tickstreamProjectIndicators' in redis)) {
-    redis.defineCommand('tickstreamProjectIndicators', { numberOfKeys: 1, lua: PROJECT });
-  }
   const symbols = await withClient(pool, (c) => store.activeSymbols(c, settings.activeWindowMs));
   const result: IndicatorJobResult = {
     tf,
@@ -120,9 +115,7 @@ async function projectLatest(
   rows: readonly IndicatorRow[],
 ): Promise<void> {
   if (rows.length === 0) return;
-  const pipeline = redis.pipeline() as unknown as Record<'tickstreamProjectIndicators', ProjectCommand> & {
-    exec(): Promise<[Error | null, unknown][] | null>;
-  };
+  const calls: [string, ...string[]][] = [];
   const now = String(Date.now());
   for (const r of rows) {
     const fields: string[] = [
@@ -147,12 +140,7 @@ async function projectLatest(
     ];
     // "Not available" is an empty field, never a number.
     for (const k of VALUE_NAMES) fields.push(k, r.values[k] === null ? '' : String(r.values[k]));
-    pipeline.tickstreamProjectIndicators(
-      indicatorKey(prefix, r.symbol, r.tf),
-      r.start.toString().padStart(20, '0'),
-      ...fields,
-    );
+    calls.push([indicatorKey(prefix, r.symbol, r.tf), r.start.toString().padStart(20, '0'), ...fields]);
   }
-  const results = await pipeline.exec();
-  for (const [err] of results ?? []) if (err !== null) throw err;
+  orThrow(await PROJECT_INDICATORS.runMany(redis, calls));
 }

@@ -10,7 +10,7 @@ import {
   withClient,
   type PgPool,
 } from '../../shared/pg.ts';
-import type { RedisClient } from '../../shared/redis.ts';
+import { Script, type RedisClient, type Reply } from '../../shared/redis.ts';
 import { shardOf } from '../../shared/streams.ts';
 import { timeframes, type TimeframeName } from '../bars/aggregate.ts';
 import { BarStore, type BarRow, type BarStoreSettings } from '../bars/store.ts';
@@ -34,14 +34,12 @@ import { assertSchemaCurrent, migrate, migrateOptions } from './archive-migrate.
  * Quotes are ignored.
  */
 
-const PROJECT = `
+const PROJECT_BAR = new Script(`
 local cur = redis.call('HMGET', KEYS[1], 'start_key', 'rev_key')
 if cur[1] and (cur[1] > ARGV[1] or (cur[1] == ARGV[1] and cur[2] >= ARGV[2])) then return 0 end
 redis.call('HSET', KEYS[1], 'start_key', ARGV[1], 'rev_key', ARGV[2], unpack(ARGV, 3))
 return 1
-`;
-
-type ProjectCommand = (key: string, ...args: string[]) => Promise<number>;
+`);
 
 export interface BarsSinkOptions {
   pool: PgPool;
@@ -105,9 +103,6 @@ export class BarsSink implements Sink {
         retriable: isRetriablePgError(err),
         cause: err,
       });
-    }
-    if (!('tickstreamProjectBar' in this.o.redis)) {
-      this.o.redis.defineCommand('tickstreamProjectBar', { numberOfKeys: 1, lua: PROJECT });
     }
     if (this.o.pruneIntervalMs > 0 && this.pruneTimer === undefined) {
       this.pruneTimer = setInterval(() => void this.prune(), this.o.pruneIntervalMs);
@@ -190,24 +185,22 @@ export class BarsSink implements Sink {
       if (cur === undefined || r.start > cur.start || (r.start === cur.start && r.rev > cur.rev))
         newest.set(k, r);
     }
-    const pipeline = this.o.redis.pipeline() as unknown as Record<'tickstreamProjectBar', ProjectCommand> & {
-      exec(): Promise<[Error | null, unknown][] | null>;
-    };
-    for (const r of newest.values()) {
-      pipeline.tickstreamProjectBar(
-        barKeyOf(this.o.keyPrefix, r.symbol, r.tf),
-        r.start.toString().padStart(20, '0'),
-        r.rev.toString().padStart(20, '0'),
-        ...barFields(r),
-      );
-    }
-    let results: [Error | null, unknown][] | null;
+    const calls = [...newest.values()].map(
+      (r) =>
+        [
+          barKeyOf(this.o.keyPrefix, r.symbol, r.tf),
+          r.start.toString().padStart(20, '0'),
+          r.rev.toString().padStart(20, '0'),
+          ...barFields(r),
+        ] as [string, ...string[]],
+    );
+    let results: Reply[];
     try {
-      results = await pipeline.exec();
+      results = await PROJECT_BAR.runMany(this.o.redis, calls);
     } catch (err) {
       throw new SinkError('bars: projecting into Redis failed', { retriable: true, cause: err });
     }
-    for (const [err, changed] of results ?? []) {
+    for (const [err, changed] of results) {
       if (err !== null)
         throw new SinkError(`bars: projecting into Redis failed: ${err.message}`, {
           retriable: true,

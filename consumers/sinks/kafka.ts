@@ -7,11 +7,14 @@ import {
   describeKafkaError,
   type KafkaSettings,
 } from '../../shared/kafka.ts';
-import { once } from '../../shared/lifecycle.ts';
+import { backoffMs, once, sleep } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Tick } from '../../shared/model.ts';
 import { shardOf } from '../../shared/streams.ts';
 import type { Sink } from '../sink.ts';
+
+/** Attempts inside one flush for retriable send failures, before the worker retries the whole batch. */
+export const FLUSH_ATTEMPTS = 3;
 
 /**
  * Redis → Kafka mirror: every tick becomes one message on `topic`, keyed by symbol (so one partition carries
@@ -117,29 +120,36 @@ export class KafkaSink implements Sink {
     const laneCount = Math.max(1, Math.min(maxInFlight, Math.ceil(messages.length / sendBatchSize)));
     const lanes: Message[][] = Array.from({ length: laneCount }, () => []);
     for (let i = 0; i < messages.length; i++) lanes[shardOf(symbols[i]!, laneCount)]!.push(messages[i]!);
-    const results = await Promise.allSettled(lanes.map((lane) => this.sendLane(lane)));
-    const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failures.length > 0) {
+    // Progress per lane survives a failed attempt: a retry inside this flush resumes each lane where it
+    // stopped, so lanes Kafka already acknowledged are not produced again (only a retry of the whole batch by
+    // the worker, after the last attempt here, resends them).
+    const sent = lanes.map(() => 0);
+    for (let attempt = 1; ; attempt++) {
+      const results = await Promise.allSettled(lanes.map((lane, i) => this.sendLane(lane, sent, i)));
+      const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failures.length === 0) break;
       // One lane's record fault decides: the worker then narrows the batch down to the tick at fault.
       const causes = failures.map((f) => f.reason as unknown);
       const fault = causes.find((c) => !classifyKafkaError(c).retriable);
+      if (fault === undefined && attempt < FLUSH_ATTEMPTS) {
+        await sleep(backoffMs(attempt, 100, 2000));
+        continue;
+      }
       const cause = fault ?? causes[0];
       const c = classifyKafkaError(cause);
       throw new SinkError(
         `Kafka send failed (${failures.length}/${lanes.length} lanes): ${describeKafkaError(cause)}`,
-        {
-          retriable: c.retriable,
-          cause,
-        },
+        { retriable: c.retriable, cause },
       );
     }
     this.stats.flushes++;
   }
 
-  private async sendLane(lane: Message[]): Promise<void> {
-    for (let i = 0; i < lane.length; i += this.o.sendBatchSize) {
+  private async sendLane(lane: Message[], sent: number[], index: number): Promise<void> {
+    for (let i = sent[index]!; i < lane.length; i += this.o.sendBatchSize) {
       const messages = lane.slice(i, i + this.o.sendBatchSize);
       await this.o.producer.sendBatch({ acks: -1, topicMessages: [{ topic: this.o.topic, messages }] });
+      sent[index] = i + messages.length;
       this.stats.requests++;
       this.stats.messages += messages.length;
     }

@@ -150,7 +150,6 @@ export class QuestDbSink implements Sink {
   timestampType: TimestampType | undefined;
   private readonly settings: Config['questdb'];
   private readonly clientConf: string;
-  private readonly tcp: boolean;
   private readonly http: QuestDbHttp;
   private readonly log: Logger;
   private sender: Sender | undefined;
@@ -167,7 +166,13 @@ export class QuestDbSink implements Sink {
     }
     this.settings = settings;
     this.clientConf = settings.clientConf;
-    this.tcp = parseClientConf(settings.clientConf).protocol.startsWith('tcp');
+    if (parseClientConf(settings.clientConf).protocol.startsWith('tcp')) {
+      // Acknowledging a stream entry promises the rows are stored; ILP over TCP never says whether they were.
+      throw new ConfigError(
+        'QDB_CLIENT_CONF: the hot writer needs ILP over HTTP (http:: or https::); tcp:: does not confirm writes, ' +
+          'so entries would be acknowledged for rows the server may have dropped',
+      );
+    }
     this.http = new QuestDbHttp(questdbEndpoint(settings)!, settings.requestTimeoutMs);
     this.tables = hotTables(settings.tablePrefix);
     this.log = options.log;
@@ -253,7 +258,6 @@ export class QuestDbSink implements Sink {
       if (err instanceof QuestDbError || err instanceof SinkError) throw err;
       const c = classifyIlpError(err);
       if (c.retriable && c.status !== undefined && c.status < 500) this.tablesReady = false;
-      if (this.tcp && c.retriable) await this.dropSender();
       throw new SinkError(
         `QuestDB ${c.retriable ? 'unavailable' : 'rejected the batch'}${c.status === undefined ? '' : ` (HTTP ${c.status})`}: ${c.reason}`,
         { retriable: c.retriable, cause: err },
@@ -278,10 +282,8 @@ export class QuestDbSink implements Sink {
     } catch (err) {
       if (err instanceof FlushTimeout) {
         sending.catch(() => undefined);
-        // The abandoned request holds the old client's transport; a fresh client starts clean (over TCP it
-        // must connect again, so it is created on the next write).
-        if (this.tcp) await this.dropSender();
-        else if (this.sender === sender && options !== undefined) this.sender = new Sender(options);
+        // The abandoned request holds the old client's transport; a fresh client starts clean.
+        if (this.sender === sender && options !== undefined) this.sender = new Sender(options);
         throw new SinkError(`QuestDB unavailable: ${err.message}`, { retriable: true, cause: err });
       }
       throw err;
@@ -324,16 +326,6 @@ export class QuestDbSink implements Sink {
     if (options.auto_flush !== false) options.auto_flush = false;
     this.senderOptions = options;
     const sender = new Sender(options);
-    if (this.tcp) {
-      try {
-        await sender.connect();
-      } catch (err) {
-        throw new SinkError(`QuestDB unavailable: ${errorMessage(err)}`, { retriable: true, cause: err });
-      }
-      log.warn(
-        'ILP over TCP does not confirm writes: a flush may succeed and still lose rows; prefer http::',
-      );
-    }
     if (options.protocol_version === '1' && this.timestampType === 'TIMESTAMP_NS') {
       log.warn(
         'ILP protocol version 1 stores microseconds even in TIMESTAMP_NS columns; use protocol_version=2',
@@ -341,16 +333,6 @@ export class QuestDbSink implements Sink {
     }
     log.debug({ protocolVersion: options.protocol_version }, 'QuestDB client ready');
     return sender;
-  }
-
-  private async dropSender(): Promise<void> {
-    const sender = this.sender;
-    this.sender = undefined;
-    try {
-      await sender?.close();
-    } catch (err) {
-      this.log.debug({ err }, 'closing a failed TCP sender');
-    }
   }
 
   /** CREATE TABLE IF NOT EXISTS for both tables, then check their designated timestamp and dedup keys. */

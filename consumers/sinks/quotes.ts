@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Quote, Tick, Trade } from '../../shared/model.ts';
-import { batch, orThrow, pairs, type RedisClient, type Reply } from '../../shared/redis.ts';
+import { batch, orThrow, pairs, Script, type RedisClient, type Reply } from '../../shared/redis.ts';
 import { SinkError } from '../../shared/errors.ts';
 import type { Sink } from '../sink.ts';
 
@@ -50,7 +49,7 @@ redis.call('PUBLISH', ARGV[1], cjson.encode(obj))
 return 1
 `;
 
-const SCRIPT_SHA = createHash('sha1').update(SCRIPT).digest('hex');
+const PROJECT = new Script(SCRIPT);
 
 /** Fixed-width so that Lua's byte-wise string comparison orders by (ts, seq). */
 export function orderingKey(t: Tick): string {
@@ -132,23 +131,7 @@ export class QuotesSink implements Sink {
     }
     let results: Reply[];
     try {
-      results = await batch(
-        this.redis,
-        args.map(([key, ...rest]) => ['EVALSHA', SCRIPT_SHA, 1, key!, ...rest] as const),
-      );
-      // A server that has not seen the script yet (new, restarted, or another Cluster node) says NOSCRIPT:
-      // send those once with EVAL, which also caches it there.
-      const missing = results.flatMap((r, i) => (r[0]?.message.startsWith('NOSCRIPT') === true ? [i] : []));
-      if (missing.length > 0) {
-        const retried = await batch(
-          this.redis,
-          missing.map((i) => {
-            const [key, ...rest] = args[i]!;
-            return ['EVAL', SCRIPT, 1, key!, ...rest] as const;
-          }),
-        );
-        missing.forEach((i, j) => (results[i] = retried[j]!));
-      }
+      results = await PROJECT.runMany(this.redis, args as [string, ...string[]][]);
     } catch (err) {
       throw new SinkError('quote projection failed', { retriable: true, cause: err });
     }

@@ -16,6 +16,8 @@ export class RecordingSink implements Sink {
   failRetriable = 0;
   poison: ((t: Tick) => boolean) | undefined;
   hang = false;
+  /** Milliseconds each flush takes (a slow store). */
+  delayMs = 0;
   closed = false;
   private staged: Tick[] = [];
 
@@ -29,6 +31,7 @@ export class RecordingSink implements Sink {
     const batch = this.staged;
     this.staged = [];
     if (this.hang) await new Promise(() => undefined);
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
     if (this.failRetriable > 0) {
       this.failRetriable--;
       throw new SinkError('store unavailable (test)', { retriable: true });

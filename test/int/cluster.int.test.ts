@@ -100,8 +100,9 @@ describe.runIf(canRun)(
       const dying = new RecordingSink();
       dying.hang = true;
       const deadBlocking = client(true);
+      const deadCommands = client();
       const a = new GroupWorker({
-        redis: client(),
+        redis: deadCommands,
         blocking: deadBlocking,
         layout: config.streams,
         group,
@@ -126,7 +127,9 @@ describe.runIf(canRun)(
       await publisher.flush();
       await redis.xadd(streamKey(config.streams, 3), '*', 'not', 'a frame');
       await waitUntil(() => a.stats.batches > 0, 'dying consumer took a batch');
+      // A crash: both of its connections vanish.
       deadBlocking.disconnect();
+      deadCommands.disconnect();
 
       const live = new RecordingSink();
       const b = new GroupWorker({

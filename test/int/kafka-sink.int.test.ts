@@ -121,7 +121,8 @@ describe('Redis → Kafka through the group worker (real Redis, stand-in produce
   it('keeps entries pending while the broker is unavailable (retriable), then delivers every tick', async () => {
     const { config, redis, group } = setup();
     const producer = new StandInProducer();
-    producer.failWith = [1, 2, 3].map(
+    // More failures than one flush absorbs by itself, so that the worker's own retry is exercised.
+    producer.failWith = Array.from({ length: 12 }, () => 0).map(
       () => new kafkajs.KafkaJSConnectionError('Connection error: ECONNREFUSED (test)'),
     );
     const ticks = await produce(config, redis, 300);

@@ -6,7 +6,7 @@ import { trimStream, trimStreams } from '../../shared/retention.ts';
 import { streamKey } from '../../shared/streams.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
-import { cleanupPrefix, testConfig, testRedis, uniqueName } from '../helpers/index.ts';
+import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
 const open: RedisClient[] = [];
 afterEach(async () => {
@@ -113,6 +113,39 @@ describe('retention (real Redis)', () => {
 });
 
 describe('producer backpressure (real Redis)', () => {
+  it('a stop request ends a backpressure pause', async () => {
+    const config = testConfig({
+      streams: { shards: 1 },
+      producer: { highWater: 5, lowWater: 1, backpressureIntervalMs: 10, frameSize: 1, lingerMs: 0 },
+    });
+    const redis = testRedis(config);
+    open.push(redis);
+    const stream = streamKey(config.streams, 0);
+    await redis.call('XGROUP', 'CREATE', stream, uniqueName('g'), '0', 'MKSTREAM');
+    const abort = new AbortController();
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+      signal: abort.signal,
+    });
+    const market = new SyntheticMarket({ symbols: ['A'], seed: 3, source: 's' });
+    const producing = (async () => {
+      for (let i = 0; i < 100 && !abort.signal.aborted; i++) await publisher.publish(market.next(1));
+      await publisher.flush();
+    })();
+    await waitUntil(async () => {
+      const len = await redis.xlen(stream);
+      await new Promise((r) => setTimeout(r, 50));
+      return len === (await redis.xlen(stream)) && len >= 5;
+    }, 'the producer to pause');
+    abort.abort();
+    await producing; // returns although nobody consumed
+    expect(await redis.xlen(stream)).toBeLessThan(100);
+    await cleanupPrefix(redis, config.streams.prefix);
+  });
+
   it('pauses when the slowest group lags past the high-water mark and resumes when it drains', async () => {
     const config = testConfig({
       streams: { shards: 1 },

@@ -30,8 +30,9 @@ function setup(overrides: Parameters<typeof testConfig>[0] = {}) {
 
 function startWorker(config: Config, group: string, sink: RecordingSink, consumer = uniqueName('c')) {
   const blocking = redisFor(config, true);
+  const commands = redisFor(config);
   const worker = new GroupWorker({
-    redis: redisFor(config),
+    redis: commands,
     blocking,
     layout: config.streams,
     group,
@@ -41,7 +42,13 @@ function startWorker(config: Config, group: string, sink: RecordingSink, consume
     log: silentLogger(),
   });
   workers.push(worker);
-  return { worker, blocking, consumer };
+  /** What a crash (kill -9) does to the consumer: its connections vanish without a word. */
+  const kill = () => {
+    blocking.disconnect();
+    commands.disconnect();
+    workers.splice(workers.indexOf(worker), 1);
+  };
+  return { worker, blocking, consumer, kill };
 }
 
 async function produce(config: Config, redis: RedisClient, count: number, seed = 1): Promise<Tick[]> {
@@ -102,8 +109,7 @@ describe('group worker (real Redis)', () => {
       'dying consumer holds entries',
     );
     // Kill it: its sockets go away without an ack; the entries stay in its pending list.
-    a.blocking.disconnect();
-    workers.splice(workers.indexOf(a.worker), 1);
+    a.kill();
     const held = await pendingTotal(redis, config, group);
     expect(held).toBeGreaterThan(0);
 
@@ -193,6 +199,46 @@ describe('group worker (real Redis)', () => {
     expect(result.requeued).toBe(0);
     expect(result.skipped.map((l) => [l.kind, l.stream, l.id])).toEqual([['kafka', 'kafka:ticks/0', '17']]);
     expect(await redis.xlen(dlq)).toBe(1);
+  });
+
+  it('a slow flush keeps its entries: live consumers do not claim them meanwhile (heartbeat)', async () => {
+    const { config, redis, group } = setup(); // claimMinIdleMs 500
+    const slow = new RecordingSink();
+    slow.delayMs = 1_500;
+    const a = startWorker(config, group, slow);
+    await a.worker.start();
+    const ticks = await produce(config, redis, 200);
+    await waitUntil(
+      async () => (await pendingTotal(redis, config, group)) > 0,
+      'slow consumer holds entries',
+    );
+    const other = new RecordingSink();
+    const b = startWorker(config, group, other);
+    await b.worker.start();
+    await waitUntil(() => slow.stored.size + other.stored.size >= ticks.length, 'everything stored');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(b.worker.stats.claimed).toBe(0);
+    expect(slow.writes + other.writes).toBe(ticks.length);
+  });
+
+  it('names the frame position of a rejected tick even after an earlier tuple failed to decode', async () => {
+    const { config, redis, group } = setup();
+    const [good, victim] = new SyntheticMarket({ symbols: ['AAA'], seed: 11, source: 'src' }).next(2);
+    const fields = encodeFrame([good!, good!, victim!]);
+    const rows = JSON.parse(fields[5]!) as unknown[][];
+    rows[0] = ['x'];
+    fields[5] = JSON.stringify(rows);
+    await redis.xadd(streamForSymbol(config.streams, 'AAA'), '*', ...fields);
+    const sink = new RecordingSink();
+    sink.poison = (t) => tickKey(t) === tickKey(victim!);
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    const letters = await waitUntil(async () => {
+      const l = await listDeadLetters(redis, config.streams);
+      return l.length === 2 ? l : undefined;
+    }, 'two dead letters');
+    expect(letters.map((l) => l.index).sort()).toEqual([0, 2]);
+    expect(sink.stored.has(tickKey(good!))).toBe(true);
   });
 
   it('keeps entries pending while the sink fails retriably, then delivers all of them', async () => {

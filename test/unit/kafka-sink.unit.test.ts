@@ -1,6 +1,6 @@
 import kafkajs from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { KafkaSink } from '../../consumers/sinks/kafka.ts';
+import { FLUSH_ATTEMPTS, KafkaSink } from '../../consumers/sinks/kafka.ts';
 import { SinkError } from '../../shared/errors.ts';
 import { classifyKafkaError } from '../../shared/kafka.ts';
 import { KafkaTickDecoder } from '../../shared/kafka-codec.ts';
@@ -144,7 +144,7 @@ describe('Kafka sink against a stand-in producer', () => {
       const { sink: s } = sink(producer);
       await s.start();
       await s.write(ticks(5));
-      producer.failWith = [err];
+      producer.failWith = Array.from({ length: FLUSH_ATTEMPTS }, () => err);
       const failure = await s.flush().then(
         () => undefined,
         (e: unknown) => e,
@@ -157,6 +157,19 @@ describe('Kafka sink against a stand-in producer', () => {
       await s.flush();
       expect(producer.messages()).toHaveLength(5);
     }
+  });
+
+  it('a transient failure is retried inside the flush, resending only the lane that failed', async () => {
+    const producer = new StandInProducer();
+    const { sink: s } = sink(producer);
+    await s.start();
+    const batch = ticks(400);
+    await s.write(batch);
+    producer.failWith = [new KafkaJSConnectionError('Connection error: connect ECONNREFUSED (test)')];
+    await s.flush();
+    const keys = producer.messages().map((m) => `${m.key as string}|${JSON.parse(m.value as string).seq}`);
+    expect(keys).toHaveLength(batch.length);
+    expect(new Set(keys).size).toBe(batch.length);
   });
 
   it('a record the broker can never accept is not retriable (the worker dead-letters that tick)', async () => {
