@@ -7,7 +7,7 @@ import { createKafka } from '../shared/kafka.ts';
 import { encodeKafkaValue, KafkaTickDecoder } from '../shared/kafka-codec.ts';
 import { silentLogger } from '../shared/logger.ts';
 import { tickToJson, type Tick } from '../shared/model.ts';
-import { closeRedis, createRedis, type RedisClient } from '../shared/redis.ts';
+import { closeRedis, createRedis, type RedisClient, deleteByPrefix } from '../shared/redis.ts';
 import { KafkaBatchProcessor, KafkaIngest, type IngestBatchPayload } from '../producers/kafka.ts';
 import { Publisher } from '../producers/publisher.ts';
 import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
@@ -80,9 +80,9 @@ export default async function bridgeBench(): Promise<BenchReport> {
     for (let rep = 0; rep < REPS; rep++) {
       const config = withPrefix(base, `bench:bridge:${process.pid}:${rep}`);
       ingest.push(await rateAsync(TICKS, () => ingestRun(config, redis, values)));
-      await dropPrefix(redis, config.streams.prefix);
+      await deleteByPrefix(redis, config.streams.prefix);
       publishOnly.push(await rateAsync(TICKS, () => naiveIngestRun(config, redis, values)));
-      await dropPrefix(redis, config.streams.prefix);
+      await deleteByPrefix(redis, config.streams.prefix);
     }
     const mIngest = measurement('Kafka → Redis path, no broker (decode, XADD, commits)', 'ticks/s', ingest);
     const mPublish = measurement(
@@ -153,15 +153,6 @@ function withPrefix(base: Config, prefix: string, kafka: Partial<Config['kafka']
     producer: { ...base.producer, highWater: 0 },
     kafka: { ...base.kafka, ...kafka },
   };
-}
-
-async function dropPrefix(redis: RedisClient, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 /** The ingest bridge's per-batch work, fed by a payload that commits instantly (no broker). */
@@ -276,7 +267,7 @@ async function brokerBench(
       await publisher.publish(ticks);
       await publisher.flush();
       mirror.push(await mirrorRun(config, ticks.length));
-      await dropPrefix(redis, config.streams.prefix);
+      await deleteByPrefix(redis, config.streams.prefix);
 
       // Kafka → Redis, both reading the topic kafkajs alone just filled
       const aloneGroup = fresh('count');
@@ -290,7 +281,7 @@ async function brokerBench(
         fromBeginning: true,
       });
       ingest.push(await ingestBrokerRun(kafka, ingestConfig, redis, BROKER_TICKS));
-      await dropPrefix(redis, ingestConfig.streams.prefix);
+      await deleteByPrefix(redis, ingestConfig.streams.prefix);
     }
   } finally {
     await admin.deleteGroups(groups).catch(() => undefined);

@@ -6,7 +6,7 @@ import { loadConfig, type Config } from '../shared/config.ts';
 import { silentLogger } from '../shared/logger.ts';
 import { decodeFrame } from '../shared/codec.ts';
 import { nowNs, type Tick } from '../shared/model.ts';
-import { closeRedis, createRedis, pairs, type RedisClient } from '../shared/redis.ts';
+import { closeRedis, createRedis, pairs, type RedisClient, deleteByPrefix } from '../shared/redis.ts';
 import { allStreamKeys } from '../shared/streams.ts';
 import { Publisher } from '../producers/publisher.ts';
 import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
@@ -44,15 +44,6 @@ function ticks(n: number, seed = 1): Tick[] {
   return new SyntheticMarket({ symbols: SYMBOLS, seed, source: `bench-${seed}` }).next(n);
 }
 
-async function dropPrefix(redis: RedisClient, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
-
 let runNo = 0;
 const prefixOf = (what: string) => `bench:${what}:${process.pid}:${runNo++}`;
 
@@ -74,7 +65,7 @@ async function producer(redis: RedisClient): Promise<Measurement[]> {
   const ours = await repeat(RUNS, async () => {
     const config = configFor(prefixOf('produce'));
     const rate = await publishAll(config, redis, pregenerated);
-    await dropPrefix(redis, config.streams.prefix);
+    await deleteByPrefix(redis, config.streams.prefix);
     return rate;
   });
   const withGeneration = await repeat(RUNS, async () => {
@@ -91,7 +82,7 @@ async function producer(redis: RedisClient): Promise<Measurement[]> {
       await publisher.publish(market.next(Math.min(4096, PRODUCE_TICKS - i)));
     await publisher.flush();
     const rate = (PRODUCE_TICKS * 1000) / (performance.now() - started);
-    await dropPrefix(redis, config.streams.prefix);
+    await deleteByPrefix(redis, config.streams.prefix);
     return rate;
   });
   const naive = await repeat(RUNS, async () => {
@@ -237,7 +228,7 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
     );
     const rate = (sample.length * 1000) / (performance.now() - started);
     await stop(children);
-    await dropPrefix(redis, config.streams.prefix);
+    await deleteByPrefix(redis, config.streams.prefix);
     return rate;
   });
 
@@ -271,7 +262,7 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
       await redis.xack(key, group, entry[0]);
     }
     const rate = (NAIVE_TICKS * 1000) / (performance.now() - started);
-    await dropPrefix(redis, config.streams.prefix);
+    await deleteByPrefix(redis, config.streams.prefix);
     return rate;
   });
   return [
@@ -335,7 +326,7 @@ export async function latency(
   measuring = false;
   await stop(children);
   await closeRedis(sub);
-  await dropPrefix(redis, config.streams.prefix);
+  await deleteByPrefix(redis, config.streams.prefix);
   return {
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),

@@ -11,7 +11,7 @@ import { encodeFrame } from '../shared/codec.ts';
 import { loadConfig, type Config } from '../shared/config.ts';
 import { silentLogger } from '../shared/logger.ts';
 import { TickSchema } from '../shared/model.ts';
-import { closeRedis, createRedis, type RedisClient } from '../shared/redis.ts';
+import { closeRedis, createRedis, type RedisClient, deleteByPrefix } from '../shared/redis.ts';
 import { measurement, repeat, type BenchReport } from './lib.ts';
 
 /**
@@ -64,15 +64,6 @@ export async function generate(path: string, rows: number): Promise<void> {
   await pipeline(Readable.from(lines()), createGzip(), createWriteStream(path));
 }
 
-async function unlinkPrefix(redis: RedisClient, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
-
 let runNo = 0;
 
 async function ours(redis: RedisClient, path: string): Promise<number> {
@@ -84,7 +75,7 @@ async function ours(redis: RedisClient, path: string): Promise<number> {
     log: silentLogger(),
   });
   const summary = await loadFiles({ source: new FileSource({ paths: [path] }), publisher });
-  await unlinkPrefix(redis, config.streams.prefix);
+  await deleteByPrefix(redis, config.streams.prefix);
   if (summary.published !== ROWS) throw new Error(`published ${summary.published} of ${ROWS} rows`);
   return summary.rows / summary.seconds;
 }

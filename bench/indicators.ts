@@ -3,7 +3,7 @@ import { loadConfig, type Config } from '../shared/config.ts';
 import { silentLogger } from '../shared/logger.ts';
 import type { Tick, Trade } from '../shared/model.ts';
 import { closePgPool, createPgPool, withClient, type PgPool } from '../shared/pg.ts';
-import { closeRedis, createRedis, type RedisClient } from '../shared/redis.ts';
+import { closeRedis, createRedis, type RedisClient, deleteByPrefix } from '../shared/redis.ts';
 import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
 import { BarBuilder, timeframes, type Bar, type BarEvent } from '../consumers/bars/aggregate.ts';
 import { BarStore } from '../consumers/bars/store.ts';
@@ -112,15 +112,6 @@ async function naiveRun(redis: RedisClient, prefix: string, trades: readonly Tra
     }
   }
   return trades.length / ((performance.now() - started) / 1000);
-}
-
-async function dropPrefix(redis: RedisClient, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 async function sinkRun(
@@ -252,7 +243,7 @@ export default async function run(): Promise<BenchReport> {
       'trades/s',
       await repeat(RUNS, async () => naiveRun(redis, prefix, trades.slice(0, NAIVE_TRADES))),
     );
-    await dropPrefix(redis, `${prefix}:naive`);
+    await deleteByPrefix(redis, `${prefix}:naive`);
     measurements.push(builder, decode, naive);
     summary['builder vs decode'] = `${(builder.value / decode.value).toFixed(2)}x`;
     summary['builder vs naive read-modify-write'] = `${Math.round(builder.value / naive.value)}x`;
@@ -329,7 +320,7 @@ export default async function run(): Promise<BenchReport> {
       `builder input: ${trades.length} trades of ${BUILDER_TICKS} synthetic ticks, 1,000 symbols; sink: batches of 5,000 trades`,
     );
   } finally {
-    await dropPrefix(redis, prefix);
+    await deleteByPrefix(redis, prefix);
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await closePgPool(pool);
     await closeRedis(redis);

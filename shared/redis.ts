@@ -142,3 +142,17 @@ export class Script {
     return results;
   }
 }
+
+/** Delete every key under a prefix (SCAN + UNLINK): test and benchmark clean-up, never the hot path. */
+export async function deleteByPrefix(client: RedisClient, prefix: string): Promise<void> {
+  const nodes = isCluster(client) ? client.nodes('master') : [client];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      // One key per call: under Cluster the keys of one scan page may live in different slots.
+      for (const key of keys) await client.unlink(key);
+    } while (cursor !== '0');
+  }
+}

@@ -15,6 +15,7 @@ import { streamsStatus } from '../../consumers/status.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import { duration, makeRuntime, positiveNumber, runCommand } from '../runtime.ts';
 import { parseSymbols } from './produce.ts';
+import { quoteRow } from './quote.ts';
 import { printTable } from '../table.ts';
 
 /**
@@ -119,18 +120,7 @@ async function demo(opts: DemoOpts): Promise<void> {
     if (sinkList.includes('quotes')) {
       process.stdout.write('\nLatest quotes (tickstream quote ...)\n');
       const quotes = await readQuotes(redis, config.quotes, symbols);
-      printTable(
-        symbols.map((s) => {
-          const q = quotes.get(s);
-          return {
-            symbol: s,
-            bid: q?.bid ?? '-',
-            ask: q?.ask ?? '-',
-            last: q?.last ?? '-',
-            last_size: q?.last_size ?? '-',
-          };
-        }),
-      );
+      printTable(symbols.map((s) => quoteRow(s, quotes.get(s))));
     }
     if (sinkList.includes('archive')) {
       const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:demo' });

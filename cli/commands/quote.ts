@@ -19,21 +19,7 @@ export function registerQuote(program: Command): void {
           if (opts.json === true) {
             process.stdout.write(`${JSON.stringify(Object.fromEntries(quotes), null, 2)}\n`);
           } else {
-            printTable(
-              symbols.map((s) => {
-                const q = quotes.get(s);
-                return {
-                  symbol: s,
-                  bid: q?.bid ?? '-',
-                  bid_size: q?.bid_size ?? '-',
-                  ask: q?.ask ?? '-',
-                  ask_size: q?.ask_size ?? '-',
-                  last: q?.last ?? '-',
-                  last_size: q?.last_size ?? '-',
-                  exchange_time: q?.ts === undefined ? '-' : nsToIso(q.ts),
-                };
-              }),
-            );
+            printTable(symbols.map((s) => quoteRow(s, quotes.get(s))));
           }
           const missing = symbols.filter((s) => !quotes.has(s));
           if (missing.length > 0) {
@@ -45,6 +31,20 @@ export function registerQuote(program: Command): void {
         }
       }),
     );
+}
+
+/** One printed row of `tickstream quote` (and of the demo's summary). */
+export function quoteRow(symbol: string, q: Record<string, string> | undefined): Record<string, string> {
+  return {
+    symbol,
+    bid: q?.bid ?? '-',
+    bid_size: q?.bid_size ?? '-',
+    ask: q?.ask ?? '-',
+    ask_size: q?.ask_size ?? '-',
+    last: q?.last ?? '-',
+    last_size: q?.last_size ?? '-',
+    exchange_time: q?.ts === undefined ? '-' : nsToIso(q.ts),
+  };
 }
 
 /** ISO time with the nanoseconds kept: 2026-11-21T09:47:16.123456789Z. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config, type ConfigInput } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import { createRedis, type RedisClient } from '../../shared/redis.ts';
+import { createRedis, deleteByPrefix, type RedisClient } from '../../shared/redis.ts';
 
 /**
  * Shared test helpers. Integration tests talk to the real services given by REDIS_URL and DATABASE_URL
@@ -71,12 +71,7 @@ export function testRedis(config: Config, blocking = false): RedisClient {
 
 /** Delete every key a test created under its prefix. */
 export async function cleanupPrefix(redis: RedisClient, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.del(...keys);
-  } while (cursor !== '0');
+  await deleteByPrefix(redis, prefix);
 }
 
 function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): ConfigInput {
