@@ -6,13 +6,11 @@ import { GroupWorker } from '../../consumers/worker.ts';
 import type { Config } from '../../shared/config.ts';
 import { KafkaTickDecoder } from '../../shared/kafka-codec.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import { tickKey, type Tick } from '../../shared/model.ts';
+import { tickKey } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
-import { allStreamKeys } from '../../shared/streams.ts';
-import { Publisher } from '../../producers/publisher.ts';
-import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { StandInAdmin, StandInProducer } from '../helpers/kafka.ts';
+import { pendingTotal, produceTicks } from '../helpers/streams.ts';
 
 /**
  * Redis → Kafka: the generic group worker running the Kafka sink, against the real Redis and a stand-in
@@ -58,32 +56,6 @@ function startWorker(config: Config, group: string, producer: StandInProducer) {
   return worker;
 }
 
-async function produce(config: Config, redis: RedisClient, count: number): Promise<Tick[]> {
-  const ticks = new SyntheticMarket({
-    symbols: ['AAA', 'BBB', 'CCC', 'DDD'],
-    seed: 5,
-    source: uniqueName('src'),
-  }).next(count);
-  const publisher = new Publisher({
-    redis,
-    layout: config.streams,
-    settings: { ...config.producer, frameSize: 50 },
-    log: silentLogger(),
-  });
-  await publisher.publish(ticks);
-  await publisher.flush();
-  return ticks;
-}
-
-async function pendingTotal(redis: RedisClient, config: Config, group: string): Promise<number> {
-  let total = 0;
-  for (const s of allStreamKeys(config.streams)) {
-    const summary = (await redis.call('XPENDING', s, group)) as [number, ...unknown[]];
-    total += Number(summary[0]);
-  }
-  return total;
-}
-
 const decoder = new KafkaTickDecoder({ fieldMap: {}, tsUnit: 'ns' });
 function sentKeys(producer: StandInProducer): string[] {
   return producer.messages().map((m) => {
@@ -105,7 +77,7 @@ describe('Redis → Kafka through the group worker (real Redis, stand-in produce
     const { config, redis, group } = setup();
     const producer = new StandInProducer();
     producer.hold();
-    const ticks = await produce(config, redis, 600);
+    const ticks = await produceTicks(config, redis, 600, { symbols: ['AAA', 'BBB', 'CCC', 'DDD'], seed: 5 });
     const worker = startWorker(config, group, producer);
     await worker.start();
     await waitUntil(() => producer.inFlight > 0, 'a send in flight');
@@ -125,7 +97,7 @@ describe('Redis → Kafka through the group worker (real Redis, stand-in produce
     producer.failWith = Array.from({ length: 12 }, () => 0).map(
       () => new kafkajs.KafkaJSConnectionError('Connection error: ECONNREFUSED (test)'),
     );
-    const ticks = await produce(config, redis, 300);
+    const ticks = await produceTicks(config, redis, 300, { symbols: ['AAA', 'BBB', 'CCC', 'DDD'], seed: 5 });
     const worker = startWorker(config, group, producer);
     await worker.start();
     await waitUntil(() => worker.stats.retries >= 1, 'a retry');
@@ -137,7 +109,7 @@ describe('Redis → Kafka through the group worker (real Redis, stand-in produce
   it('dead-letters the one tick the broker can never accept (not retriable) and mirrors the rest', async () => {
     const { config, redis, group } = setup();
     const producer = new StandInProducer();
-    const ticks = await produce(config, redis, 200);
+    const ticks = await produceTicks(config, redis, 200, { symbols: ['AAA', 'BBB', 'CCC', 'DDD'], seed: 5 });
     const victim = ticks[77]!;
     producer.refuse = {
       when: (m) => m.key === victim.symbol && JSON.parse(m.value as string).seq === victim.seq,

@@ -9,11 +9,9 @@ import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { tickKey, type Tick } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
-import { allStreamKeys } from '../../shared/streams.ts';
-import { Publisher } from '../../producers/publisher.ts';
-import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { QuestDbStandin, type IlpRow } from '../helpers/questdb-standin.ts';
+import { pendingTotal, produceTicks } from '../helpers/streams.ts';
 
 /**
  * The hot writer against the QuestDB stand-in (test/helpers/questdb-standin.ts), and under the GroupWorker
@@ -103,24 +101,6 @@ function redisFor(config: Config, blocking = false): RedisClient {
   return r;
 }
 
-async function produce(config: Config, count: number): Promise<Tick[]> {
-  const market = new SyntheticMarket({
-    symbols: ['AAA', 'BBB', 'CCC', 'DDD'],
-    seed: 7,
-    source: uniqueName('src'),
-  });
-  const ticks = market.next(count);
-  const publisher = new Publisher({
-    redis: redisFor(config),
-    layout: config.streams,
-    settings: { ...config.producer, frameSize: 25 },
-    log: silentLogger(),
-  });
-  await publisher.publish(ticks);
-  await publisher.flush();
-  return ticks;
-}
-
 function startWorker(config: Config, sink: QuestDbSink, group = uniqueName('hot')): GroupWorker {
   const worker = new GroupWorker({
     redis: redisFor(config),
@@ -134,16 +114,6 @@ function startWorker(config: Config, sink: QuestDbSink, group = uniqueName('hot'
   });
   workers.push(worker);
   return worker;
-}
-
-async function pending(config: Config, group: string): Promise<number> {
-  const redis = open[0]!;
-  let total = 0;
-  for (const s of allStreamKeys(config.streams)) {
-    const summary = (await redis.call('XPENDING', s, group)) as [number, ...unknown[]];
-    total += Number(summary[0]);
-  }
-  return total;
 }
 
 function rowKey(r: IlpRow): string {
@@ -328,7 +298,11 @@ describe('QuestDB hot writer against the stand-in', () => {
   it('under GroupWorker: nothing is acked while the stand-in answers 5xx; everything arrives once after it recovers', async () => {
     const s = await standin();
     const { config, sink } = setup(s);
-    const ticks = await produce(config, 400);
+    const ticks = await produceTicks(config, redisFor(config), 400, {
+      symbols: ['AAA', 'BBB', 'CCC', 'DDD'],
+      seed: 7,
+      frameSize: 25,
+    });
     s.failWrites(500);
     const group = uniqueName('hot');
     const worker = startWorker(config, sink, group);
@@ -337,11 +311,11 @@ describe('QuestDB hot writer against the stand-in', () => {
     await waitUntil(() => worker.stats.retries >= 3, 'the writer to retry against 5xx');
     expect(worker.stats.acked).toBe(0);
     expect(s.rows).toHaveLength(0);
-    expect(await pending(config, group)).toBeGreaterThan(0);
+    expect(await pendingTotal(open[0]!, config, group)).toBeGreaterThan(0);
 
     s.recover();
     await waitUntil(
-      async () => (await pending(config, group)) === 0 && s.rows.length >= ticks.length,
+      async () => (await pendingTotal(open[0]!, config, group)) === 0 && s.rows.length >= ticks.length,
       'all ticks to arrive',
     );
     expect(s.rows).toHaveLength(ticks.length); // once each: no row of a failed request was kept
@@ -356,15 +330,19 @@ describe('QuestDB hot writer against the stand-in', () => {
     const worker = startWorker(config, sink, group);
     await worker.start();
     await s.pause();
-    const ticks = await produce(config, 200);
+    const ticks = await produceTicks(config, redisFor(config), 200, {
+      symbols: ['AAA', 'BBB', 'CCC', 'DDD'],
+      seed: 7,
+      frameSize: 25,
+    });
 
     await waitUntil(() => worker.stats.retries >= 1, 'a failed flush', { timeoutMs: 10_000 });
     expect(worker.stats.acked).toBe(0);
-    expect(await pending(config, group)).toBeGreaterThan(0);
+    expect(await pendingTotal(open[0]!, config, group)).toBeGreaterThan(0);
 
     await s.resume();
     await waitUntil(
-      async () => (await pending(config, group)) === 0 && s.rows.length >= ticks.length,
+      async () => (await pendingTotal(open[0]!, config, group)) === 0 && s.rows.length >= ticks.length,
       'all ticks to arrive',
     );
     expect(new Set(s.rows.map(rowKey))).toEqual(new Set(ticks.map(tickKey)));
@@ -374,7 +352,11 @@ describe('QuestDB hot writer against the stand-in', () => {
   it('under GroupWorker: a 400 for one row dead-letters only that tick', async () => {
     const s = await standin();
     const { config, sink } = setup(s);
-    const ticks = await produce(config, 300);
+    const ticks = await produceTicks(config, redisFor(config), 300, {
+      symbols: ['AAA', 'BBB', 'CCC', 'DDD'],
+      seed: 7,
+      frameSize: 25,
+    });
     const bad = ticks[137]!;
     s.rejectRows((r) =>
       r.symbols.source === bad.source && r.fields.seq?.text === `${bad.seq}i`
@@ -386,7 +368,7 @@ describe('QuestDB hot writer against the stand-in', () => {
     await worker.start();
 
     await waitUntil(
-      async () => (await pending(config, group)) === 0 && worker.stats.ticks >= ticks.length,
+      async () => (await pendingTotal(open[0]!, config, group)) === 0 && worker.stats.ticks >= ticks.length,
       'the run to settle',
     );
     const stored = new Set(s.rows.map(rowKey));

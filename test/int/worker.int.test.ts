@@ -4,13 +4,13 @@ import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters
 import { encodeFrame } from '../../shared/codec.ts';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import { tickKey, type Tick } from '../../shared/model.ts';
+import { tickKey } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys, deadLetterKey, streamForSymbol } from '../../shared/streams.ts';
-import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { RecordingSink } from '../helpers/sinks.ts';
+import { pendingTotal, produceTicks } from '../helpers/streams.ts';
 
 const open: RedisClient[] = [];
 const workers: GroupWorker[] = [];
@@ -51,33 +51,6 @@ function startWorker(config: Config, group: string, sink: RecordingSink, consume
   return { worker, blocking, consumer, kill };
 }
 
-async function produce(config: Config, redis: RedisClient, count: number, seed = 1): Promise<Tick[]> {
-  const market = new SyntheticMarket({
-    symbols: ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'],
-    seed,
-    source: uniqueName('src'),
-  });
-  const ticks = market.next(count);
-  const publisher = new Publisher({
-    redis,
-    layout: config.streams,
-    settings: { ...config.producer, frameSize: 50 },
-    log: silentLogger(),
-  });
-  await publisher.publish(ticks);
-  await publisher.flush();
-  return ticks;
-}
-
-async function pendingTotal(redis: RedisClient, config: Config, group: string): Promise<number> {
-  let total = 0;
-  for (const s of allStreamKeys(config.streams)) {
-    const summary = (await redis.call('XPENDING', s, group)) as [number, ...unknown[]];
-    total += Number(summary[0]);
-  }
-  return total;
-}
-
 afterEach(async () => {
   for (const w of workers.splice(0)) await w.close().catch(() => undefined);
   const cleaner = open[0];
@@ -91,7 +64,7 @@ describe('group worker (real Redis)', () => {
     const sink = new RecordingSink();
     const { worker } = startWorker(config, group, sink);
     await worker.start();
-    const ticks = await produce(config, redis, 2_000);
+    const ticks = await produceTicks(config, redis, 2_000);
     await waitUntil(() => sink.stored.size === ticks.length, 'all ticks stored');
     await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
     expect(new Set(sink.stored.keys())).toEqual(new Set(ticks.map(tickKey)));
@@ -103,7 +76,7 @@ describe('group worker (real Redis)', () => {
     dying.hang = true; // flush never returns: the process is stuck, then its connections die
     const a = startWorker(config, group, dying);
     await a.worker.start();
-    const ticks = await produce(config, redis, 1_000);
+    const ticks = await produceTicks(config, redis, 1_000);
     await waitUntil(
       async () => (await pendingTotal(redis, config, group)) > 0,
       'dying consumer holds entries',
@@ -135,7 +108,7 @@ describe('group worker (real Redis)', () => {
     rows[1]![6] = -5; // a negative trade/bid price
     fields[5] = JSON.stringify(rows);
     await redis.xadd(stream, '*', ...fields);
-    await produce(config, redis, 200);
+    await produceTicks(config, redis, 200);
 
     await waitUntil(() => sink.stored.size === 202, 'good ticks stored');
     await waitUntil(async () => (await redis.xlen(deadLetterKey(config.streams))) === 2, 'two dead letters');
@@ -155,7 +128,7 @@ describe('group worker (real Redis)', () => {
   it('isolates a tick the store rejects (non-retriable) and writes the rest of its batch', async () => {
     const { config, redis, group } = setup();
     const sink = new RecordingSink();
-    const ticks = await produce(config, redis, 500);
+    const ticks = await produceTicks(config, redis, 500);
     const victim = ticks[137]!;
     sink.poison = (t) => tickKey(t) === tickKey(victim);
     const { worker } = startWorker(config, group, sink);
@@ -207,7 +180,7 @@ describe('group worker (real Redis)', () => {
     slow.delayMs = 1_500;
     const a = startWorker(config, group, slow);
     await a.worker.start();
-    const ticks = await produce(config, redis, 200);
+    const ticks = await produceTicks(config, redis, 200);
     await waitUntil(
       async () => (await pendingTotal(redis, config, group)) > 0,
       'slow consumer holds entries',
@@ -245,7 +218,7 @@ describe('group worker (real Redis)', () => {
     const { config, redis, group } = setup();
     const sink = new RecordingSink();
     sink.failRetriable = 5;
-    const ticks = await produce(config, redis, 300);
+    const ticks = await produceTicks(config, redis, 300);
     const { worker } = startWorker(config, group, sink);
     await worker.start();
     await waitUntil(() => worker.stats.retries >= 1, 'a retry');
@@ -296,7 +269,7 @@ describe('group worker (real Redis)', () => {
     const sink = new RecordingSink();
     const { worker, consumer } = startWorker(config, group, sink);
     await worker.start();
-    const ticks = await produce(config, redis, 3_000);
+    const ticks = await produceTicks(config, redis, 3_000);
     await waitUntil(() => sink.stored.size > 0, 'consuming started');
     await worker.close();
     expect(sink.closed).toBe(true);
@@ -319,10 +292,10 @@ describe('group worker (real Redis)', () => {
     const sink = new RecordingSink();
     const { worker } = startWorker(config, group, sink);
     await worker.start();
-    const first = await produce(config, redis, 100, 1);
+    const first = await produceTicks(config, redis, 100, { seed: 1 });
     await waitUntil(() => sink.stored.size === first.length, 'first batch');
     for (const s of allStreamKeys(config.streams)) await redis.del(s); // what a restart without persistence does
-    const second = await produce(config, redis, 100, 2);
+    const second = await produceTicks(config, redis, 100, { seed: 2 });
     await waitUntil(() => sink.stored.size === first.length + second.length, 'ticks after the restart');
   });
 });
