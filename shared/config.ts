@@ -145,6 +145,10 @@ export const ConfigSchema = z
         /** Trades older than their clock by more than this are dead-lettered (and their ledger rows pruned). */
         ledgerHorizonMs: int(60_000, 7_200_000),
         pruneIntervalMs: int(1000, 60_000),
+        /** Closed bars per ILP request from the QuestDB outbox (when QDB_CLIENT_CONF is set). */
+        questdbBatch: int(1, 2000, 100_000),
+        /** Longest wait between outbox pushes: the idle sweep, and the backoff ceiling after a failure. */
+        questdbIntervalMs: int(100, 5000, 3_600_000),
       })
       .strict()
       .prefault({}),
@@ -222,7 +226,7 @@ export const ConfigSchema = z
         clientConf: z.string().optional(),
         /** HTTP endpoint for DDL and queries; derived from clientConf's addr when absent. */
         httpUrl: z.url().optional(),
-        /** Prepended to the hot tables' names (`trades`, `quotes`), e.g. to keep test runs apart. */
+        /** Prepended to the QuestDB tables' names (`trades`, `quotes`, `bars`), e.g. to keep test runs apart. */
         tablePrefix: z
           .string()
           .regex(
@@ -350,6 +354,8 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_BARS_KEY_PREFIX: 'bars.keyPrefix',
   TICKSTREAM_BARS_LEDGER_HORIZON_MS: 'bars.ledgerHorizonMs',
   TICKSTREAM_BARS_PRUNE_INTERVAL_MS: 'bars.pruneIntervalMs',
+  TICKSTREAM_BARS_QDB_BATCH: 'bars.questdbBatch',
+  TICKSTREAM_BARS_QDB_INTERVAL_MS: 'bars.questdbIntervalMs',
   TICKSTREAM_IND_TIMEFRAMES: 'indicators.timeframes',
   TICKSTREAM_IND_QUEUE: 'indicators.queueName',
   TICKSTREAM_IND_BULL_PREFIX: 'indicators.bullPrefix',

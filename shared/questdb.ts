@@ -1,9 +1,15 @@
+import { Sender, SenderOptions } from '@questdb/nodejs-client';
 import type { Config } from './config.ts';
-import { ConfigError, TickstreamError, errorMessage } from './errors.ts';
+import { ConfigError, SinkError, TickstreamError, errorMessage } from './errors.ts';
+import type { Logger } from './logger.ts';
 
 /**
- * QuestDB's HTTP query API (`/exec`), used for DDL by the hot writer, by `tickstream status` and by
- * `tickstream sql`. Ingestion does not go through here: the writer uses the official client over ILP.
+ * What the QuestDB writers (the hot writer, consumers/sinks/questdb.ts, and the bars outbox,
+ * consumers/bars/questdb.ts) share, and what `tickstream status` and `tickstream sql` use:
+ *
+ * - QuestDB's HTTP query API (`/exec`) for DDL, table checks and queries;
+ * - the official ILP client set up the same way for both writers (auto-flush off, a flush that never settles
+ *   abandoned) and its errors sorted into retriable or not.
  *
  * The endpoint is QDB_HTTP_URL when set, otherwise derived from the client configuration string
  * (QDB_CLIENT_CONF): same host, port 9000 for tcp:: (the ILP/TCP port 9009 does not serve HTTP), and the
@@ -278,6 +284,11 @@ export function hotTables(prefix: string): { trades: string; quotes: string } {
   return { trades: `${prefix}trades`, quotes: `${prefix}quotes` };
 }
 
+/** The closed bars' table under a prefix (consumers/bars/questdb.ts). */
+export function barsTable(prefix: string): string {
+  return `${prefix}bars`;
+}
+
 /** Rows for `tickstream status`: our tables always, any other table only when it is suspended. */
 export async function questdbStatusRows(
   settings: Config['questdb'],
@@ -285,9 +296,11 @@ export async function questdbStatusRows(
   const http = createQuestDbHttp(settings);
   if (http === undefined) return undefined;
   const ours = new Set(Object.values(hotTables(settings.tablePrefix)));
+  const bars = barsTable(settings.tablePrefix);
   const tables = await walTables(http);
+  // The bars table only exists once the bars consumer has sent a closed bar: shown when it is there.
   const rows = tables
-    .filter((t) => ours.has(t.name) || t.suspended)
+    .filter((t) => ours.has(t.name) || t.name === bars || t.suspended)
     .map((t) => ({
       table: t.name,
       wal: t.suspended ? 'SUSPENDED' : 'ok',
@@ -312,6 +325,165 @@ export async function questdbStatusRows(
     }
   }
   return rows;
+}
+
+/**
+ * The statements of a DDL file (infra/questdb/*.sql): comment lines dropped, split on `;`, whitespace folded,
+ * `{{name}}` placeholders filled from `vars` (a placeholder without a value is a bug: it throws).
+ */
+export function ddlStatements(source: string, vars: Readonly<Record<string, string>>): string[] {
+  return source
+    .split('\n')
+    .filter((line) => !line.trimStart().startsWith('--'))
+    .join('\n')
+    .split(';')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map((s) =>
+      s
+        .replace(/\{\{(\w+)\}\}/g, (_, name: string) => {
+          const value = vars[name];
+          if (value === undefined) throw new Error(`DDL placeholder {{${name}}} has no value`);
+          return value;
+        })
+        .replace(/\s+/g, ' '),
+    );
+}
+
+/**
+ * Check a table a writer relies on: `ts` must be its designated timestamp and `keys` its DEDUP UPSERT KEYS,
+ * or rows written again (redelivery, a retried request) would be stored twice. Returns the type of `ts`.
+ * `identity` names the keys in the error ("the tick identity").
+ */
+export async function checkDedupTable(
+  http: QuestDbHttp,
+  table: string,
+  keys: readonly string[],
+  identity: string,
+  log: Logger,
+): Promise<string> {
+  const columns = await http.rows(`select * from table_columns('${table}')`);
+  const designated = columns.find((c) => c.designated === true);
+  if (designated === undefined || designated.column !== 'ts') {
+    throw new SinkError(
+      `QuestDB table ${table} exists without "ts" as designated timestamp; it was not created by tickstream ` +
+        `(drop or rename it, or set TICKSTREAM_QDB_TABLE_PREFIX)`,
+      { retriable: false },
+    );
+  }
+  const type = String(designated.type);
+  if (!columns.some((c) => 'upsertKey' in c)) {
+    log.debug({ table }, 'server does not report upsert keys: dedup not verified');
+    return type;
+  }
+  const present = new Set(columns.filter((c) => c.upsertKey === true).map((c) => String(c.column)));
+  const missing = keys.filter((k) => !present.has(k));
+  if (missing.length > 0) {
+    throw new SinkError(
+      `QuestDB table ${table} does not deduplicate on ${identity} (missing ${missing.join(', ')}), so rows ` +
+        `written again would be stored twice. Fix it with: ALTER TABLE ${table} DEDUP ENABLE UPSERT KEYS(${keys.join(', ')})`,
+      { retriable: false },
+    );
+  }
+  return type;
+}
+
+export interface IlpSender {
+  readonly sender: Sender;
+  /** The client options after negotiation with the server, to rebuild a client without asking again. */
+  readonly options: SenderOptions;
+}
+
+/**
+ * A client from QuestDB's configuration string, as given, except that auto-flush is switched off: each
+ * writer decides itself when a request goes out (one per batch), so no rows leave before it says so.
+ * Over HTTP this asks the server (/settings) which ILP versions it speaks: retriable when it cannot.
+ */
+export async function createIlpSender(clientConf: string, log: Logger): Promise<IlpSender> {
+  let options: SenderOptions;
+  try {
+    options = new SenderOptions(clientConf, {
+      // The client logs a debug line per row; only its warnings and errors are worth our log.
+      log: (level, message) => {
+        if (level === 'warn' || level === 'error')
+          log[level]({ component: 'questdb-client' }, String(message));
+      },
+    });
+  } catch (err) {
+    throw new ConfigError(`QDB_CLIENT_CONF: ${errorMessage(err)}`, err);
+  }
+  try {
+    await SenderOptions.resolveAuto(options);
+  } catch (err) {
+    throw new SinkError(`QuestDB unavailable: ${errorMessage(err)}`, { retriable: true, cause: err });
+  }
+  if (options.auto_flush !== false) options.auto_flush = false;
+  return { sender: new Sender(options), options };
+}
+
+/** sender.flush() outlived the client's own retry and request timeouts (see flushWithin). */
+export class IlpFlushTimeout extends Error {
+  override name = 'IlpFlushTimeout';
+  constructor(ms: number) {
+    super(`no answer from QuestDB within ${ms} ms`);
+  }
+}
+
+/**
+ * sender.flush(), abandoned with IlpFlushTimeout when it outlives retry_timeout + request_timeout (client
+ * 4.2's default undici transport never settles when the connection is refused). The abandoned request is
+ * inert by then but holds the client's transport: the caller replaces the client (`new Sender(options)`).
+ */
+export async function flushWithin(sender: Sender, options: SenderOptions | undefined): Promise<void> {
+  const limitMs = (options?.retry_timeout ?? 10_000) + (options?.request_timeout ?? 10_000) + 1000;
+  const sending = sender.flush();
+  let timer: NodeJS.Timeout | undefined;
+  const watchdog = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new IlpFlushTimeout(limitMs)), limitMs);
+  });
+  try {
+    await Promise.race([sending, watchdog]);
+  } catch (err) {
+    if (err instanceof IlpFlushTimeout) sending.catch(() => undefined);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Sort a client or server failure into "retry the batch" or "the data is at fault". */
+export function classifyIlpError(err: unknown): { retriable: boolean; status?: number; reason: string } {
+  const message = errorMessage(err);
+  const m = /statusCode=(-?\d+), error=([\s\S]*)$/.exec(message);
+  if (m === null) {
+    // Timeouts, refused or reset connections, DNS: nothing wrong with the data.
+    return { retriable: true, reason: message };
+  }
+  const status = Number(m[1]);
+  const reason = serverReason(m[2]!);
+  if (status >= 500 || status < 0) return { retriable: true, status, reason };
+  // Authentication, a wrong endpoint or throttling must be fixed or waited out; dead-lettering good ticks
+  // because of them would lose data.
+  if ([401, 403, 404, 408, 429].includes(status)) return { retriable: true, status, reason };
+  // A table dropped or changed under us is a schema problem, not a bad tick: recreate and retry.
+  if (/table does not exist|table is dropped|non-WAL|table not found/i.test(reason)) {
+    return { retriable: true, status, reason };
+  }
+  return { retriable: false, status, reason };
+}
+
+/** QuestDB answers ILP errors as JSON: {"code","message","line","errorId"}; keep the message and the line. */
+function serverReason(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { message?: unknown; line?: unknown; code?: unknown };
+    if (typeof parsed.message === 'string') {
+      const line = typeof parsed.line === 'number' ? ` [line ${parsed.line}]` : '';
+      return `${parsed.message.replace(/\s+/g, ' ')}${line}`;
+    }
+  } catch {
+    // not JSON: keep the text as it is
+  }
+  return body.slice(0, 500);
 }
 
 function networkReason(err: unknown): string {

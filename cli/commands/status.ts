@@ -7,6 +7,7 @@ import { archiveStatus } from '../../consumers/sinks/archive-migrate.ts';
 import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { questdbStatusRows } from '../../shared/questdb.ts';
 import { indicatorQueueStatus } from '../../consumers/indicators/worker.ts';
+import { barsOutboxStatus } from '../../consumers/sinks/bars.ts';
 import { makeRuntime, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
 
@@ -40,6 +41,11 @@ export const STATUS_SECTIONS: StatusSection[] = [
     // Hot tables' WAL state; a suspended table shows the ALTER TABLE ... RESUME WAL to run once fixed.
     title: 'QuestDB (WAL tables)',
     collect: async ({ config }) => questdbStatusRows(config.questdb),
+  },
+  {
+    // Closed bars waiting for QuestDB (the bars sink's outbox); left out without QDB_CLIENT_CONF.
+    title: 'Bars to QuestDB (outbox)',
+    collect: async ({ config, log }) => barsOutboxStatus(config, log),
   },
   {
     // Counts, schedulers and the newest failed jobs (kept for inspection) of the indicator queue.

@@ -398,6 +398,56 @@ export class BarStore {
     return rows.map(toBarRow);
   }
 
+  /**
+   * The QuestDB outbox (infra/migrations/0004_bars_questdb_outbox.sql): closed bars whose current revision
+   * QuestDB has not confirmed, oldest change first.
+   */
+  async unsyncedBars(client: PgClient, limit: number): Promise<BarRow[]> {
+    const { rows } = await client.query<RawBarRow>(
+      `SELECT ${barColumns()} FROM ${this.s}.bars
+        WHERE closed AND qdb_synced_rev IS DISTINCT FROM rev ORDER BY rev LIMIT $1`,
+      [limit],
+    );
+    return rows.map(toBarRow);
+  }
+
+  /**
+   * Mark bars as in QuestDB at the revision that was sent, unless they changed meanwhile (then they stay in
+   * the outbox with their new revision). Rows a bars writer holds locked are skipped rather than waited for:
+   * waiting could deadlock with its transaction, and a skipped row is only sent once more.
+   */
+  async markSynced(client: PgClient, sent: readonly BarRow[]): Promise<number> {
+    if (sent.length === 0) return 0;
+    const r = await client.query(
+      `UPDATE ${this.s}.bars b SET qdb_synced_rev = b.rev
+        WHERE (b.symbol, b.tf, b.start_ns, b.rev) IN (
+          SELECT l.symbol, l.tf, l.start_ns, l.rev FROM ${this.s}.bars l
+            JOIN unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u(symbol, tf, start_ns, rev)
+              ON l.symbol = u.symbol AND l.tf = u.tf AND l.start_ns = u.start_ns AND l.rev = u.rev
+           FOR UPDATE OF l SKIP LOCKED)`,
+      [
+        sent.map((b) => b.symbol),
+        sent.map((b) => b.tf),
+        sent.map((b) => b.start.toString()),
+        sent.map((b) => b.rev.toString()),
+      ],
+    );
+    return r.rowCount ?? 0;
+  }
+
+  /** How many closed bars wait for QuestDB, and since when (the oldest waiting change). */
+  async unsyncedBacklog(client: PgClient): Promise<{ rows: number; oldestChange: Date | null }> {
+    // The planner cannot estimate the column-to-column predicate and would scan the whole table to count;
+    // ordering by rev makes it read the partial index, which holds just the backlog. The lowest rev is the
+    // oldest change.
+    const unsynced = `FROM ${this.s}.bars WHERE closed AND qdb_synced_rev IS DISTINCT FROM rev ORDER BY rev`;
+    const { rows } = await client.query<{ n: string; oldest: Date | null }>(
+      `SELECT (SELECT count(*) FROM (SELECT 1 ${unsynced}) AS u)::text AS n,
+              (SELECT updated_at ${unsynced} LIMIT 1) AS oldest`,
+    );
+    return { rows: Number(rows[0]?.n ?? 0), oldestChange: rows[0]?.oldest ?? null };
+  }
+
   /** Drop ledger rows behind the horizon of their symbol's clock: trades that old are refused anyway. */
   async pruneLedger(client: PgClient): Promise<number> {
     const r = await client.query(

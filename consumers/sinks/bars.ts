@@ -7,12 +7,15 @@ import {
   createPgPool,
   inTransaction,
   isRetriablePgError,
+  pgErrorCode,
   withClient,
   type PgPool,
 } from '../../shared/pg.ts';
+import { barsTable } from '../../shared/questdb.ts';
 import { Script, type RedisClient, type Reply } from '../../shared/redis.ts';
 import { shardOf } from '../../shared/streams.ts';
 import { timeframes, type TimeframeName } from '../bars/aggregate.ts';
+import { BarsQuestDbOutbox } from '../bars/questdb.ts';
 import { BarStore, type BarRow, type BarStoreSettings } from '../bars/store.ts';
 import { RejectedTicksError, type Sink } from '../sink.ts';
 import { assertSchemaCurrent, migrate, migrateOptions } from './archive-migrate.ts';
@@ -32,6 +35,9 @@ import { assertSchemaCurrent, migrate, migrateOptions } from './archive-migrate.
  *
  * Trades too old for the ledger horizon are refused with a reason (dead letters), never dropped silently.
  * Quotes are ignored.
+ *
+ * With QuestDB configured, closed bars also go to QuestDB through an outbox (consumers/bars/questdb.ts): a
+ * commit that closed or amended bars kicks a push, which runs beside the flush and never fails it.
  */
 
 const PROJECT_BAR = new Script(`
@@ -51,6 +57,8 @@ export interface BarsSinkOptions {
   pruneIntervalMs: number;
   /** Migrate the schema on start (else require it to be current). */
   migrate?: { settings: Config['postgres'] } | undefined;
+  /** Closed bars to QuestDB (when configured); closed by close() before the pool. */
+  questdb?: BarsQuestDbOutbox | undefined;
   log: Logger;
 }
 
@@ -93,6 +101,11 @@ export class BarsSink implements Sink {
     this.o = options;
   }
 
+  /** The QuestDB outbox, when QuestDB is configured. */
+  get questdb(): BarsQuestDbOutbox | undefined {
+    return this.o.questdb;
+  }
+
   async start(): Promise<void> {
     const m = this.o.migrate;
     try {
@@ -108,6 +121,7 @@ export class BarsSink implements Sink {
       this.pruneTimer = setInterval(() => void this.prune(), this.o.pruneIntervalMs);
       this.pruneTimer.unref();
     }
+    this.o.questdb?.start();
   }
 
   async write(ticks: readonly Tick[]): Promise<void> {
@@ -143,6 +157,8 @@ export class BarsSink implements Sink {
     this.stats.duplicates += result.duplicates;
     this.stats.late += result.late;
     this.stats.closed += result.closed;
+    // Closed bars changed: they are in the outbox now (same transaction); the push does not hold this flush.
+    if (result.closed > 0 || result.late > 0) this.o.questdb?.kick();
     let rows = result.changed;
     if (result.duplicates > 0) {
       // Some of these trades were merged before: perhaps by a run that died before projecting. Project the
@@ -169,7 +185,11 @@ export class BarsSink implements Sink {
       try {
         await this.flush();
       } finally {
-        if (this.o.ownsPool) await closePgPool(this.o.pool);
+        try {
+          await this.o.questdb?.close();
+        } finally {
+          if (this.o.ownsPool) await closePgPool(this.o.pool);
+        }
       }
     })();
     return this.closing;
@@ -278,14 +298,65 @@ export async function createBarsSink(deps: {
   const { config, redis, log } = deps;
   const child = log.child({ component: 'sink.bars' });
   const pool = createPgPool(config.postgres, { log: child, applicationName: 'tickstream:bars' });
+  const store = new BarStore(barStoreSettings(config));
+  let questdb: BarsQuestDbOutbox | undefined;
+  if (config.questdb.clientConf !== undefined) {
+    try {
+      questdb = new BarsQuestDbOutbox({
+        pool,
+        store,
+        settings: config.questdb,
+        batch: config.bars.questdbBatch,
+        intervalMs: config.bars.questdbIntervalMs,
+        log: log.child({ component: 'sink.bars.questdb' }),
+      });
+    } catch (err) {
+      await closePgPool(pool);
+      throw err;
+    }
+  }
   return new BarsSink({
     pool,
     ownsPool: true,
     redis,
-    store: new BarStore(barStoreSettings(config)),
+    store,
+    questdb,
     keyPrefix: config.bars.keyPrefix,
     pruneIntervalMs: config.bars.pruneIntervalMs,
     migrate: config.postgres.migrateOnStart ? { settings: config.postgres } : undefined,
     log: child,
   });
+}
+
+/**
+ * `tickstream status` row of the QuestDB outbox: closed bars PostgreSQL has that QuestDB has not confirmed
+ * (a backlog that grows means QuestDB is failing or no bars consumer runs). Undefined without QuestDB.
+ */
+export async function barsOutboxStatus(
+  config: Pick<Config, 'bars' | 'streams' | 'postgres' | 'questdb'>,
+  log: Logger,
+): Promise<Record<string, unknown>[] | undefined> {
+  if (config.questdb.clientConf === undefined) return undefined;
+  const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:status' });
+  const store = new BarStore(barStoreSettings(config));
+  const table = barsTable(config.questdb.tablePrefix);
+  try {
+    const backlog = await withClient(pool, (client) => store.unsyncedBacklog(client));
+    return [
+      {
+        schema: config.postgres.schema,
+        questdb_table: table,
+        unsynced: backlog.rows,
+        oldest_change: backlog.oldestChange?.toISOString() ?? '-',
+      },
+    ];
+  } catch (err) {
+    // 42P01 / 42703: no bars table, or not yet the outbox column: the schema predates this version.
+    if (pgErrorCode(err) === '42P01' || pgErrorCode(err) === '42703') {
+      return [{ schema: config.postgres.schema, questdb_table: table, hint: 'run tickstream migrate' }];
+    }
+    throw err;
+  } finally {
+    await closePgPool(pool);
+  }
 }

@@ -1,13 +1,19 @@
 import { readFileSync } from 'node:fs';
-import { Sender, SenderOptions } from '@questdb/nodejs-client';
+import { Sender, type SenderOptions } from '@questdb/nodejs-client';
 import type { Config } from '../../shared/config.ts';
 import { ConfigError, SinkError, errorMessage, isRetriable } from '../../shared/errors.ts';
 import { backoffMs, once, sleep } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { Tick } from '../../shared/model.ts';
 import {
+  IlpFlushTimeout,
   QuestDbError,
   QuestDbHttp,
+  checkDedupTable,
+  classifyIlpError,
+  createIlpSender,
+  ddlStatements,
+  flushWithin,
   hotTables,
   parseClientConf,
   questdbEndpoint,
@@ -88,59 +94,13 @@ export function tableStatements(
   ts: TimestampType,
   source = readFileSync(DDL_FILE, 'utf8'),
 ): string[] {
-  return source
-    .split('\n')
-    .filter((line) => !line.trimStart().startsWith('--'))
-    .join('\n')
-    .split(';')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .map((s) => s.replaceAll('{{prefix}}', prefix).replaceAll('{{ts}}', ts).replace(/\s+/g, ' '));
+  return ddlStatements(source, { prefix, ts });
 }
+
+/** Moved to shared/questdb.ts (the bars outbox uses it too); re-exported for existing importers. */
+export { classifyIlpError };
 
 const IDENTITY = ['ts', 'source', 'symbol', 'seq'];
-
-/** Sort a client or server failure into "retry the batch" or "the data is at fault". */
-export function classifyIlpError(err: unknown): { retriable: boolean; status?: number; reason: string } {
-  const message = errorMessage(err);
-  const m = /statusCode=(-?\d+), error=([\s\S]*)$/.exec(message);
-  if (m === null) {
-    // Timeouts, refused or reset connections, DNS: nothing wrong with the data.
-    return { retriable: true, reason: message };
-  }
-  const status = Number(m[1]);
-  const reason = serverReason(m[2]!);
-  if (status >= 500 || status < 0) return { retriable: true, status, reason };
-  // Authentication, a wrong endpoint or throttling must be fixed or waited out; dead-lettering good ticks
-  // because of them would lose data.
-  if ([401, 403, 404, 408, 429].includes(status)) return { retriable: true, status, reason };
-  // A table dropped or changed under us is a schema problem, not a bad tick: recreate and retry.
-  if (/table does not exist|table is dropped|non-WAL|table not found/i.test(reason)) {
-    return { retriable: true, status, reason };
-  }
-  return { retriable: false, status, reason };
-}
-
-/** QuestDB answers ILP errors as JSON: {"code","message","line","errorId"}; keep the message and the line. */
-function serverReason(body: string): string {
-  try {
-    const parsed = JSON.parse(body) as { message?: unknown; line?: unknown; code?: unknown };
-    if (typeof parsed.message === 'string') {
-      const line = typeof parsed.line === 'number' ? ` [line ${parsed.line}]` : '';
-      return `${parsed.message.replace(/\s+/g, ' ')}${line}`;
-    }
-  } catch {
-    // not JSON: keep the text as it is
-  }
-  return body.slice(0, 500);
-}
-
-class FlushTimeout extends Error {
-  override name = 'FlushTimeout';
-  constructor(ms: number) {
-    super(`no answer from QuestDB within ${ms} ms`);
-  }
-}
 
 export class QuestDbSink implements Sink {
   readonly name = 'questdb';
@@ -271,24 +231,15 @@ export class QuestDbSink implements Sink {
   /** sender.flush(), abandoned when it outlives the client's own retry and request timeouts. */
   private async sendGuarded(sender: Sender): Promise<void> {
     const options = this.senderOptions;
-    const limitMs = (options?.retry_timeout ?? 10_000) + (options?.request_timeout ?? 10_000) + 1000;
-    const sending = sender.flush();
-    let timer: NodeJS.Timeout | undefined;
-    const watchdog = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FlushTimeout(limitMs)), limitMs);
-    });
     try {
-      await Promise.race([sending, watchdog]);
+      await flushWithin(sender, options);
     } catch (err) {
-      if (err instanceof FlushTimeout) {
-        sending.catch(() => undefined);
+      if (err instanceof IlpFlushTimeout) {
         // The abandoned request holds the old client's transport; a fresh client starts clean.
         if (this.sender === sender && options !== undefined) this.sender = new Sender(options);
         throw new SinkError(`QuestDB unavailable: ${err.message}`, { retriable: true, cause: err });
       }
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -305,27 +256,8 @@ export class QuestDbSink implements Sink {
 
   private async createSender(): Promise<Sender> {
     const log = this.log;
-    let options: SenderOptions;
-    try {
-      options = new SenderOptions(this.clientConf, {
-        // The client logs a debug line per row; only its warnings and errors are worth our log.
-        log: (level, message) => {
-          if (level === 'warn' || level === 'error')
-            log[level]({ component: 'questdb-client' }, String(message));
-        },
-      });
-    } catch (err) {
-      throw new ConfigError(`QDB_CLIENT_CONF: ${errorMessage(err)}`, err);
-    }
-    try {
-      // Over HTTP this asks the server (/settings) which ILP versions it speaks.
-      await SenderOptions.resolveAuto(options);
-    } catch (err) {
-      throw new SinkError(`QuestDB unavailable: ${errorMessage(err)}`, { retriable: true, cause: err });
-    }
-    if (options.auto_flush !== false) options.auto_flush = false;
+    const { sender, options } = await createIlpSender(this.clientConf, log);
     this.senderOptions = options;
-    const sender = new Sender(options);
     if (options.protocol_version === '1' && this.timestampType === 'TIMESTAMP_NS') {
       log.warn(
         'ILP protocol version 1 stores microseconds even in TIMESTAMP_NS columns; use protocol_version=2',
@@ -360,34 +292,18 @@ export class QuestDbSink implements Sink {
   }
 
   private async checkTable(table: string): Promise<void> {
-    const columns = await this.http.rows(`select * from table_columns('${table}')`);
-    const designated = columns.find((c) => c.designated === true);
-    if (designated === undefined || designated.column !== 'ts') {
-      throw new SinkError(
-        `QuestDB table ${table} exists without "ts" as designated timestamp; it was not created by tickstream ` +
-          `(drop or rename it, or set TICKSTREAM_QDB_TABLE_PREFIX)`,
-        { retriable: false },
-      );
-    }
-    const type = String(designated.type) as TimestampType;
+    const type = (await checkDedupTable(
+      this.http,
+      table,
+      IDENTITY,
+      'the tick identity',
+      this.log,
+    )) as TimestampType;
     if (table === this.tables.trades) this.timestampType = type;
     if (type !== 'TIMESTAMP_NS') {
       this.log.info(
         { table, type },
         'designated timestamp in microseconds: the nanosecond digits are dropped',
-      );
-    }
-    if (!columns.some((c) => 'upsertKey' in c)) {
-      this.log.debug({ table }, 'server does not report upsert keys: dedup not verified');
-      return;
-    }
-    const keys = new Set(columns.filter((c) => c.upsertKey === true).map((c) => String(c.column)));
-    const missing = IDENTITY.filter((k) => !keys.has(k));
-    if (missing.length > 0) {
-      throw new SinkError(
-        `QuestDB table ${table} does not deduplicate on the tick identity (missing ${missing.join(', ')}), so ` +
-          `redelivered ticks would be stored twice. Fix it with: ALTER TABLE ${table} DEDUP ENABLE UPSERT KEYS(${IDENTITY.join(', ')})`,
-        { retriable: false },
       );
     }
   }

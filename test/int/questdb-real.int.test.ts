@@ -1,11 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsToIso } from '../../cli/commands/quote.ts';
+import { BarStore } from '../../consumers/bars/store.ts';
+import { barStoreSettings, createBarsSink } from '../../consumers/sinks/bars.ts';
 import { QuestDbSink } from '../../consumers/sinks/questdb.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import type { Tick, Trade } from '../../shared/model.ts';
+import { closePgPool, createPgPool, withClient, type PgPool } from '../../shared/pg.ts';
 import { requireQuestDbHttp, walTables, type QuestDbHttp } from '../../shared/questdb.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys } from '../../shared/streams.ts';
@@ -194,5 +197,117 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
     for (const sql of statements) await expect(http.exec(sql), sql).resolves.toBeDefined();
     const latest = await http.rows(statements[0]!);
     expect(latest.length).toBe(5); // one per symbol
+  });
+});
+
+const BARS_TITLE = QDB_CLIENT_CONF
+  ? 'bars into a real QuestDB through the outbox'
+  : 'bars into a real QuestDB through the outbox (skipped: set QDB_CLIENT_CONF to run against a real server)';
+
+describe.skipIf(!QDB_CLIENT_CONF)(BARS_TITLE, () => {
+  const T0 = 1_699_999_980_000_000_000n; // 2023-11-14T22:13:00Z
+  const MS = 1_000_000n;
+  const trade = (ms: number, price: number, size: number, seq: number): Trade => ({
+    type: 'trade',
+    source: 'S',
+    symbol: 'AAA',
+    ts: T0 + BigInt(ms) * MS,
+    seq,
+    venue: '',
+    price,
+    size,
+    side: '',
+  });
+  let config: Config;
+  let http: QuestDbHttp;
+  let redis: RedisClient;
+  let pool: PgPool;
+  let table: string;
+
+  beforeAll(() => {
+    const prefix = uniqueName('itb');
+    config = testConfig({
+      questdb: { clientConf: QDB_CLIENT_CONF!, tablePrefix: `${prefix}_` },
+      postgres: { schema: uniqueName('qbars'), timescale: 'off', partitionsAhead: 0 },
+      bars: {
+        keyPrefix: `${prefix}:bar:`,
+        allowedLatenessMs: 500,
+        timeframes: ['1s', '1m'],
+        questdbIntervalMs: 200,
+      },
+    });
+    table = `${prefix}_bars`;
+    http = requireQuestDbHttp(config.questdb);
+    redis = testRedis(config);
+    pool = createPgPool(config.postgres, { log: silentLogger(), max: 1 });
+  });
+
+  afterAll(async () => {
+    await http.exec(`drop table if exists ${table}`).catch(() => undefined);
+    await pool.query(`DROP SCHEMA IF EXISTS "${config.postgres.schema}" CASCADE`);
+    await closePgPool(pool);
+    await cleanupPrefix(redis, config.streams.prefix);
+    await cleanupPrefix(redis, config.bars.keyPrefix);
+    await closeRedis(redis);
+  });
+
+  it('closed bars land once each, at their newest rev (a late trade amends one), with the bar start as designated timestamp', async () => {
+    const sink = await createBarsSink({ config, redis, log: silentLogger() });
+    await sink.start();
+    const batches = [
+      [trade(100, 10, 100, 1), trade(900, 10.5, 200, 2), trade(300, 9.75, 50, 3)],
+      [trade(1200, 10.25, 100, 4), trade(1600, 10.4, 300, 5)],
+      [trade(950, 11, 10, 6)], // late: amends the closed first second
+      [trade(2700, 10.1, 100, 7), trade(2700, 10.2, 100, 8)],
+    ];
+    for (const b of batches) {
+      await sink.write(b);
+      await sink.flush();
+    }
+    const store = new BarStore(barStoreSettings(config));
+    await waitUntil(
+      async () => (await withClient(pool, (c) => store.unsyncedBacklog(c))).rows === 0,
+      'the outbox to drain',
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    await sink.close();
+    const closed = (await withClient(pool, (c) => store.barsInRange(c, { from: 0n, to: 1n << 62n }))).filter(
+      (b) => b.closed,
+    );
+    expect(closed.map((b) => [b.tf, b.start, b.trades, b.late])).toEqual([
+      ['1s', T0, 4, 1],
+      ['1s', T0 + 1000n * MS, 2, 0],
+    ]);
+
+    const want = closed.map((b) => ({
+      ts: new Date(Number(b.start / MS)).toISOString().slice(0, 19),
+      symbol: b.symbol,
+      tf: b.tf,
+      rev: Number(b.rev),
+      trades: b.trades,
+      high: b.high,
+    }));
+    const got = async () =>
+      (await http.rows(`select ts, symbol, tf, rev, trades, high from ${table} order by ts`)).map((r) => ({
+        ...r,
+        ts: String(r.ts).slice(0, 19),
+      }));
+    await waitUntil(
+      async () => JSON.stringify(await got()) === JSON.stringify(want),
+      'QuestDB to apply the bars',
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+
+    const columns = await http.rows(`select * from table_columns('${table}')`);
+    const byName = new Map(columns.map((c) => [String(c.column), c]));
+    expect(byName.get('ts')).toMatchObject({ designated: true, type: 'TIMESTAMP' });
+    for (const k of ['ts', 'symbol', 'tf']) expect(byName.get(k)?.upsertKey).toBe(true);
+    // The documented example (docs/questdb.md): latest closed bar per symbol and timeframe.
+    const latest = await http.rows(
+      `select ts, symbol, tf, open, high, low, close, volume, vwap from ${table} ` +
+        `where symbol = 'AAA' latest on ts partition by symbol, tf`,
+    );
+    expect(latest).toHaveLength(1);
+    expect(latest[0]).toMatchObject({ tf: '1s', open: 10.25, close: 10.4, volume: 400 });
   });
 });
