@@ -366,7 +366,7 @@ export default async function core(): Promise<BenchReport> {
       },
       notes: [
         `${SYMBOLS.length} symbols, 4 shards, ${RUNS} runs each, medians; producer ${PRODUCE_TICKS} ticks, projector ${PROJECT_TICKS} ticks, naive ${NAIVE_TICKS} ticks`,
-        'latency is measured from tick creation (just before XADD, including the producer linger of 2 ms) to the pub/sub message of the projected quote, per published update',
+        'latency is measured from tick creation (just before XADD, including the producer linger (1 ms)) to the pub/sub message of the projected quote, per published update',
       ],
     };
   } finally {

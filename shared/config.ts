@@ -112,7 +112,7 @@ export const ConfigSchema = z
         /** Ticks per stream entry. */
         frameSize: int(1, 256, 10_000),
         /** How long a partly filled frame may wait for more ticks. */
-        lingerMs: int(0, 2),
+        lingerMs: int(0, 1),
         /** Frames sent but not yet acknowledged by Redis. */
         maxInFlight: int(1, 64, 10_000),
         /** Pause when the slowest group lags by more than this many entries; 0 disables backpressure. */
