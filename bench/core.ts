@@ -10,7 +10,7 @@ import { closeRedis, createRedis, pairs, type RedisClient, deleteByPrefix } from
 import { allStreamKeys } from '../shared/streams.ts';
 import { Publisher } from '../producers/publisher.ts';
 import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
-import { measurement, percentile, repeat, type BenchReport, type Measurement } from './lib.ts';
+import { measurement, median, percentile, repeat, type BenchReport, type Measurement } from './lib.ts';
 
 /**
  * Core pipeline benchmark (issue 2):
@@ -274,18 +274,19 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
 export async function latency(
   redis: RedisClient,
   lingerMs?: number,
-): Promise<{ p50: number; p99: number; max: number; samples: number }> {
+  processes = 2,
+): Promise<{ p50: number; p90: number; p99: number; max: number; samples: number }> {
   const config = configFor(prefixOf('latency'), lingerMs);
   const group = 'quotes';
   for (const key of allStreamKeys(config.streams))
     await redis.call('XGROUP', 'CREATE', key, group, '$', 'MKSTREAM');
-  const children = consumers(config, group, 2);
+  const children = consumers(config, group, processes);
   await waitFor(
     async () => {
       let n = 0;
       for (const key of allStreamKeys(config.streams))
         n += ((await redis.call('XINFO', 'CONSUMERS', key, group)) as unknown[]).length;
-      return n >= 2 * config.streams.shards;
+      return n >= processes * config.streams.shards;
     },
     30_000,
     'consumers to join',
@@ -329,6 +330,7 @@ export async function latency(
   await deleteByPrefix(redis, config.streams.prefix);
   return {
     p50: percentile(latencies, 50),
+    p90: percentile(latencies, 90),
     p99: percentile(latencies, 99),
     max: percentile(latencies, 100),
     samples: latencies.length,
@@ -340,7 +342,13 @@ export default async function core(): Promise<BenchReport> {
   try {
     const produced = await producer(redis);
     const projected = await projector(redis);
-    const lat = await latency(redis);
+    const lats: Awaited<ReturnType<typeof latency>>[] = [];
+    for (let i = 0; i < RUNS; i++) lats.push(await latency(redis));
+    const lat = {
+      p50: median(lats.map((l) => l.p50)),
+      p99: median(lats.map((l) => l.p99)),
+      samples: lats.reduce((n, l) => n + l.samples, 0),
+    };
     const get = (label: string) =>
       [...produced, ...projected].find((m) => m.label.startsWith(label))?.value ?? NaN;
     const prod = get('producer: Publisher');
@@ -350,9 +358,26 @@ export default async function core(): Promise<BenchReport> {
       measurements: [
         ...produced,
         ...projected,
-        measurement('latency XADD → quote visible, p50 @ 20k ticks/s', 'ms', [lat.p50]),
-        measurement('latency XADD → quote visible, p99 @ 20k ticks/s', 'ms', [lat.p99]),
-        measurement('latency XADD → quote visible, max @ 20k ticks/s', 'ms', [lat.max]),
+        measurement(
+          'latency XADD → quote visible, p50 @ 20k ticks/s',
+          'ms',
+          lats.map((l) => l.p50),
+        ),
+        measurement(
+          'latency XADD → quote visible, p90 @ 20k ticks/s',
+          'ms',
+          lats.map((l) => l.p90),
+        ),
+        measurement(
+          'latency XADD → quote visible, p99 @ 20k ticks/s',
+          'ms',
+          lats.map((l) => l.p99),
+        ),
+        measurement(
+          'latency XADD → quote visible, max @ 20k ticks/s',
+          'ms',
+          lats.map((l) => l.max),
+        ),
       ],
       summary: {
         'producer vs naive (target >= 20x)': `${(prod / get('naive producer')).toFixed(1)}x`,

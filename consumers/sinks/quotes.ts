@@ -18,30 +18,23 @@ import type { Sink } from '../sink.ts';
  */
 const SCRIPT = `
 local key = KEYS[1]
-local changed = false
-if ARGV[3] == '1' then
-  local cur = redis.call('HGET', key, 'q_ord')
-  if (not cur) or cur < ARGV[4] then
-    redis.call('HSET', key, 'q_ord', ARGV[4], 'quote_ts', ARGV[5], 'bid', ARGV[6], 'bid_size', ARGV[7],
-      'ask', ARGV[8], 'ask_size', ARGV[9], 'quote_venue', ARGV[10])
-    changed = true
-  end
+local cur = redis.call('HMGET', key, 'q_ord', 't_ord', 'quote_ts', 'trade_ts')
+local q, t, qts, tts = cur[1] or '', cur[2] or '', cur[3], cur[4]
+local set = {}
+local function put(...) for _, v in ipairs({...}) do set[#set + 1] = v end end
+if ARGV[3] == '1' and q < ARGV[4] then
+  q, qts = ARGV[4], ARGV[5]
+  put('q_ord', ARGV[4], 'quote_ts', ARGV[5], 'bid', ARGV[6], 'bid_size', ARGV[7], 'ask', ARGV[8],
+    'ask_size', ARGV[9], 'quote_venue', ARGV[10])
 end
-if ARGV[11] == '1' then
-  local cur = redis.call('HGET', key, 't_ord')
-  if (not cur) or cur < ARGV[12] then
-    redis.call('HSET', key, 't_ord', ARGV[12], 'trade_ts', ARGV[13], 'last', ARGV[14], 'last_size', ARGV[15],
-      'trade_venue', ARGV[16])
-    changed = true
-  end
+if ARGV[11] == '1' and t < ARGV[12] then
+  t, tts = ARGV[12], ARGV[13]
+  put('t_ord', ARGV[12], 'trade_ts', ARGV[13], 'last', ARGV[14], 'last_size', ARGV[15], 'trade_venue', ARGV[16])
 end
-if not changed then return 0 end
-local q = redis.call('HGET', key, 'q_ord') or ''
-local t = redis.call('HGET', key, 't_ord') or ''
-local ts
-if q >= t then ts = redis.call('HGET', key, 'quote_ts') else ts = redis.call('HGET', key, 'trade_ts') end
+if #set == 0 then return 0 end
 local now = redis.call('TIME')
-redis.call('HSET', key, 'symbol', ARGV[2], 'ts', ts, 'updated_at', tostring(now[1] * 1000 + math.floor(now[2] / 1000)))
+put('symbol', ARGV[2], 'ts', (q >= t) and qts or tts, 'updated_at', tostring(now[1] * 1000 + math.floor(now[2] / 1000)))
+redis.call('HSET', key, unpack(set))
 local flat = redis.call('HGETALL', key)
 local obj = {}
 for i = 1, #flat, 2 do obj[flat[i]] = flat[i + 1] end
