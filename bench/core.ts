@@ -47,7 +47,13 @@ function ticks(n: number, seed = 1): Tick[] {
 let runNo = 0;
 const prefixOf = (what: string) => `bench:${what}:${process.pid}:${runNo++}`;
 
-async function publishAll(config: Config, redis: RedisClient, batch: readonly Tick[]): Promise<number> {
+/** Publish `count` ticks taken from `next` in chunks of 4096; ticks/s from the first publish to the flush. */
+async function publishRate(
+  config: Config,
+  redis: RedisClient,
+  count: number,
+  next: (from: number, n: number) => readonly Tick[],
+): Promise<number> {
   const publisher = new Publisher({
     redis,
     layout: config.streams,
@@ -55,9 +61,13 @@ async function publishAll(config: Config, redis: RedisClient, batch: readonly Ti
     log: silentLogger(),
   });
   const started = performance.now();
-  for (let i = 0; i < batch.length; i += 4096) await publisher.publish(batch.slice(i, i + 4096));
+  for (let i = 0; i < count; i += 4096) await publisher.publish(next(i, Math.min(4096, count - i)));
   await publisher.flush();
-  return (batch.length * 1000) / (performance.now() - started);
+  return (count * 1000) / (performance.now() - started);
+}
+
+async function publishAll(config: Config, redis: RedisClient, batch: readonly Tick[]): Promise<number> {
+  return publishRate(config, redis, batch.length, (from, n) => batch.slice(from, from + n));
 }
 
 async function producer(redis: RedisClient): Promise<Measurement[]> {
@@ -71,17 +81,7 @@ async function producer(redis: RedisClient): Promise<Measurement[]> {
   const withGeneration = await repeat(RUNS, async () => {
     const config = configFor(prefixOf('produce-gen'));
     const market = new SyntheticMarket({ symbols: SYMBOLS, seed: 5, source: 'gen' });
-    const publisher = new Publisher({
-      redis,
-      layout: config.streams,
-      settings: config.producer,
-      log: silentLogger(),
-    });
-    const started = performance.now();
-    for (let i = 0; i < PRODUCE_TICKS; i += 4096)
-      await publisher.publish(market.next(Math.min(4096, PRODUCE_TICKS - i)));
-    await publisher.flush();
-    const rate = (PRODUCE_TICKS * 1000) / (performance.now() - started);
+    const rate = await publishRate(config, redis, PRODUCE_TICKS, (_from, n) => market.next(n));
     await deleteByPrefix(redis, config.streams.prefix);
     return rate;
   });

@@ -56,6 +56,20 @@ export interface BarRow {
   rev: bigint;
 }
 
+/** The hash fields that name a bar (Redis `bar:` and `ind:` hashes start with them). */
+export function barIdentityFields(symbol: string, tf: TimeframeName, start: bigint): string[] {
+  return [
+    'symbol',
+    symbol,
+    'tf',
+    tf,
+    'start',
+    start.toString(),
+    'time',
+    new Date(Number(start / 1_000_000n)).toISOString(),
+  ];
+}
+
 export interface Refusal {
   /** Index into the trades passed in. */
   index: number;

@@ -4,6 +4,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { withClient, type PgPool } from '../../shared/pg.ts';
 import { orThrow, Script, type RedisClient } from '../../shared/redis.ts';
 import { TIMEFRAME_NS, type TimeframeName } from '../bars/aggregate.ts';
+import { barIdentityFields } from '../bars/store.ts';
 import { computeAt, INDICATOR_COUNT, paramsKey, paramsOf, VALUE_NAMES } from './compute.ts';
 import { IndicatorStore, rowOf, type IndicatorRow } from './store.ts';
 
@@ -119,14 +120,7 @@ async function projectLatest(
   const now = String(Date.now());
   for (const r of rows) {
     const fields: string[] = [
-      'symbol',
-      r.symbol,
-      'tf',
-      r.tf,
-      'start',
-      r.start.toString(),
-      'time',
-      new Date(Number(r.start / 1_000_000n)).toISOString(),
+      ...barIdentityFields(r.symbol, r.tf, r.start),
       'status',
       r.status,
       'bars',

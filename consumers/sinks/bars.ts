@@ -16,7 +16,7 @@ import { Script, type RedisClient, type Reply } from '../../shared/redis.ts';
 import { shardOf } from '../../shared/streams.ts';
 import { timeframes, type TimeframeName } from '../bars/aggregate.ts';
 import { BarsQuestDbOutbox } from '../bars/questdb.ts';
-import { BarStore, type BarRow, type BarStoreSettings } from '../bars/store.ts';
+import { BarStore, barIdentityFields, type BarRow, type BarStoreSettings } from '../bars/store.ts';
 import { RejectedTicksError, type Sink } from '../sink.ts';
 import { assertSchemaCurrent, migrate, migrateOptions } from './archive-migrate.ts';
 
@@ -243,14 +243,7 @@ export class BarsSink implements Sink {
 /** Hash fields of a bar (also what `tickstream bars` prints). */
 export function barFields(r: BarRow): string[] {
   return [
-    'symbol',
-    r.symbol,
-    'tf',
-    r.tf,
-    'start',
-    r.start.toString(),
-    'time',
-    new Date(Number(r.start / 1_000_000n)).toISOString(),
+    ...barIdentityFields(r.symbol, r.tf, r.start),
     'open',
     String(r.open),
     'high',
