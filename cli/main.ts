@@ -7,6 +7,7 @@ import { registerDlq } from './commands/dlq.ts';
 import { registerIndicators } from './commands/indicators.ts';
 import { registerMigrate } from './commands/migrate.ts';
 import { registerProduce } from './commands/produce.ts';
+import { registerProduceFeed } from './commands/produce-feed.ts';
 import { registerProduceFile } from './commands/produce-file.ts';
 import { registerQuote } from './commands/quote.ts';
 import { registerReplay } from './commands/replay.ts';
@@ -19,7 +20,9 @@ const program = new Command('tickstream')
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: true });
 
-registerProduceFile(registerProduce(program));
+const produce = registerProduce(program);
+registerProduceFile(produce);
+registerProduceFeed(produce);
 registerConsume(program);
 registerReplay(program);
 registerBridge(program);

@@ -301,6 +301,30 @@ export const ConfigSchema = z
         }
       })
       .prefault({}),
+    /** Live feeds (`tickstream produce feed`, producers/feeds/, docs/feeds.md). */
+    feed: z
+      .object({
+        /** Drop and reopen a connection that shows no message, ping or pong for this long. */
+        staleMs: int(100, 30_000),
+        connectTimeoutMs: int(100, 10_000),
+        reconnectBaseMs: int(1, 500),
+        reconnectMaxMs: int(1, 30_000),
+        /** At most one connect per this interval (venues limit connection attempts per IP). */
+        minConnectIntervalMs: int(0, 1000),
+        /** Spacing of outgoing messages such as subscriptions (venues limit messages per second). */
+        minSendIntervalMs: int(0, 250),
+        /** Ticks waiting for the publisher before the socket is paused. */
+        maxBufferedTicks: int(100, 50_000, 10_000_000),
+        /** Bytes of a malformed message kept in the feed events stream. */
+        maxRawBytes: int(64, 4096, 1 << 20),
+        /** Approximate length cap of the feed events stream. */
+        eventsMaxLen: int(100, 10_000),
+        alpacaKeyId: z.string().min(1).optional(),
+        alpacaSecretKey: z.string().min(1).optional(),
+        alpacaFeed: z.enum(['iex', 'sip', 'crypto']).default('iex'),
+      })
+      .strict()
+      .prefault({}),
     metrics: z
       .object({
         /** Serve Prometheus metrics on this port from long-running commands; 0 = off. */
@@ -423,6 +447,18 @@ export const ENV: Readonly<Record<string, string>> = {
   KAFKA_RETRIES: 'kafka.retries',
   KAFKA_RETRY_INITIAL_MS: 'kafka.retryInitialMs',
   KAFKA_RETRY_MAX_MS: 'kafka.retryMaxMs',
+  TICKSTREAM_FEED_STALE_MS: 'feed.staleMs',
+  TICKSTREAM_FEED_CONNECT_TIMEOUT_MS: 'feed.connectTimeoutMs',
+  TICKSTREAM_FEED_RECONNECT_BASE_MS: 'feed.reconnectBaseMs',
+  TICKSTREAM_FEED_RECONNECT_MAX_MS: 'feed.reconnectMaxMs',
+  TICKSTREAM_FEED_MIN_CONNECT_INTERVAL_MS: 'feed.minConnectIntervalMs',
+  TICKSTREAM_FEED_MIN_SEND_INTERVAL_MS: 'feed.minSendIntervalMs',
+  TICKSTREAM_FEED_MAX_BUFFERED: 'feed.maxBufferedTicks',
+  TICKSTREAM_FEED_MAX_RAW_BYTES: 'feed.maxRawBytes',
+  TICKSTREAM_FEED_EVENTS_MAX_LEN: 'feed.eventsMaxLen',
+  APCA_API_KEY_ID: 'feed.alpacaKeyId',
+  APCA_API_SECRET_KEY: 'feed.alpacaSecretKey',
+  TICKSTREAM_ALPACA_FEED: 'feed.alpacaFeed',
   TICKSTREAM_METRICS_PORT: 'metrics.port',
   LOG_LEVEL: 'log.level',
   LOG_FORMAT: 'log.format',

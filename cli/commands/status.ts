@@ -8,6 +8,7 @@ import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { questdbStatusRows } from '../../shared/questdb.ts';
 import { indicatorQueueStatus } from '../../consumers/indicators/worker.ts';
 import { barsOutboxStatus } from '../../consumers/sinks/bars.ts';
+import { feedsStatus } from '../../producers/feeds/report.ts';
 import { makeRuntime, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
 
@@ -46,6 +47,11 @@ export const STATUS_SECTIONS: StatusSection[] = [
     // Closed bars waiting for QuestDB (the bars sink's outbox); left out without QDB_CLIENT_CONF.
     title: 'Bars to QuestDB (outbox)',
     collect: async ({ config, log }) => barsOutboxStatus(config, log),
+  },
+  {
+    // Live feeds (`produce feed`): connection state and counters; left out when no feed ever ran.
+    title: 'Live feeds',
+    collect: async ({ config, redis }) => feedsStatus(redis, config.streams),
   },
   {
     // Counts, schedulers and the newest failed jobs (kept for inspection) of the indicator queue.
