@@ -1,0 +1,68 @@
+import { WebSocketServer, type WebSocket } from 'ws';
+
+/**
+ * A stand-in for a venue's WebSocket server (named as one: it is not the venue). It speaks whatever the test
+ * scripts through `onMessage`/`onConnection`: answering subscriptions, replaying documented messages
+ * (test/fixtures/feeds), dropping connections, going silent. `autoPong: false` makes it stop answering pings,
+ * like a server whose process hangs with the socket still open.
+ */
+export interface StandInOptions {
+  autoPong?: boolean;
+  /** Called for each new connection, with its index (0 for the first). */
+  onConnection?: (peer: WebSocket, index: number, url: string) => void;
+  /** Called for each text message a client sends. */
+  onMessage?: (peer: WebSocket, message: unknown, index: number) => void;
+}
+
+export class FeedStandIn {
+  readonly received: unknown[][] = [];
+  readonly urls: string[] = [];
+  readonly peers: WebSocket[] = [];
+  private constructor(
+    private readonly server: WebSocketServer,
+    readonly url: string,
+  ) {}
+
+  static async start(o: StandInOptions = {}): Promise<FeedStandIn> {
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, autoPong: o.autoPong ?? true });
+    await new Promise<void>((resolve) => server.once('listening', resolve));
+    const address = server.address();
+    if (typeof address === 'string') throw new Error('unexpected pipe address');
+    const standIn = new FeedStandIn(server, `ws://127.0.0.1:${address.port}`);
+    server.on('connection', (peer, req) => {
+      const index = standIn.peers.length;
+      standIn.peers.push(peer);
+      standIn.received.push([]);
+      standIn.urls.push(req.url ?? '');
+      peer.on('message', (data) => {
+        const text = (data as Buffer).toString('utf8');
+        const message = JSON.parse(text) as unknown;
+        standIn.received[index]!.push(message);
+        o.onMessage?.(peer, message, index);
+      });
+      o.onConnection?.(peer, index, req.url ?? '');
+    });
+    return standIn;
+  }
+
+  get connections(): number {
+    return this.peers.length;
+  }
+
+  /** Send to the newest connection. */
+  send(message: unknown): void {
+    const peer = this.peers.at(-1);
+    if (peer === undefined) throw new Error('no client connected to the stand-in');
+    peer.send(typeof message === 'string' ? message : JSON.stringify(message));
+  }
+
+  /** Drop every connection without a close handshake (a network failure). */
+  dropAll(): void {
+    for (const p of this.peers) p.terminate();
+  }
+
+  async close(): Promise<void> {
+    this.dropAll();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
