@@ -18,7 +18,10 @@ export function registerProduceFeed(produce: Command): void {
   produce
     .command('feed <venue>')
     .description(`publish a live venue feed (${VENUES.join(', ')}): trades and quotes, reconnecting`)
-    .requiredOption('--symbols <list>', 'comma-separated symbols as the venue names them (BTC-USD, BTCUSDT, BTC/USD, AAPL)')
+    .requiredOption(
+      '--symbols <list>',
+      'comma-separated symbols as the venue names them (BTC-USD, BTCUSDT, BTC/USD, AAPL)',
+    )
     .option('--channels <list>', 'trades, quotes or both', 'trades,quotes')
     .option('--url <ws-url>', "the venue's WebSocket endpoint (default: its public one)")
     .option('--name <name>', 'this feed in `status` and the feed events (default: the venue)')
@@ -90,7 +93,15 @@ async function produceFeed(venue: string, opts: FeedOpts): Promise<void> {
   });
   const startedAt = Date.now();
   const report = () =>
-    reporter.report({ ...source.stats, venue, symbols, channels, pid: process.pid, startedAt, updatedAt: Date.now() });
+    reporter.report({
+      ...source.stats,
+      venue,
+      symbols,
+      channels,
+      pid: process.pid,
+      startedAt,
+      updatedAt: Date.now(),
+    });
   const reportTimer = setInterval(() => void report(), 1000);
   let deadline: NodeJS.Timeout | undefined;
   if (opts.duration !== undefined) deadline = setTimeout(() => void source.close(), opts.duration);

@@ -91,7 +91,10 @@ export class AlpacaMapper implements FeedMapper {
               if (m.msg === 'authenticated') send.push(this.subscription('subscribe'));
               break;
             case 'subscription':
-              c.events.push({ kind: 'subscribed', detail: JSON.stringify({ trades: m.trades, quotes: m.quotes }) });
+              c.events.push({
+                kind: 'subscribed',
+                detail: JSON.stringify({ trades: m.trades, quotes: m.quotes }),
+              });
               break;
             case 'error': {
               const code = Number(m.code);
@@ -132,14 +135,27 @@ export class AlpacaMapper implements FeedMapper {
 
   private quote(m: Record<string, unknown>): ReturnType<typeof quote> {
     const symbol = str(m, 'S');
-    const q = { bidPrice: num(m, 'bp'), bidSize: num(m, 'bs'), askPrice: num(m, 'ap'), askSize: num(m, 'as') };
+    const q = {
+      bidPrice: num(m, 'bp'),
+      bidSize: num(m, 'bs'),
+      askPrice: num(m, 'ap'),
+      askSize: num(m, 'as'),
+    };
     const t = str(m, 't');
     return quote({
       type: 'quote',
       source: this.venue,
       symbol,
       ts: isoNs(m, 't'),
-      seq: contentSeq(t, String(m.bx ?? ''), String(m.ax ?? ''), q.bidPrice, q.bidSize, q.askPrice, q.askSize),
+      seq: contentSeq(
+        t,
+        String(m.bx ?? ''),
+        String(m.ax ?? ''),
+        q.bidPrice,
+        q.bidSize,
+        q.askPrice,
+        q.askSize,
+      ),
       venue: this.o.feed === 'crypto' ? 'crypto/us' : this.o.feed,
       ...q,
     });

@@ -65,7 +65,8 @@ export class BinanceMapper implements FeedMapper {
       const d = obj(envelope.data, 'data');
       if (d.e === 'trade') return this.trade(d);
       if (d.e === undefined && d.u !== undefined && d.b !== undefined) return this.bookTicker(d, receivedNs);
-      if (d.e === 'serverShutdown') return { ticks: [], events: [{ kind: 'error', detail: 'server shutdown' }] };
+      if (d.e === 'serverShutdown')
+        return { ticks: [], events: [{ kind: 'error', detail: 'server shutdown' }] };
       return NONE;
     });
   }

@@ -77,7 +77,11 @@ export class KrakenMapper implements FeedMapper {
       if (m.method === 'subscribe') {
         if (m.success === false) {
           const detail = `${String(m.error ?? 'refused')}${m.symbol === undefined ? '' : ` (${String(m.symbol)})`}`;
-          return { ticks: [], events: [{ kind: 'error', detail }], fatal: `Kraken refused the subscription: ${detail}` };
+          return {
+            ticks: [],
+            events: [{ kind: 'error', detail }],
+            fatal: `Kraken refused the subscription: ${detail}`,
+          };
         }
         return { ticks: [], events: [{ kind: 'subscribed', detail: JSON.stringify(m.result ?? {}) }] };
       }

@@ -1,3 +1,4 @@
+import { fastQuote, fastTrade, toTuple } from '../../shared/codec.ts';
 import { QuoteSchema, TradeSchema, type Quote, type Tick, type Trade } from '../../shared/model.ts';
 import { parseTimestamp } from '../../shared/time.ts';
 
@@ -70,13 +71,15 @@ export function safeMap(fn: () => MapResult): MapResult {
   try {
     return fn();
   } catch (err) {
-    if (err instanceof MappingError) return { ticks: [], events: [{ kind: 'malformed', detail: err.message }] };
+    if (err instanceof MappingError)
+      return { ticks: [], events: [{ kind: 'malformed', detail: err.message }] };
     throw err;
   }
 }
 
 export function obj(v: unknown, what: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new MappingError(`${what}: not an object`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new MappingError(`${what}: not an object`);
   return v as Record<string, unknown>;
 }
 
@@ -121,14 +124,20 @@ export function epochNs(o: Record<string, unknown>, key: string, unit: 'ms' | 'u
   return BigInt(v) * (unit === 'ms' ? 1_000_000n : 1_000n);
 }
 
-/** Validate against the model (a venue may send a zero bid, an empty book side); a violation is malformed. */
+/**
+ * Validate against the model (a venue may send a zero bid, an empty book side); a violation is malformed.
+ * The codec's fast checks (the same rules the stream decoder applies) accept the common case cheaply; zod,
+ * the authority, explains a rejection.
+ */
 export function trade(t: Trade): Trade {
+  if (fastTrade(toTuple(t)) !== undefined) return t;
   const r = TradeSchema.safeParse(t);
   if (!r.success) throw new MappingError(`trade ${t.symbol}: ${r.error.issues[0]?.message ?? 'invalid'}`);
   return r.data;
 }
 
 export function quote(q: Quote): Quote {
+  if (fastQuote(toTuple(q)) !== undefined) return q;
   const r = QuoteSchema.safeParse(q);
   if (!r.success) throw new MappingError(`quote ${q.symbol}: ${r.error.issues[0]?.message ?? 'invalid'}`);
   return r.data;

@@ -45,7 +45,18 @@ export class FeedReporter {
 
   /** Record one event; failures are logged, never thrown (reporting must not stop the feed). */
   event(venue: string, e: FeedEvent): void {
-    const fields = ['kind', e.kind, 'venue', venue, 'feed', this.o.name, 'detail', e.detail, 'at', String(Date.now())];
+    const fields = [
+      'kind',
+      e.kind,
+      'venue',
+      venue,
+      'feed',
+      this.o.name,
+      'detail',
+      e.detail,
+      'at',
+      String(Date.now()),
+    ];
     if (e.symbol !== undefined) fields.push('symbol', e.symbol);
     if (e.raw !== undefined) fields.push('raw', e.raw);
     this.pending = this.pending
@@ -72,7 +83,10 @@ export class FeedReporter {
 }
 
 /** `tickstream status` rows: every feed that reported, running or stopped. */
-export async function feedsStatus(redis: RedisClient, layout: StreamLayout): Promise<Record<string, unknown>[] | undefined> {
+export async function feedsStatus(
+  redis: RedisClient,
+  layout: StreamLayout,
+): Promise<Record<string, unknown>[] | undefined> {
   const all = await redis.hgetall(feedsKey(layout));
   const names = Object.keys(all).sort();
   if (names.length === 0) return undefined;

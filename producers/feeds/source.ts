@@ -243,7 +243,8 @@ export class FeedSource implements TickSource {
       return undefined;
     }
     const result = mapper.map(message, receivedNs);
-    for (const e of result.events) this.event(e.kind === 'malformed' && e.raw === undefined ? { ...e, raw: text } : e);
+    for (const e of result.events)
+      this.event(e.kind === 'malformed' && e.raw === undefined ? { ...e, raw: text } : e);
     if (result.fatal !== undefined) this.fatal = result.fatal;
     if (result.ticks.length > 0) {
       for (const t of result.ticks) {

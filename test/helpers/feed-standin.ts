@@ -27,7 +27,7 @@ export class FeedStandIn {
     const server = new WebSocketServer({ host: '127.0.0.1', port: 0, autoPong: o.autoPong ?? true });
     await new Promise<void>((resolve) => server.once('listening', resolve));
     const address = server.address();
-    if (typeof address === 'string') throw new Error('unexpected pipe address');
+    if (address === null || typeof address === 'string') throw new Error('the stand-in is not on TCP');
     const standIn = new FeedStandIn(server, `ws://127.0.0.1:${address.port}`);
     server.on('connection', (peer, req) => {
       const index = standIn.peers.length;

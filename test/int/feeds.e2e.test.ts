@@ -39,9 +39,7 @@ describe('tickstream produce feed (processes, stand-in venue, real Redis)', () =
         if (m.type !== 'subscribe') return;
         peer.send(JSON.stringify(coinbase.subscriptions));
         tickers.forEach((t, i) =>
-          peer.send(
-            JSON.stringify({ ...coinbase.ticker, ...t, time: `2026-11-30T08:19:2${i}.000000001Z` }),
-          ),
+          peer.send(JSON.stringify({ ...coinbase.ticker, ...t, time: `2026-11-30T08:19:2${i}.000000001Z` })),
         );
         peer.send('not json at all');
       },
@@ -76,9 +74,16 @@ describe('tickstream produce feed (processes, stand-in venue, real Redis)', () =
 
     // The malformed message was kept for diagnosis, raw, and the feed went on.
     const events = (await redis.xrange(feedEventsKey(config.streams), '-', '+')) as [string, string[]][];
-    const fields = events.map(([, f]) => Object.fromEntries(f.flatMap((v, i) => (i % 2 === 0 ? [[v, f[i + 1]]] : []))));
+    const fields = events.map(([, f]) =>
+      Object.fromEntries(f.flatMap((v, i) => (i % 2 === 0 ? [[v, f[i + 1]]] : []))),
+    );
     expect(fields).toEqual([
-      expect.objectContaining({ kind: 'malformed', venue: 'coinbase', detail: 'not JSON', raw: 'not json at all' }),
+      expect.objectContaining({
+        kind: 'malformed',
+        venue: 'coinbase',
+        detail: 'not JSON',
+        raw: 'not json at all',
+      }),
     ]);
 
     feed.kill('SIGTERM');
@@ -93,11 +98,16 @@ describe('tickstream produce feed (processes, stand-in venue, real Redis)', () =
 
     const status = await runCli(['status', '--json'], env);
     expect(status.code, status.stderr).toBe(0);
-    const feeds = (JSON.parse(status.stdout) as { sections: Record<string, Record<string, unknown>[]> }).sections[
-      'Live feeds'
-    ];
+    const feeds = (JSON.parse(status.stdout) as { sections: Record<string, Record<string, unknown>[]> })
+      .sections['Live feeds'];
     expect(feeds).toEqual([
-      expect.objectContaining({ feed: 'coinbase', venue: 'coinbase', state: 'stopped', ticks: 3, malformed: 1 }),
+      expect.objectContaining({
+        feed: 'coinbase',
+        venue: 'coinbase',
+        state: 'stopped',
+        ticks: 3,
+        malformed: 1,
+      }),
     ]);
     consumer.kill('SIGTERM');
     expect((await finished(consumer)).code).toBe(0);

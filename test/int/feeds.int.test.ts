@@ -33,7 +33,12 @@ const fast: FeedSettings = {
 
 function match(tradeId: number, product = 'BTC-USD'): Record<string, unknown> {
   const micros = String(100_000 + tradeId).padStart(6, '0');
-  return { ...coinbase.match, trade_id: tradeId, product_id: product, time: `2026-11-30T08:19:27.${micros}Z` };
+  return {
+    ...coinbase.match,
+    trade_id: tradeId,
+    product_id: product,
+    time: `2026-11-30T08:19:27.${micros}Z`,
+  };
 }
 
 /** A Coinbase stand-in: confirms the subscription, then replays trades `from..to` on every connection. */
@@ -231,7 +236,12 @@ describe('FeedSource → Publisher → Redis', () => {
       log: silentLogger(),
     });
     cleanups.push(() => source.close());
-    const publisher = new Publisher({ redis: r, layout: config.streams, settings: config.producer, log: silentLogger() });
+    const publisher = new Publisher({
+      redis: r,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+    });
     let published = 0;
     for await (const batch of source.batches()) {
       await publisher.publish(batch);

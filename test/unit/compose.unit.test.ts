@@ -46,10 +46,11 @@ const PIPELINE = [
 ];
 const KAFKA = ['kafka', 'kafka-init', 'bridge-kafka-to-redis', 'bridge-redis-to-kafka'];
 const STORES = ['redis', 'questdb', 'timescaledb'];
+const FEED = ['feed-coinbase'];
 
 describe('docker-compose.yml', () => {
-  it('has the stores, every pipeline process and the kafka profile services', () => {
-    expect(Object.keys(services).sort()).toEqual([...STORES, ...PIPELINE, ...KAFKA].sort());
+  it('has the stores, every pipeline process and the kafka and feed profile services', () => {
+    expect(Object.keys(services).sort()).toEqual([...STORES, ...PIPELINE, ...KAFKA, ...FEED].sort());
   });
 
   it('uses the expected images and publishes the stores’ ports', () => {
@@ -165,10 +166,18 @@ describe('docker-compose.yml', () => {
     for (const name of KAFKA) expect(svc(name).profiles, name).toEqual(['kafka']);
     for (const name of [...STORES, ...PIPELINE]) {
       expect(svc(name).profiles, name).toBeUndefined();
-      // A default service must not wait for one that only starts with the profile.
+      // A default service must not wait for one that only starts with a profile.
       for (const dep of Object.keys(svc(name).depends_on ?? {}))
-        expect(KAFKA, `${name} → ${dep}`).not.toContain(dep);
+        expect([...KAFKA, ...FEED], `${name} → ${dep}`).not.toContain(dep);
     }
+  });
+
+  it('runs a public feed (no key) behind the feed profile, after the quote projector is up', () => {
+    const feed = svc('feed-coinbase');
+    expect(feed.profiles).toEqual(['feed']);
+    expect(feed.command?.slice(0, 5)).toEqual(['node', 'bin/tickstream.js', 'produce', 'feed', 'coinbase']);
+    expect(feed.command).toContain('--symbols');
+    expect(feed.depends_on).toMatchObject({ 'consume-quotes': { condition: 'service_healthy' } });
   });
 
   it('keeps data in named volumes, and every bind-mounted file exists in the repo', () => {

@@ -102,7 +102,9 @@ describe('Coinbase mapper', () => {
   });
 
   it('subscribes to matches, ticker and heartbeat for the chosen channels', () => {
-    expect(JSON.parse(new CoinbaseMapper({ symbols: ['BTC-USD'], channels: ['trades'] }).onOpen()[0]!)).toEqual({
+    expect(
+      JSON.parse(new CoinbaseMapper({ symbols: ['BTC-USD'], channels: ['trades'] }).onOpen()[0]!),
+    ).toEqual({
       type: 'subscribe',
       product_ids: ['BTC-USD'],
       channels: ['heartbeat', 'matches'],
@@ -137,7 +139,9 @@ describe('Binance mapper', () => {
     ]);
     expect(m.map(f.trade_next, RX).ticks[0]).toMatchObject({ seq: 12346, side: 'buy', size: 0.25 });
     const gap = m.map(f.trade_after_gap, RX);
-    expect(gap.events).toEqual([{ kind: 'gap', symbol: 'BTCUSDT', detail: '3 trade ids missing before 12350' }]);
+    expect(gap.events).toEqual([
+      { kind: 'gap', symbol: 'BTCUSDT', detail: '3 trade ids missing before 12350' },
+    ]);
   });
 
   it('stamps a book ticker with the receive time and marks its venue', () => {
@@ -162,7 +166,9 @@ describe('Binance mapper', () => {
 
   it('reports request errors, ignores results and unknown streams', () => {
     const m = new BinanceMapper(o);
-    expect(m.map(f.error, RX).events).toEqual([{ kind: 'error', detail: '2 Invalid request: unknown stream' }]);
+    expect(m.map(f.error, RX).events).toEqual([
+      { kind: 'error', detail: '2 Invalid request: unknown stream' },
+    ]);
     expect(m.map(f.result, RX)).toEqual({ ticks: [], events: [] });
     expect(m.map(f.unknown, RX)).toEqual({ ticks: [], events: [] });
   });
@@ -241,7 +247,11 @@ describe('Kraken mapper', () => {
     const m = new KrakenMapper(o);
     expect(m.onOpen().map((s) => JSON.parse(s) as unknown)).toEqual([
       { method: 'subscribe', params: { channel: 'trade', symbol: ['BTC/USD'], snapshot: false }, req_id: 1 },
-      { method: 'subscribe', params: { channel: 'ticker', symbol: ['BTC/USD'], event_trigger: 'bbo' }, req_id: 2 },
+      {
+        method: 'subscribe',
+        params: { channel: 'ticker', symbol: ['BTC/USD'], event_trigger: 'bbo' },
+        req_id: 2,
+      },
     ]);
     expect(m.onClose().map((s) => (JSON.parse(s) as { method: string }).method)).toEqual([
       'unsubscribe',
@@ -262,7 +272,11 @@ describe('Alpaca mapper', () => {
 
   it('authenticates first, and subscribes once authenticated', () => {
     const m = new AlpacaMapper({ ...o, channels: [...o.channels] });
-    expect(JSON.parse(m.onOpen()[0]!)).toEqual({ action: 'auth', key: 'PKTESTKEY', secret: 'not-a-real-secret' });
+    expect(JSON.parse(m.onOpen()[0]!)).toEqual({
+      action: 'auth',
+      key: 'PKTESTKEY',
+      secret: 'not-a-real-secret',
+    });
     expect(m.map(f.connected, RX).send).toBeUndefined();
     expect(m.map(f.authenticated, RX).send?.map((s) => JSON.parse(s) as unknown)).toEqual([
       { action: 'subscribe', trades: ['AAPL'], quotes: ['AAPL'] },
@@ -329,7 +343,9 @@ describe('Alpaca mapper', () => {
     expect(() => createMapper('alpaca', { symbols: ['AAPL'], channels: ['trades'] })).toThrow(
       /APCA_API_KEY_ID and APCA_API_SECRET_KEY/,
     );
-    expect(() => createMapper('nasdaq', { symbols: ['AAPL'], channels: ['trades'] })).toThrow(/unknown venue "nasdaq"/);
+    expect(() => createMapper('nasdaq', { symbols: ['AAPL'], channels: ['trades'] })).toThrow(
+      /unknown venue "nasdaq"/,
+    );
   });
 });
 

@@ -1,0 +1,284 @@
+import { WebSocketServer } from 'ws';
+import { loadConfig } from '../shared/config.ts';
+import { silentLogger } from '../shared/logger.ts';
+import { closeRedis, createRedis, deleteByPrefix } from '../shared/redis.ts';
+import { nowNs } from '../shared/model.ts';
+import { AlpacaMapper } from '../producers/feeds/alpaca.ts';
+import { BinanceMapper } from '../producers/feeds/binance.ts';
+import { CoinbaseMapper } from '../producers/feeds/coinbase.ts';
+import { KrakenMapper } from '../producers/feeds/kraken.ts';
+import type { FeedMapper } from '../producers/feeds/mapper.ts';
+import { FeedSource } from '../producers/feeds/source.ts';
+import { Publisher } from '../producers/publisher.ts';
+import { measurement, median, repeat, type BenchReport, type Measurement } from './lib.ts';
+
+/**
+ * `npm run bench -- feed`: messages/s through each venue mapper (JSON.parse + map + model validation) against
+ * JSON.parse alone, and through the whole producer (stand-in WebSocket server on loopback pushing as fast as
+ * it can → FeedSource → Publisher → Redis). Target: ≥ 200k messages/s per mapper, the producer ≥ 50% of it.
+ */
+const MESSAGES = 200_000;
+const RUNS = 5;
+const SYMBOLS = ['BTC-USD', 'ETH-USD', 'SOL-USD', 'XRP-USD', 'ADA-USD', 'DOGE-USD', 'LTC-USD', 'DOT-USD'];
+
+function iso(i: number): string {
+  return new Date(Date.UTC(2026, 10, 30, 8) + Math.floor(i / 10))
+    .toISOString()
+    .replace('Z', `${String(i % 1000).padStart(3, '0')}Z`);
+}
+
+/** One venue's message stream: trades and quotes alternating over a few symbols, ids consecutive. */
+const VENUES: Record<string, { mapper: () => FeedMapper; message: (i: number) => string }> = {
+  coinbase: {
+    mapper: () => new CoinbaseMapper({ symbols: SYMBOLS, channels: ['trades', 'quotes'] }),
+    message: (i) => {
+      const product_id = SYMBOLS[i % SYMBOLS.length]!;
+      const n = Math.floor(i / SYMBOLS.length);
+      return i % 2 === 0
+        ? JSON.stringify({
+            type: 'match',
+            trade_id: n + 1,
+            sequence: 2 * n + 1,
+            maker_order_id: 'ac928c66-ca53-498f-9c13-a110027a60e8',
+            taker_order_id: '132fb6ae-456b-4654-b4e0-d681ac05cea1',
+            time: iso(i),
+            product_id,
+            size: '0.01234567',
+            price: (40_000 + (i % 997) / 100).toFixed(2),
+            side: 'sell',
+          })
+        : JSON.stringify({
+            type: 'ticker',
+            sequence: 2 * n + 2,
+            product_id,
+            price: '40000.01',
+            open_24h: '39000',
+            volume_24h: '1234.5',
+            low_24h: '38000',
+            high_24h: '41000',
+            volume_30d: '99999',
+            best_bid: '40000.00',
+            best_bid_size: '0.5',
+            best_ask: '40000.02',
+            best_ask_size: '1.25',
+            side: 'buy',
+            time: iso(i),
+            trade_id: n,
+            last_size: '0.01',
+          });
+    },
+  },
+  binance: {
+    mapper: () =>
+      new BinanceMapper({ symbols: SYMBOLS.map((s) => s.replace('-', '')), channels: ['trades', 'quotes'] }),
+    message: (i) => {
+      const s = SYMBOLS[i % SYMBOLS.length]!.replace('-', '');
+      const n = Math.floor(i / SYMBOLS.length);
+      const T = 1_796_026_767_000_000 + i;
+      return i % 2 === 0
+        ? JSON.stringify({
+            stream: `${s.toLowerCase()}@trade`,
+            data: {
+              e: 'trade',
+              E: T + 1,
+              s,
+              t: n + 1,
+              p: '91234.56000000',
+              q: '0.00100000',
+              T,
+              m: true,
+              M: true,
+            },
+          })
+        : JSON.stringify({
+            stream: `${s.toLowerCase()}@bookTicker`,
+            data: { u: i, s, b: '91234.56000000', B: '31.21000000', a: '91234.57000000', A: '40.66000000' },
+          });
+    },
+  },
+  kraken: {
+    mapper: () =>
+      new KrakenMapper({ symbols: SYMBOLS.map((s) => s.replace('-', '/')), channels: ['trades', 'quotes'] }),
+    message: (i) => {
+      const symbol = SYMBOLS[i % SYMBOLS.length]!.replace('-', '/');
+      const n = Math.floor(i / SYMBOLS.length);
+      return i % 2 === 0
+        ? JSON.stringify({
+            channel: 'trade',
+            type: 'update',
+            data: [
+              {
+                symbol,
+                side: 'buy',
+                price: 91234.5,
+                qty: 0.00125,
+                ord_type: 'market',
+                trade_id: n + 1,
+                timestamp: iso(i),
+              },
+            ],
+          })
+        : JSON.stringify({
+            channel: 'ticker',
+            type: 'update',
+            data: [
+              {
+                symbol,
+                bid: 91234.4,
+                bid_qty: 0.83,
+                ask: 91234.5 + (i % 7),
+                ask_qty: 1.25,
+                last: 91234.5,
+                volume: 997.9,
+                vwap: 91000.1,
+                low: 89979,
+                high: 92285,
+                change: -17,
+                change_pct: -0.02,
+                timestamp: iso(i),
+              },
+            ],
+          });
+    },
+  },
+  alpaca: {
+    mapper: () =>
+      new AlpacaMapper({
+        symbols: ['AAPL', 'MSFT'],
+        channels: ['trades', 'quotes'],
+        feed: 'iex',
+        keyId: 'k',
+        secretKey: 's',
+      }),
+    message: (i) =>
+      i % 2 === 0
+        ? JSON.stringify([
+            {
+              T: 't',
+              i: i + 1,
+              S: i % 4 === 0 ? 'AAPL' : 'MSFT',
+              x: 'V',
+              p: 226.55,
+              s: 100,
+              t: iso(i),
+              c: ['@'],
+              z: 'C',
+            },
+          ])
+        : JSON.stringify([
+            {
+              T: 'q',
+              S: i % 4 === 1 ? 'AAPL' : 'MSFT',
+              bx: 'V',
+              bp: 226.54,
+              bs: 2,
+              ax: 'V',
+              ap: 226.56 + (i % 5) / 100,
+              as: 4,
+              t: iso(i),
+              c: ['R'],
+              z: 'C',
+            },
+          ]),
+  },
+};
+
+function messagesPerSecond(n: number, started: number): number {
+  return n / ((performance.now() - started) / 1000);
+}
+
+export default async function bench(): Promise<BenchReport> {
+  const measurements: Measurement[] = [];
+  const summary: Record<string, string | number> = {};
+  for (const [venue, v] of Object.entries(VENUES)) {
+    const messages = Array.from({ length: MESSAGES }, (_, i) => v.message(i));
+    const parseOnly = await repeat(RUNS, async () => {
+      const t0 = performance.now();
+      let keep = 0;
+      for (const m of messages) keep += (JSON.parse(m) as unknown) === null ? 0 : 1;
+      if (keep !== messages.length) throw new Error('parse');
+      return messagesPerSecond(messages.length, t0);
+    });
+    const mapped = await repeat(RUNS, async () => {
+      const mapper = v.mapper();
+      const rx = nowNs();
+      let ticks = 0;
+      const t0 = performance.now();
+      for (const m of messages) ticks += mapper.map(JSON.parse(m), rx).ticks.length;
+      const rate = messagesPerSecond(messages.length, t0);
+      if (ticks !== messages.length)
+        throw new Error(`${venue}: ${ticks} ticks from ${messages.length} messages`);
+      return rate;
+    });
+    measurements.push(measurement(`${venue}: JSON.parse alone (baseline)`, 'msg/s', parseOnly));
+    measurements.push(measurement(`${venue}: JSON.parse + map + validate`, 'msg/s', mapped));
+    summary[`${venue} mapping vs JSON.parse`] = `${Math.round((median(mapped) / median(parseOnly)) * 100)}%`;
+    summary[`${venue} mapping (target >= 200k msg/s)`] = Math.round(median(mapped));
+  }
+
+  // The whole producer: a loopback stand-in pushing Binance trades as fast as the socket takes them.
+  const config = loadConfig({
+    env: { ...process.env, TICKSTREAM_STREAM_PREFIX: `bench-feed-${process.pid}` },
+  });
+  const redis = createRedis(config, { log: silentLogger() });
+  const total = MESSAGES;
+  const messages = Array.from({ length: total }, (_, i) => VENUES.binance!.message(2 * i));
+  const producer = await repeat(RUNS, async () => {
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise<void>((r) => server.once('listening', r));
+    const port = (server.address() as { port: number }).port;
+    server.on('connection', (peer) => {
+      let i = 0;
+      const push = () => {
+        // Write while the socket's buffer has room; resume when it drains (a venue's own flow control).
+        while (i < total && peer.bufferedAmount < 1 << 20) peer.send(messages[i++]!);
+        if (i < total) setTimeout(push, 1);
+      };
+      push();
+    });
+    const source = new FeedSource({
+      mapper: new BinanceMapper({
+        symbols: SYMBOLS.map((s) => s.replace('-', '')),
+        channels: ['trades'],
+        url: `ws://127.0.0.1:${port}`,
+      }),
+      settings: { ...config.feed, minConnectIntervalMs: 0, minSendIntervalMs: 0 },
+      log: silentLogger(),
+    });
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: { ...config.producer, highWater: 0 },
+      log: silentLogger(),
+    });
+    const t0 = performance.now();
+    let n = 0;
+    for await (const batch of source.batches()) {
+      await publisher.publish(batch);
+      n += batch.length;
+      if (n >= total) break;
+    }
+    await publisher.flush();
+    const rate = messagesPerSecond(n, t0);
+    await source.close();
+    await new Promise<void>((r) => server.close(() => r()));
+    await deleteByPrefix(redis, config.streams.prefix);
+    return rate;
+  });
+  await closeRedis(redis);
+  measurements.push(
+    measurement('binance trades: stand-in → FeedSource → Publisher → Redis', 'msg/s', producer),
+  );
+  const binanceMapped = measurements.find((m) => m.label === 'binance: JSON.parse + map + validate')!.value;
+  summary['producer vs binance mapping (target >= 50%)'] =
+    `${Math.round((median(producer) / binanceMapped) * 100)}%`;
+  return {
+    name: 'feed',
+    measurements,
+    summary,
+    notes: [
+      `${MESSAGES.toLocaleString('en-US')} messages per run, ${RUNS} runs, medians (every run listed)`,
+      'the producer run includes the stand-in server on the same 2 cores (it costs about as much as the client)',
+    ],
+  };
+}
