@@ -7,8 +7,11 @@ import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
+// Cleanups run whether the test passed or not: workers closed and keys deleted, then connections closed.
 const open: RedisClient[] = [];
+const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
   for (const r of open.splice(0)) await closeRedis(r);
 });
 
@@ -33,6 +36,7 @@ function setup() {
   const config = testConfig();
   const redis = testRedis(config);
   open.push(redis);
+  cleanups.push(() => cleanupPrefix(redis, config.streams.prefix));
   const sink = new QuotesSink({ redis, settings: config.quotes, log: silentLogger() });
   return { config, redis, sink };
 }
@@ -63,7 +67,6 @@ describe('latest-quote projector (real Redis)', () => {
       ts: '102',
     });
     expect(Number(q.updated_at)).toBeGreaterThan(1_600_000_000_000);
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 
   it('never regresses on out-of-order, replayed or redelivered ticks', async () => {
@@ -86,7 +89,6 @@ describe('latest-quote projector (real Redis)', () => {
     ]);
     q = (await readQuotes(redis, config.quotes, ['AAA'])).get('AAA')!;
     expect(q).toMatchObject({ bid: '40', ask: '41', quote_ts: '1732182436123456789' });
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 
   it('two projectors racing on the same symbol end on the newest tick', async () => {
@@ -111,11 +113,10 @@ describe('latest-quote projector (real Redis)', () => {
     const q = (await readQuotes(redis, config.quotes, ['RACE'])).get('RACE')!;
     expect(q.quote_ts).toBe('1399');
     expect(q.bid).toBe('499');
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 
   it('publishes each update on the symbol channel', async () => {
-    const { config, redis, sink } = setup();
+    const { config, sink } = setup();
     await sink.start();
     const sub = testRedis(config);
     open.push(sub);
@@ -132,7 +133,6 @@ describe('latest-quote projector (real Redis)', () => {
       ['1', undefined],
       ['1', '1.5'],
     ]);
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 
   it('projects a produced run through the group worker', async () => {
@@ -152,6 +152,7 @@ describe('latest-quote projector (real Redis)', () => {
       log: silentLogger(),
     });
     await worker.start();
+    cleanups.push(() => worker.close());
     const publisher = new Publisher({
       redis,
       layout: config.streams,
@@ -169,6 +170,5 @@ describe('latest-quote projector (real Redis)', () => {
     const all = await readQuotes(redis, config.quotes, ['S0', 'S1', 'S2', 'S3', 'S4']);
     expect([...all.values()].map((q) => q.quote_ts)).toEqual(['10045', '10046', '10047', '10048', '10049']);
     await worker.close();
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 });

@@ -88,6 +88,10 @@ describe('message model', () => {
   it('rejects unknown fields and names the problem', () => {
     const r = TickSchema.safeParse({ ...trade, ts: '1', extra: 1 });
     expect(r.success).toBe(false);
+    expect(r.error?.issues).toEqual([
+      expect.objectContaining({ code: 'unrecognized_keys', keys: ['extra'] }),
+    ]);
+    expect(r.error?.issues[0]?.message).toMatch(/"extra"/);
   });
 
   it('rejects timestamps that do not fit 19 digits', () => {

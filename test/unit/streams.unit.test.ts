@@ -20,7 +20,28 @@ describe('sharding', () => {
     const counts = new Array(4).fill(0);
     for (let i = 0; i < 4000; i++) counts[shardOf(`S${i}`, 4)]++;
     for (const c of counts) expect(c).toBeGreaterThan(800);
-    expect(shardOf('AAPL', 4)).toBe(shardOf('AAPL', 4));
+  });
+
+  it('shards by FNV-1a over the UTF-8 bytes, the same whatever was asked before (the cache)', () => {
+    // An independent FNV-1a over the bytes, so the production hash and its cache are checked against
+    // something other than themselves; non-ASCII symbols make the UTF-8 encoding matter.
+    const reference = (s: string): number => {
+      let h = 0x811c9dc5n;
+      for (const b of Buffer.from(s, 'utf8')) h = ((h ^ BigInt(b)) * 0x01000193n) & 0xffffffffn;
+      return Number(h);
+    };
+    const symbols = [
+      'AAPL',
+      'BRK.B',
+      'BTC-USD',
+      'ÆRO',
+      '株式',
+      ...Array.from({ length: 200 }, (_, i) => `S${i}`),
+    ];
+    for (const shards of [1, 3, 4, 16, 4]) {
+      for (const s of symbols) expect(shardOf(s, shards), `${s} over ${shards}`).toBe(reference(s) % shards);
+    }
+    expect(shardOf('AAPL', 4)).toBe(3); // pinned: changing it would move every symbol to another stream
   });
 
   it('hash-tags each shard on its own', () => {
