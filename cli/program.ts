@@ -1,6 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { registerBars } from './commands/bars.ts';
 import { registerBridge } from './commands/bridge.ts';
@@ -16,30 +13,13 @@ import { registerReplay } from './commands/replay.ts';
 import { registerSql } from './commands/sql.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerTrim } from './commands/trim.ts';
+import { PACKAGE_VERSION } from '../shared/paths.ts';
 import { EXIT, reportError } from './runtime.ts';
-
-/** The version in package.json, found from the sources (cli/) or from the compiled output (dist/cli/). */
-export function packageVersion(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
-        name?: string;
-        version?: string;
-      };
-      if (pkg.name === 'tickstream' && pkg.version !== undefined) return pkg.version;
-    } catch {
-      // not here: look one level up
-    }
-    dir = dirname(dir);
-  }
-  return 'unknown';
-}
 
 export function buildProgram(): Command {
   const program = new Command('tickstream')
     .description('market-data ingestion on Redis Streams: producers, consumer groups, idempotent sinks')
-    .version(packageVersion(), '-V, --version', 'print the version and exit')
+    .version(PACKAGE_VERSION, '-V, --version', 'print the version and exit')
     // Usage errors (an unknown option, a missing argument) throw instead of exiting, so that they end with
     // the same exit code as a bad option value or environment variable (2). Inherited by every subcommand.
     .exitOverride()
