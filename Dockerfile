@@ -1,21 +1,31 @@
-# tickstream's processes (producer, consumers, bridge, indicator worker): `node bin/tickstream.js <command>`.
-# TypeScript runs through tsx, as in development, so there is no build step to keep in sync.
+# tickstream's processes (producer, consumers, bridge, indicator worker): `node bin/tickstream.js <command>`,
+# which runs the compiled JavaScript in dist/ (nothing is transpiled at start; tsx is not in the image).
 
+# Build: the dev dependencies (TypeScript) compile the sources into dist/.
+FROM node:22-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY shared ./shared
+COPY producers ./producers
+COPY consumers ./consumers
+COPY cli ./cli
+RUN npm run build
+
+# Run-time dependencies only; no install scripts run (nothing here needs one).
 FROM node:22-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
 FROM node:22-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json tsconfig.json ./
+COPY package.json ./
 COPY bin ./bin
-COPY shared ./shared
-COPY producers ./producers
-COPY consumers ./consumers
-COPY cli ./cli
+COPY --from=build /app/dist ./dist
 # Migrations, QuestDB DDL and sample files are read at run time.
 COPY infra ./infra
 USER node

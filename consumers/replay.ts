@@ -80,7 +80,16 @@ export function streamRange(from: Bound, to: Bound): { from: string; to: string 
     const ms = ceilDiv(to.ns, NS_PER_MS) - 1n;
     t = ms < 0n ? MIN_ID : `${ms}-${MAX_SEQ}`;
   }
+  if (compareIds(f, t) > 0) {
+    throw new ConfigError(`--from is after --to (${f} > ${t}): the range is empty`);
+  }
   return { from: f, to: t };
+}
+
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am !== bm ? (am < bm ? -1 : 1) : as === bs ? 0 : as < bs ? -1 : 1;
 }
 
 /** Exchange-time range for the archive, in nanoseconds, [from, to). */
@@ -88,7 +97,11 @@ export function archiveRange(from: Bound, to: Bound): { from: bigint; to: bigint
   if (from.kind === 'id' || to.kind === 'id') {
     throw new ConfigError('--source postgres takes times (ISO-8601 or ms since the epoch), not stream ids');
   }
-  return { from: from.kind === 'open' ? 0n : from.ns, to: to.kind === 'open' ? MAX_INT8 : to.ns };
+  const range = { from: from.kind === 'open' ? 0n : from.ns, to: to.kind === 'open' ? MAX_INT8 : to.ns };
+  if (range.from >= range.to) {
+    throw new ConfigError(`--from is not before --to (${range.from} ≥ ${range.to} ns): the range is empty`);
+  }
+  return range;
 }
 
 function completeId(id: string, seq: string): string {

@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from './errors.ts';
 import { QuoteSchema, TradeSchema } from './model.ts';
+import { isSecretName, redactText } from './redact.ts';
 
 /**
  * The one configuration schema. Entry points call `loadConfig()` once; everything below receives the typed
@@ -14,8 +15,22 @@ import { QuoteSchema, TradeSchema } from './model.ts';
  * variables, then command-line overrides. Every variable is listed in ENV below and in docs/configuration.md.
  */
 
+/**
+ * Numbers are written in plain decimal: "0x10", "1e3", "12abc" or "" are refused rather than guessed at
+ * (JavaScript's Number() would take the first two and turn "" into 0).
+ */
+const decimal = (pattern: RegExp, expected: string) =>
+  z.unknown().transform((v, ctx) => {
+    if (typeof v === 'number') return v;
+    if (typeof v === 'string' && pattern.test(v.trim())) return Number(v.trim());
+    ctx.addIssue({ code: 'custom', message: `expected ${expected}` });
+    return z.NEVER;
+  });
 const int = (min: number, def: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().int().min(min).max(max).default(def);
+  decimal(/^[+-]?\d+$/, 'a decimal integer')
+    .pipe(z.number().int().min(min).max(max))
+    .default(def);
+const num = decimal(/^[+-]?(\d+(\.\d*)?|\.\d+)$/, 'a decimal number');
 const bool = (def: boolean) => z.union([z.boolean(), z.stringbool()]).default(def);
 const list = z.union([z.array(z.string()), z.string().transform(splitList)]);
 
@@ -59,7 +74,19 @@ const pgInterval = z
     'expected an interval like "7 days", "12 hours", "1 month", or "off"',
   );
 
-const redisUrl = z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL');
+/** A URL of one of the schemes, which must also parse (a bad port is named here, not by the driver later). */
+const serviceUrl = (schemes: RegExp, message: string) =>
+  z
+    .string()
+    .regex(schemes, message)
+    .refine(
+      (v) => URL.canParse(v),
+      'not a valid URL (check the host, the port and %-encode special characters)',
+    );
+const redisUrl = serviceUrl(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').refine(
+  (v) => !URL.canParse(v) || /^(\/(\d+)?)?$/.test(new URL(v).pathname),
+  'the path must be a database number, e.g. redis://host:6379/0',
+);
 
 export const ConfigSchema = z
   .object({
@@ -68,6 +95,15 @@ export const ConfigSchema = z
         url: redisUrl.default('redis://127.0.0.1:6379'),
         /** When set, connect to a Redis Cluster through these seed nodes ("host:port"). */
         clusterNodes: list.pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port'))).default([]),
+        /** ACL user and password for every connection (and every Cluster node); the URL's own win if set. */
+        username: z.string().min(1).optional(),
+        password: z.string().min(1).optional(),
+        /** TLS: a private CA (PEM), and a client certificate and key for servers that ask for one. */
+        tlsCaFile: z.string().min(1).optional(),
+        tlsCertFile: z.string().min(1).optional(),
+        tlsKeyFile: z.string().min(1).optional(),
+        /** How long a command that runs once (status, quote, ...) waits to connect before giving up. */
+        connectTimeoutMs: int(100, 5000, 600_000),
       })
       .strict()
       .prefault({}),
@@ -188,7 +224,7 @@ export const ConfigSchema = z
         macdSlow: int(1, 26, 1000),
         macdSignal: int(1, 9, 1000),
         bbPeriod: int(1, 20, 1000),
-        bbStdDev: z.coerce.number().positive().max(100).default(2),
+        bbStdDev: num.pipe(z.number().positive().max(100)).default(2),
         atrPeriod: int(1, 14, 1000),
         vwapPeriod: int(1, 20, 1000),
       })
@@ -196,10 +232,9 @@ export const ConfigSchema = z
       .prefault({}),
     postgres: z
       .object({
-        url: z
-          .string()
-          .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
-          .default('postgres://127.0.0.1:5432/test'),
+        url: serviceUrl(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').default(
+          'postgres://127.0.0.1:5432/test',
+        ),
         schema: z
           .string()
           .regex(/^[a-z_][a-z0-9_]*$/, 'lower-case SQL identifier')
@@ -334,9 +369,19 @@ export const ConfigSchema = z
       .prefault({}),
     log: z
       .object({
-        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+        level: z
+          .string()
+          .trim()
+          .toLowerCase()
+          .pipe(z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']))
+          .default('info'),
         /** auto: pretty on a terminal, JSON otherwise. */
-        format: z.enum(['auto', 'json', 'pretty']).default('auto'),
+        format: z
+          .string()
+          .trim()
+          .toLowerCase()
+          .pipe(z.enum(['auto', 'json', 'pretty']))
+          .default('auto'),
       })
       .strict()
       .prefault({}),
@@ -350,6 +395,12 @@ export type ConfigInput = z.input<typeof ConfigSchema>;
 export const ENV: Readonly<Record<string, string>> = {
   REDIS_URL: 'redis.url',
   REDIS_CLUSTER_NODES: 'redis.clusterNodes',
+  REDIS_USERNAME: 'redis.username',
+  REDIS_PASSWORD: 'redis.password',
+  REDIS_TLS_CA_FILE: 'redis.tlsCaFile',
+  REDIS_TLS_CERT_FILE: 'redis.tlsCertFile',
+  REDIS_TLS_KEY_FILE: 'redis.tlsKeyFile',
+  TICKSTREAM_REDIS_CONNECT_TIMEOUT_MS: 'redis.connectTimeoutMs',
   TICKSTREAM_STREAM_PREFIX: 'streams.prefix',
   TICKSTREAM_SHARDS: 'streams.shards',
   TICKSTREAM_CONSUMER_NAME: 'consumer.name',
@@ -504,19 +555,93 @@ export function loadConfig(options: LoadOptions = {}): Config {
     mergeInto(tree, options.overrides as Tree, '', (path) => origin.set(path, `option ${path}`));
   }
 
+  const where = (path: string) =>
+    origin.get(path) ?? PATH_TO_ENV.get(path) ?? (path === '' ? 'configuration' : `key "${path}"`);
   const parsed = ConfigSchema.safeParse(tree);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => {
       const path = issue.path.join('.');
-      const where =
-        origin.get(path) ?? PATH_TO_ENV.get(path) ?? (path === '' ? 'configuration' : `key "${path}"`);
       const value = getPath(tree, path);
-      const shown = value === undefined || typeof value === 'object' ? '' : ` (got ${JSON.stringify(value)})`;
-      return `${where}: ${issue.message}${shown}`;
+      const shown =
+        value === undefined || typeof value === 'object'
+          ? ''
+          : ` (got ${JSON.stringify(shownValue(path, value))})`;
+      return `${where(path)}: ${issue.message}${shown}`;
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
+  const contradictions = crossCheck(parsed.data, (path) => origin.has(path)).map(
+    ([path, other, message]) => `${where(path)} and ${where(other)}: ${message}`,
+  );
+  if (contradictions.length > 0) {
+    throw new ConfigError(`invalid configuration:\n  ${contradictions.join('\n  ')}`);
+  }
   return parsed.data;
+}
+
+/** A value echoed in an error: credentials masked, a secret variable's value not shown at all. */
+function shownValue(path: string, value: unknown): unknown {
+  const variable = PATH_TO_ENV.get(path) ?? path;
+  if (isSecretName(variable) || isSecretName(path)) return '***';
+  return typeof value === 'string' ? redactText(value) : value;
+}
+
+/**
+ * Settings that are each valid but contradict one another: [path, other path, why]. `given` says whether a
+ * path was set explicitly (rather than left at its default).
+ */
+function crossCheck(c: Config, given: (path: string) => boolean): [string, string, string][] {
+  const out: [string, string, string][] = [];
+  if (c.producer.highWater > 0 && c.producer.lowWater > c.producer.highWater) {
+    out.push([
+      'producer.lowWater',
+      'producer.highWater',
+      `the low-water mark (${c.producer.lowWater}) must not exceed the high-water mark (${c.producer.highWater})`,
+    ]);
+  }
+  if (c.consumer.retryBaseMs > c.consumer.retryMaxMs) {
+    out.push([
+      'consumer.retryBaseMs',
+      'consumer.retryMaxMs',
+      `the first backoff (${c.consumer.retryBaseMs} ms) must not exceed the ceiling (${c.consumer.retryMaxMs} ms)`,
+    ]);
+  }
+  const r = c.redis;
+  const url = new URL(r.url);
+  if (r.clusterNodes.length > 0 && given('redis.url')) {
+    // Under Cluster the URL only carries credentials and the scheme (rediss:// = TLS): it must name one of
+    // the seed nodes, else the two settings point at different servers and we cannot tell which is meant.
+    const hostPort = `${url.hostname}:${url.port === '' ? '6379' : url.port}`;
+    if (!r.clusterNodes.includes(hostPort)) {
+      out.push([
+        'redis.url',
+        'redis.clusterNodes',
+        `both name servers to connect to (${hostPort} is not one of the cluster nodes); ` +
+          'under Cluster leave REDIS_URL unset (credentials in REDIS_USERNAME/REDIS_PASSWORD) or point it at a seed node',
+      ]);
+    } else if (!/^\/?0?$/.test(url.pathname)) {
+      out.push(['redis.url', 'redis.clusterNodes', 'a Redis Cluster has only database 0']);
+    }
+  }
+  if (r.password !== undefined && url.password !== '' && decodeURIComponent(url.password) !== r.password) {
+    out.push(['redis.password', 'redis.url', 'two different passwords; give it once']);
+  }
+  if ((r.tlsCertFile === undefined) !== (r.tlsKeyFile === undefined)) {
+    out.push([
+      'redis.tlsCertFile',
+      'redis.tlsKeyFile',
+      'a client certificate needs its key, and the other way round',
+    ]);
+  }
+  const tlsFiles = r.tlsCaFile ?? r.tlsCertFile;
+  if (tlsFiles !== undefined && given('redis.url') && url.protocol === 'redis:') {
+    out.push([
+      'redis.url',
+      'redis.tlsCaFile',
+      'TLS files are set but the URL is redis:// (plain); use rediss://',
+    ]);
+  }
+  return out;
 }
 
 /** A unique consumer name, so that several processes can share one group. */
@@ -543,13 +668,26 @@ function readConfigFile(path: string): Tree {
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError(`TICKSTREAM_CONFIG: ${path} must hold an object of sections (redis, streams, ...)`);
   }
+  try {
+    mergeInto({}, data as Tree, '', () => undefined);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`TICKSTREAM_CONFIG: ${path}: ${err.message}`);
+    throw err;
+  }
   return data as Tree;
 }
+
+/** Keys that would reach Object.prototype (or a constructor) if merged: refused, never merged. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 function mergeInto(target: Tree, source: Tree, prefix: string, seen: (path: string) => void): void {
   for (const [key, value] of Object.entries(source)) {
     if (value === undefined) continue;
     const path = prefix === '' ? key : `${prefix}.${key}`;
+    if (FORBIDDEN_KEYS.has(key)) throw new ConfigError(`key "${path}" is not allowed in a configuration`);
+    if (!Object.hasOwn(target, key) && key in target) {
+      throw new ConfigError(`key "${path}" is not allowed in a configuration`);
+    }
     if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
       const child = (target[key] ??= {}) as Tree;
       mergeInto(child, value as Tree, path, seen);

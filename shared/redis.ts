@@ -1,10 +1,17 @@
 import { createHash } from 'node:crypto';
-import { Cluster, Redis } from 'ioredis';
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions as IORedisOptions } from 'ioredis';
 import type { Config } from './config.ts';
+import { ConfigError, TickstreamError, errorMessage } from './errors.ts';
 import type { Logger } from './logger.ts';
+import { redactText } from './redact.ts';
 
 /** Either a single Redis or a Cluster: both expose the same command methods. */
 export type RedisClient = Redis | Cluster;
+
+/** What a connection needs: the address, and optionally credentials, TLS files and the connect timeout. */
+export type RedisSettings = Pick<Config['redis'], 'url' | 'clusterNodes'> & Partial<Config['redis']>;
 
 export interface RedisOptions {
   /** A connection used for blocking reads (XREADGROUP BLOCK) must not be shared with other commands. */
@@ -12,55 +19,244 @@ export interface RedisOptions {
   /** Name shown by CLIENT LIST, to tell processes apart when operating. */
   connectionName?: string;
   log?: Logger;
+  /**
+   * Called once when the server refuses something retrying cannot fix: the credentials (WRONGPASS, NOAUTH) or
+   * the database index (a failed SELECT). The connection has been closed by then. Default: the handler set
+   * with `onFatalRedisError` (entry points make it end the process with exit code 1), else nothing more.
+   */
+  onFatal?: (err: Error) => void;
+}
+
+let processFatal: ((err: Error) => void) | undefined;
+
+/** Entry points only: what a connection does on a fatal error when its creator gave no `onFatal`. */
+export function onFatalRedisError(handler: ((err: Error) => void) | undefined): void {
+  processFatal = handler;
+}
+
+/** While Redis cannot be reached, a long-running process says so this often (besides each new error). */
+const DOWN_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * Connection factory for single Redis (REDIS_URL) and Redis Cluster (REDIS_CLUSTER_NODES), for long-running
+ * processes: ioredis reconnects with capped backoff and queues commands meanwhile; the process logs each new
+ * error and a line every 10 s while the server stays unreachable. Credentials (from the URL, or
+ * REDIS_USERNAME/REDIS_PASSWORD) and TLS reach every Cluster node. An authentication failure or a failed
+ * SELECT is fatal (see `onFatal`), never retried.
+ * Blocking connections get ioredis' blocking-command timeout so a half-dead socket cannot hang a reader
+ * forever (the timeout fires a little after the command's own BLOCK).
+ * Commands that run once use `connectRedis` instead, which fails fast.
+ */
+export function createRedis(config: { redis: RedisSettings }, options: RedisOptions = {}): RedisClient {
+  return build(config.redis, options, false);
 }
 
 /**
- * Connection factory for single Redis (REDIS_URL) and Redis Cluster (REDIS_CLUSTER_NODES).
- * Blocking connections get ioredis' blocking-command timeout so a half-dead socket cannot hang a reader
- * forever (the timeout fires a little after the command's own BLOCK).
+ * For commands that run once (status, quote, dlq, trim, ...): connect within the connect timeout or throw a
+ * clear error naming the server and the reason (unreachable, TLS refused, wrong password, not a Cluster).
+ * The connection does not reconnect: if it drops, the command fails rather than hangs.
  */
-export function createRedis(config: Pick<Config, 'redis'>, options: RedisOptions = {}): RedisClient {
-  const common = {
+export async function connectRedis(
+  config: { redis: RedisSettings },
+  options: Omit<RedisOptions, 'onFatal' | 'blocking'> = {},
+): Promise<RedisClient> {
+  const r = config.redis;
+  const timeoutMs = r.connectTimeoutMs ?? 5000;
+  let lastError: Error | undefined;
+  let fatal: Error | undefined;
+  const client = build(r, { ...options, onFatal: (err) => (fatal = err) }, true, (err) => (lastError = err));
+  const where = describeServer(r);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      client.connect(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+    // A failed SELECT is reported just after "ready": a round trip makes sure it has been seen.
+    await client.ping();
+  } catch (err) {
+    client.disconnect();
+    const reason = fatal ?? lastError ?? (err instanceof Error ? err : new Error(String(err)));
+    throw new TickstreamError(`cannot connect to ${where}: ${redactText(errorMessage(reason))}`, {
+      retriable: fatal === undefined,
+      cause: reason,
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+  if (fatal !== undefined) {
+    client.disconnect();
+    throw new TickstreamError(`cannot use ${where}: ${redactText(errorMessage(fatal))}`, {
+      retriable: false,
+      cause: fatal,
+    });
+  }
+  return client;
+}
+
+function build(
+  r: RedisSettings,
+  options: RedisOptions,
+  oneShot: boolean,
+  onError?: (err: Error) => void,
+): RedisClient {
+  const log = options.log;
+  let downSince = 0;
+  let lastLogged = 0;
+  let lastError = '';
+  let attempts = 0;
+  let fatalSeen = false;
+  const holder: { client?: RedisClient } = {};
+
+  const fail = (err: Error) => {
+    if (fatalSeen) return;
+    fatalSeen = true;
+    log?.fatal({ err }, 'redis refused the connection settings: not retrying (fix the configuration)');
+    holder.client?.disconnect();
+    (options.onFatal ?? processFatal)?.(err);
+  };
+  const onConnectionError = (err: Error) => {
+    onError?.(err);
+    if (isFatalRedisError(err)) return fail(err);
+    if (log === undefined || oneShot) return;
+    const now = Date.now();
+    if (downSince === 0) downSince = now;
+    if (err.message !== lastError || now - lastLogged >= DOWN_LOG_INTERVAL_MS) {
+      // ioredis reconnects by itself: each distinct error once, then a reminder every 10 s while down.
+      const again = err.message === lastError;
+      log.warn(
+        { err, attempts, downForMs: now - downSince },
+        again ? 'redis still unreachable: retrying' : 'redis connection error: retrying',
+      );
+      lastLogged = now;
+    }
+    lastError = err.message;
+  };
+  const retryStrategy = (times: number): number | null => {
+    if (oneShot || fatalSeen) return null;
+    attempts = times;
+    return Math.min(100 * 2 ** Math.min(times - 1, 5), 2000);
+  };
+
+  const common: IORedisOptions = {
+    ...serverOptions(r),
     connectionName: options.connectionName ?? 'tickstream',
-    maxRetriesPerRequest: null as null,
+    maxRetriesPerRequest: null,
+    connectTimeout: r.connectTimeoutMs ?? 10_000,
+    retryStrategy,
+    ...(oneShot ? { lazyConnect: true } : {}),
     // Under Cluster, multi-key batches are sent as concurrent commands (see `batch`); auto-pipelining packs
     // them per node. A blocking connection runs one command at a time and gains nothing from it.
-    enableAutoPipelining: config.redis.clusterNodes.length > 0 && options.blocking !== true,
+    enableAutoPipelining: r.clusterNodes.length > 0 && options.blocking !== true,
     // The client gives up on a blocking read 30 s after it was due. The grace is generous on purpose: a reply
     // that arrives after the client gave up is lost to us (its entries sit pending until reclaimed), so only a
     // dead socket should ever trip it, never a busy event loop.
     ...(options.blocking === true ? { blockingTimeout: 30_000, blockingTimeoutGrace: 10_000 } : {}),
   };
   let client: RedisClient;
-  if (config.redis.clusterNodes.length > 0) {
-    const nodes = config.redis.clusterNodes.map((n) => {
+  if (r.clusterNodes.length > 0) {
+    const nodes = r.clusterNodes.map((n) => {
       const [host, port] = n.split(':');
       return { host: host!, port: Number(port) };
     });
-    client = new Cluster(nodes, { redisOptions: common, scaleReads: 'master' });
+    // Every node gets the credentials and TLS settings; the address comes from the node list.
+    const { host: _host, port: _port, db: _db, lazyConnect: _lazy, ...redisOptions } = common;
+    const clusterOptions: ClusterOptions = {
+      redisOptions,
+      scaleReads: 'master',
+      clusterRetryStrategy: retryStrategy,
+      lazyConnect: oneShot,
+      enableAutoPipelining: common.enableAutoPipelining ?? false,
+    };
+    const cluster = new Cluster(nodes, clusterOptions);
+    // A node's own error (NOAUTH from one node, a TLS failure) says more than the cluster's summary.
+    cluster.on('node error', (err: Error) => onConnectionError(err));
+    client = cluster;
   } else {
-    client = new Redis(config.redis.url, common);
+    client = new Redis(common);
   }
-  const log = options.log;
-  if (log !== undefined) {
-    let lastError = '';
-    client.on('error', (err: Error) => {
-      // ioredis reconnects by itself; log each distinct error once rather than on every retry.
-      if (err.message !== lastError) log.warn({ err }, 'redis connection error');
-      lastError = err.message;
-    });
-    client.on('ready', () => {
-      if (lastError !== '') log.info('redis connection restored');
-      lastError = '';
-    });
-  } else {
-    client.on('error', () => undefined);
-  }
+  holder.client = client;
+  client.on('error', (err: Error) => {
+    const last = (err as { lastNodeError?: unknown }).lastNodeError;
+    onConnectionError(last instanceof Error && isFatalRedisError(last) ? last : err);
+  });
+  client.on('ready', () => {
+    if (log !== undefined && downSince !== 0) {
+      log.info({ downForMs: Date.now() - downSince }, 'redis connection restored');
+    }
+    downSince = 0;
+    lastError = '';
+  });
   return client;
 }
 
-/** Close without throwing when the connection is already gone. */
+/** host, port, credentials, database and TLS of REDIS_URL (and the REDIS_* settings beside it). */
+function serverOptions(r: RedisSettings): IORedisOptions {
+  const url = new URL(r.url);
+  const username = url.username !== '' ? decodeURIComponent(url.username) : r.username;
+  const password = url.password !== '' ? decodeURIComponent(url.password) : r.password;
+  const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0;
+  const tlsOn = url.protocol === 'rediss:' || r.tlsCaFile !== undefined || r.tlsCertFile !== undefined;
+  return {
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: url.port === '' ? 6379 : Number(url.port),
+    ...(username !== undefined ? { username } : {}),
+    ...(password !== undefined ? { password } : {}),
+    db,
+    ...(tlsOn ? { tls: tlsOptions(r) } : {}),
+  };
+}
+
+function tlsOptions(r: RedisSettings): ConnectionOptions {
+  const read = (file: string | undefined, variable: string): Buffer | undefined => {
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError(`${variable}: cannot read ${file}: ${errorMessage(err)}`, err);
+    }
+  };
+  const ca = read(r.tlsCaFile, 'REDIS_TLS_CA_FILE');
+  const cert = read(r.tlsCertFile, 'REDIS_TLS_CERT_FILE');
+  const key = read(r.tlsKeyFile, 'REDIS_TLS_KEY_FILE');
+  return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
+}
+
+/** The server a setting points at, for error messages (never with credentials). */
+export function describeServer(r: RedisSettings): string {
+  if (r.clusterNodes.length > 0) return `Redis Cluster ${r.clusterNodes.join(',')} (REDIS_CLUSTER_NODES)`;
+  const url = new URL(r.url);
+  const db = url.pathname.length > 1 ? url.pathname : '';
+  return `Redis at ${url.protocol}//${url.host}${db} (REDIS_URL)`;
+}
+
+/** Errors that no reconnect can fix: wrong or missing credentials, a database index the server lacks. */
+export function isFatalRedisError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const command = (err as { command?: { name?: string } }).command?.name?.toLowerCase();
+  if (command === 'auth' || command === 'select') return true;
+  return /^(WRONGPASS|NOAUTH)\b|invalid password|invalid username-password|DB index is out of range|without any password configured/i.test(
+    err.message,
+  );
+}
+
+/**
+ * On a stop: a connection that is not up holds every command in its offline queue until the server returns,
+ * and the stop with it. Closing it now fails those commands at once (nothing is acknowledged, so nothing is
+ * lost: the entries stay pending for a later run or another consumer).
+ */
+export function dropIfDown(...clients: RedisClient[]): void {
+  for (const c of clients) if (c.status !== 'ready') c.disconnect();
+}
+
+/** Close without throwing when the connection is already gone, and without waiting for a dead server. */
 export async function closeRedis(client: RedisClient): Promise<void> {
+  if (client.status !== 'ready') {
+    client.disconnect();
+    return;
+  }
   try {
     await client.quit();
   } catch {

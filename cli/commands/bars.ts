@@ -3,7 +3,7 @@ import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { closePgPool, createPgPool, withClient } from '../../shared/pg.ts';
 import { RateLine } from '../../shared/progress.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import { TIMEFRAME_NAMES, type TimeframeName } from '../../consumers/bars/aggregate.ts';
 import { alignRange, rebuildBars } from '../../consumers/bars/rebuild.ts';
 import { BarStore } from '../../consumers/bars/store.ts';
@@ -83,7 +83,7 @@ function nsToIso(ns: bigint): string {
 
 async function show(symbol: string, opts: ShowOpts): Promise<void> {
   const { config, log } = makeRuntime();
-  const redis = createRedis(config, { log });
+  const redis = await connectRedis(config, { log });
   const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:bars' });
   try {
     const current = await readCurrentBar(redis, config.bars.keyPrefix, symbol, opts.tf);

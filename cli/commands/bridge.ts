@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { consumerName } from '../../shared/config.ts';
 import { createKafka, requireKafka } from '../../shared/kafka.ts';
 import { handleSignals, once } from '../../shared/lifecycle.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
 import { serveMetrics } from '../../shared/metrics.ts';
 import { ingestMetrics, KafkaIngest } from '../../producers/kafka.ts';
 import { SINKS } from '../../consumers/sinks/index.ts';
@@ -82,6 +82,7 @@ async function kafkaToRedis(opts: KafkaToRedisOpts): Promise<void> {
   const stop = once(async () => {
     metrics?.close();
     clearInterval(statsTimer);
+    dropIfDown(redis);
     await ingest.close();
     await closeRedis(redis);
   });

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { consumerName } from '../../shared/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals, once } from '../../shared/lifecycle.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
 import { trimStreams } from '../../shared/retention.ts';
 import { GroupWorker, workerMetrics } from '../../consumers/worker.ts';
 import { serveMetrics } from '../../shared/metrics.ts';
@@ -85,6 +85,7 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
   const stop = once(async () => {
     metrics?.close();
     if (trimTimer !== undefined) clearInterval(trimTimer);
+    dropIfDown(redis, blocking);
     await worker.close();
     await closeRedis(blocking);
     await closeRedis(redis);

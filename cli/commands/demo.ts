@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { consumerName } from '../../shared/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { sleep } from '../../shared/lifecycle.ts';
@@ -13,7 +13,7 @@ import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
 import { streamsStatus } from '../../consumers/status.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
-import { duration, makeRuntime, positiveNumber, runCommand } from '../runtime.ts';
+import { duration, formatDuration, makeRuntime, positiveNumber, runCommand } from '../runtime.ts';
 import { parseSymbols } from './produce.ts';
 import { quoteRow } from './quote.ts';
 import { printTable } from '../table.ts';
@@ -23,12 +23,17 @@ import { printTable } from '../table.ts';
  * seconds, then a report of what was produced, what each sink stored, and the resulting quotes.
  */
 export const DEMO_SINKS = ['quotes', 'archive'];
+const DEMO_DURATION_MS = 5000;
 
 export function registerDemo(program: Command): void {
   program
     .command('demo')
     .description('run the pipeline end to end for a few seconds on local services and print what it did')
-    .option('--duration <time>', 'how long to produce', duration('--duration'), 5000)
+    .addOption(
+      new Option('--duration <time>', 'how long to produce (e.g. 500ms, 10s, 2m; a bare number is seconds)')
+        .argParser(duration('--duration'))
+        .default(DEMO_DURATION_MS, formatDuration(DEMO_DURATION_MS)),
+    )
     .option('--rate <ticks/s>', 'producer rate', positiveNumber('--rate'), 20_000)
     .option('--symbols <n|list>', 'symbols', 'AAPL,MSFT,NVDA,AMZN,GOOG,META,TSLA,JPM')
     .option('--sinks <list>', `sinks to run (${sinkNames().join(', ')})`, DEMO_SINKS.join(','))
@@ -49,8 +54,8 @@ async function demo(opts: DemoOpts): Promise<void> {
     if (SINKS[s] === undefined)
       throw new ConfigError(`--sinks: unknown sink "${s}"; choose from ${sinkNames().join(', ')}`);
   }
-  const redis = createRedis(config, { log, connectionName: 'tickstream:demo' });
   const symbols = parseSymbols(opts.symbols);
+  const redis = createRedis(config, { log, connectionName: 'tickstream:demo' });
   const workers: { name: string; worker: GroupWorker }[] = [];
   const connections: RedisClient[] = [redis];
   try {

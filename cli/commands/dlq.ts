@@ -1,9 +1,12 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../shared/errors.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
+
+/** A stream entry id: milliseconds-sequence. */
+const DEAD_LETTER_ID = /^\d{1,20}-\d{1,20}$/;
 
 export function registerDlq(program: Command): void {
   const dlq = program.command('dlq').description('inspect and requeue dead letters');
@@ -16,7 +19,7 @@ export function registerDlq(program: Command): void {
     .action((opts: { count: number; group?: string; json?: boolean }) =>
       runCommand(async () => {
         const { config, log } = makeRuntime();
-        const redis = createRedis(config, { log });
+        const redis = await connectRedis(config, { log });
         try {
           const letters = await listDeadLetters(redis, config.streams, {
             count: opts.count,
@@ -49,8 +52,18 @@ export function registerDlq(program: Command): void {
     .action((ids: string[], opts: { all?: boolean; group?: string }) =>
       runCommand(async () => {
         if (ids.length === 0 && opts.all !== true) throw new ConfigError('give dead-letter ids, or --all');
+        if (ids.length > 0 && opts.all === true) {
+          throw new ConfigError('give dead-letter ids or --all, not both');
+        }
+        if (opts.group !== undefined && opts.all !== true) throw new ConfigError('--group goes with --all');
+        const bad = ids.find((id) => !DEAD_LETTER_ID.test(id));
+        if (bad !== undefined) {
+          throw new ConfigError(
+            `"${bad}" is not a dead-letter id: ids look like 1764500000000-0 (the dlq_id column of "tickstream dlq list")`,
+          );
+        }
         const { config, log } = makeRuntime();
-        const redis = createRedis(config, { log });
+        const redis = await connectRedis(config, { log });
         try {
           const result = await requeueDeadLetters(redis, config.streams, {
             ids,

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { closePgPool, createPgPool, withClient } from '../../shared/pg.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import type { TimeframeName } from '../../consumers/bars/aggregate.ts';
 import { VALUE_NAMES } from '../../consumers/indicators/compute.ts';
 import { indicatorKey } from '../../consumers/indicators/job.ts';
@@ -81,7 +81,7 @@ async function show(symbol: string, opts: ShowOpts): Promise<void> {
     }
     return;
   }
-  const redis = createRedis(config, { log });
+  const redis = await connectRedis(config, { log });
   try {
     const h = await redis.hgetall(indicatorKey(config.indicators.keyPrefix, symbol, opts.tf));
     if (Object.keys(h).length === 0) {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
 import {
   FileSource,
   loadFiles,
@@ -100,7 +100,14 @@ async function produceFiles(paths: string[], opts: FileOpts): Promise<void> {
     signal: abort.signal,
   });
   // First signal: stop reading, flush what was read, print the summary. A second one forces exit.
-  const release = handleSignals(log, async () => abort.abort(), { exitAfterStop: false });
+  const release = handleSignals(
+    log,
+    async () => {
+      abort.abort();
+      dropIfDown(redis);
+    },
+    { exitAfterStop: false },
+  );
   const progress = startProgress({ log: fileLog, unit: 'rows', total: source.stats.totalBytes });
   fileLog.info(
     {

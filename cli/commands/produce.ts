@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { RateLine } from '../../shared/progress.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
@@ -12,10 +13,14 @@ export function registerProduce(program: Command): Command {
   produce
     .command('synthetic')
     .description('generate a seedable synthetic market (GBM prices, quotes and trades)')
-    .option('--symbols <n|list>', 'number of symbols, or a comma-separated list', '50')
+    .option('--symbols <n|list>', 'number of symbols (1-100000), or a comma-separated list', '50')
     .option('--rate <ticks/s>', 'target rate (default: as fast as possible)', positiveNumber('--rate'))
     .option('--count <n>', 'stop after this many ticks', positiveInt('--count'))
-    .option('--duration <time>', 'stop after this long (e.g. 10s, 2m)', duration('--duration'))
+    .option(
+      '--duration <time>',
+      'stop after this long (e.g. 500ms, 10s, 2m; a bare number is seconds)',
+      duration('--duration'),
+    )
     .option('--seed <n>', 'random seed', positiveInt('--seed'), 42)
     .option('--source <name>', 'source name carried by every tick (TICKSTREAM_SOURCE)')
     .action((opts: SyntheticOpts) => runCommand(() => produceSynthetic(opts)));
@@ -31,24 +36,39 @@ interface SyntheticOpts {
   source?: string;
 }
 
-export function parseSymbols(spec: string): string[] {
-  if (/^\d+$/.test(spec)) return symbolNames(Number(spec));
-  return spec
+export const MAX_SYNTHETIC_SYMBOLS = 100_000;
+
+/** `--symbols`: a count of generated names (SYM0000, ...), or a comma-separated list. */
+export function parseSymbols(spec: string, flag = '--symbols'): string[] {
+  const t = spec.trim();
+  if (/^\d+$/.test(t)) {
+    const n = Number(t);
+    if (n < 1 || n > MAX_SYNTHETIC_SYMBOLS) {
+      throw new ConfigError(`${flag}: between 1 and ${MAX_SYNTHETIC_SYMBOLS} symbols (got "${spec}")`);
+    }
+    return symbolNames(n);
+  }
+  const list = t
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
+  if (list.length === 0) throw new ConfigError(`${flag}: give a number of symbols or a list (got "${spec}")`);
+  const bad = list.find((s) => s.length > 64);
+  if (bad !== undefined) throw new ConfigError(`${flag}: a symbol is at most 64 characters (got "${bad}")`);
+  return list;
 }
 
 async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
   const { config, log } = makeRuntime(
     opts.source === undefined ? undefined : { producer: { source: opts.source } },
   );
-  const redis = createRedis(config, { log, connectionName: 'tickstream:producer' });
+  // Every check before the connection, whose retries would otherwise keep a failed command alive.
   const market = new SyntheticMarket({
     symbols: parseSymbols(opts.symbols),
     seed: opts.seed,
     source: config.producer.source,
   });
+  const redis = createRedis(config, { log, connectionName: 'tickstream:producer' });
   const abort = new AbortController();
   const publisher = new Publisher({
     redis,
@@ -63,6 +83,7 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     log,
     async () => {
       abort.abort();
+      dropIfDown(redis);
       await finished;
     },
     { exitAfterStop: false, timeoutMs: config.consumer.shutdownTimeoutMs },

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import { readQuotes } from '../../consumers/sinks/quotes.ts';
 import { makeRuntime, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
@@ -13,7 +13,7 @@ export function registerQuote(program: Command): void {
     .action((symbols: string[], opts: { json?: boolean }) =>
       runCommand(async () => {
         const { config, log } = makeRuntime();
-        const redis = createRedis(config, { log });
+        const redis = await connectRedis(config, { log });
         try {
           const quotes = await readQuotes(redis, config.quotes, symbols);
           if (opts.json === true) {

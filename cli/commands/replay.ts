@@ -20,7 +20,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { closePgPool, createPgPool, type PgPool } from '../../shared/pg.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
 import { startProgress } from '../progress-bar.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 
@@ -92,6 +92,10 @@ async function replay(opts: ReplayOpts, cmd: Command): Promise<void> {
   // Bad bounds fail before anything connects.
   const from = parseBound(opts.from, '--from');
   const to = parseBound(opts.to, '--to');
+  if (opts.resume === undefined) {
+    if (opts.source === 'redis') streamRange(from, to);
+    else archiveRange(from, to);
+  }
 
   const { config, log } = makeRuntime();
   const redis = createRedis(config, { log, connectionName: 'tickstream:replay' });
@@ -138,7 +142,14 @@ async function replay(opts: ReplayOpts, cmd: Command): Promise<void> {
     sink = await definition.create({ config, redis, log });
 
     const abort = new AbortController();
-    const release = handleSignals(log, async () => abort.abort(), { exitAfterStop: false });
+    const release = handleSignals(
+      log,
+      async () => {
+        abort.abort();
+        dropIfDown(redis);
+      },
+      { exitAfterStop: false },
+    );
     const replayLog = log.child({ component: 'replay', name });
     replayLog.info({ ...meta, resumed: opts.resume !== undefined }, 'replaying');
     const progress = startProgress({ log: replayLog, unit: 'ticks', total: 0 });

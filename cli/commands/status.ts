@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { closeRedis, createRedis, type RedisClient } from '../../shared/redis.ts';
+import { closeRedis, connectRedis, type RedisClient } from '../../shared/redis.ts';
 import { streamsStatus } from '../../consumers/status.ts';
 import { archiveStatus } from '../../consumers/sinks/archive-migrate.ts';
 import { closePgPool, createPgPool } from '../../shared/pg.ts';
@@ -70,7 +70,7 @@ export function registerStatus(program: Command): void {
     .action((opts: { json?: boolean }) =>
       runCommand(async () => {
         const { config, log } = makeRuntime();
-        const redis = createRedis(config, { log });
+        const redis = await connectRedis(config, { log });
         try {
           const status = await streamsStatus(redis, config.streams);
           const sections: Record<string, Record<string, unknown>[]> = {};

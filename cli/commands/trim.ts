@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../shared/errors.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import { trimStreams } from '../../shared/retention.ts';
 import { duration, makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
@@ -32,7 +32,7 @@ export function registerTrim(program: Command): void {
             'nothing to trim by: give --max-age or --max-len (or set the retention variables)',
           );
         }
-        const redis = createRedis(config, { log });
+        const redis = await connectRedis(config, { log });
         try {
           const results = await trimStreams(redis, config.streams, config.retention);
           printTable(

@@ -4,6 +4,7 @@ import type { Config } from '../../shared/config.ts';
 import { ConfigError, SinkError, errorMessage } from '../../shared/errors.ts';
 import { backoffMs } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { packagePath } from '../../shared/paths.ts';
 import { inTransaction, withClient, type PgPool } from '../../shared/pg.ts';
 import {
   IlpFlushTimeout,
@@ -40,7 +41,7 @@ import type { BarRow, BarStore } from './store.ts';
  * - This object owns its ILP client and closes it; the pool belongs to the bars sink.
  */
 
-const DDL_FILE = new URL('../../infra/questdb/bars.sql', import.meta.url);
+const DDL_FILE = packagePath('infra', 'questdb', 'bars.sql');
 const KEYS = ['ts', 'symbol', 'tf'];
 /** Advisory lock class of the outbox ("qdbo"); the schema's hash is the second key. */
 const OUTBOX_LOCK = 0x7164626f;

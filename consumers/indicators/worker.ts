@@ -4,7 +4,7 @@ import { once } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { closePgPool, createPgPool, type PgPool } from '../../shared/pg.ts';
-import { closeRedis, createRedis, type RedisClient } from '../../shared/redis.ts';
+import { closeRedis, createRedis, dropIfDown, type RedisClient } from '../../shared/redis.ts';
 import { isTimeframe, runIndicatorJob, type IndicatorJobData, type IndicatorJobResult } from './job.ts';
 import { ensureSchedulers } from './scheduler.ts';
 import { paramsOf, warmupBars } from './compute.ts';
@@ -124,6 +124,7 @@ export class IndicatorService {
   }
 
   readonly close = once(async () => {
+    dropIfDown(this.queueRedis, this.workerRedis, this.jobRedis);
     await this.worker.close();
     await this.running;
     await this.queue.close();

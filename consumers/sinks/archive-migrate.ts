@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Config } from '../../shared/config.ts';
 import { errorMessage, TickstreamError } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { packagePath } from '../../shared/paths.ts';
 import { inTransaction, quoteIdent, withClient, type PgClient, type PgPool } from '../../shared/pg.ts';
 
 /**
@@ -23,7 +24,7 @@ import { inTransaction, quoteIdent, withClient, type PgClient, type PgPool } fro
 export type ArchiveMode = 'plain' | 'timescale';
 export type ArchiveSettings = Config['postgres'];
 
-export const MIGRATIONS_DIR = join(import.meta.dirname, '..', '..', 'infra', 'migrations');
+export const MIGRATIONS_DIR = packagePath('infra', 'migrations');
 
 /** Advisory lock class for migrations ("tick"); the schema's hash is the second key. */
 const LOCK_CLASS = 0x7469636b;

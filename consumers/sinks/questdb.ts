@@ -4,6 +4,7 @@ import type { Config } from '../../shared/config.ts';
 import { ConfigError, SinkError, errorMessage, isRetriable } from '../../shared/errors.ts';
 import { backoffMs, once, sleep } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { packagePath } from '../../shared/paths.ts';
 import type { Tick } from '../../shared/model.ts';
 import {
   IlpFlushTimeout,
@@ -48,7 +49,7 @@ import type { Sink } from '../sink.ts';
  *   into a harmless rewrite on retry.
  */
 
-const DDL_FILE = new URL('../../infra/questdb/tables.sql', import.meta.url);
+const DDL_FILE = packagePath('infra', 'questdb', 'tables.sql');
 
 type TimestampType = 'TIMESTAMP_NS' | 'TIMESTAMP';
 

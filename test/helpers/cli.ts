@@ -1,7 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'tickstream.js');
+/**
+ * Tests run the TypeScript sources through tsx (a devDependency), never a compiled dist/ that may be stale or
+ * absent: what is tested is what is checked out. (The installed command, bin/tickstream.js, runs dist/.)
+ */
+const MAIN = join(import.meta.dirname, '..', '..', 'cli', 'main.ts');
 
 export interface CliResult {
   code: number | null;
@@ -19,7 +23,7 @@ export function startCli(
   args: string[],
   env: Record<string, string>,
 ): ChildProcess & { out: { stdout: string; stderr: string } } {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   }) as ChildProcess & { out: { stdout: string; stderr: string } };
