@@ -5,7 +5,7 @@ import {
   ensureDayPartitions,
   migrate,
   migrateOptions,
-} from '../../consumers/sinks/archive-migrate.ts';
+} from '../../shared/schema/migrate.ts';
 import { ConfigError, errorMessage, TickstreamError } from '../../shared/errors.ts';
 import { closePgPool, createPgPool, pgTarget, withClient } from '../../shared/pg.ts';
 import { makeRuntime, runCommand } from '../runtime.ts';

@@ -3,7 +3,7 @@ import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { closeRedis, createRedis, type RedisClient } from '../../shared/redis.ts';
 import { streamsStatus } from '../../consumers/status.ts';
-import { archiveStatus } from '../../consumers/sinks/archive-migrate.ts';
+import { archiveStatus } from '../../shared/schema/migrate.ts';
 import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { questdbStatusRows } from '../../shared/questdb.ts';
 import { indicatorQueueStatus } from '../../consumers/indicators/worker.ts';

@@ -27,7 +27,7 @@ import {
   MigrationError,
   type ArchiveMode,
   type ArchiveSettings,
-} from './archive-migrate.ts';
+} from '../../shared/schema/migrate.ts';
 
 /**
  * The archive: every trade and quote in PostgreSQL (TimescaleDB hypertables, or tables range-partitioned by

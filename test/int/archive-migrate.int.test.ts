@@ -12,7 +12,7 @@ import {
   migrate,
   migrateOptions,
   MigrationError,
-} from '../../consumers/sinks/archive-migrate.ts';
+} from '../../shared/schema/migrate.ts';
 import {
   DATABASE_URL,
   REDIS_URL,

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Config } from '../../shared/config.ts';
-import { errorMessage, TickstreamError } from '../../shared/errors.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { inTransaction, quoteIdent, withClient, type PgClient, type PgPool } from '../../shared/pg.ts';
+import type { Config } from '../config.ts';
+import { errorMessage, TickstreamError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { inTransaction, quoteIdent, withClient, type PgClient, type PgPool } from '../pg.ts';
 
 /**
  * Schema migrations of the PostgreSQL archive (infra/migrations), and what `tickstream status` shows of it.
