@@ -20,6 +20,7 @@ import {
 import { RejectedTicksError, type Rejection, type Sink } from '../sink.ts';
 import {
   assertSchemaCurrent,
+  assertTimescaleVersion,
   daysAhead,
   ensureDayPartitions,
   migrate,
@@ -63,6 +64,11 @@ export interface ArchiveSinkOptions {
   validate?: boolean;
   /** Try COPY straight into the tables before staging (default true); the benchmark measures both. */
   directCopy?: boolean;
+  /**
+   * Check before COMMIT on the staging path that every tick of the batch is in the table (default true). Only
+   * the benchmark turns it off, to measure what it costs.
+   */
+  verify?: boolean;
 }
 
 export interface ArchiveStats {
@@ -75,6 +81,8 @@ export interface ArchiveStats {
   duplicates: number;
   rejected: number;
   partitionsCreated: number;
+  /** Staged batches rolled back because the table did not hold every tick after the insert. */
+  shortfalls: number;
 }
 
 export const ARCHIVE_TABLES = { trade: 'trades', quote: 'quotes' } as const;
@@ -117,6 +125,7 @@ export class ArchiveSink implements Sink {
     duplicates: 0,
     rejected: 0,
     partitionsCreated: 0,
+    shortfalls: 0,
   };
   private readonly settings: ArchiveSettings;
   private readonly log: Logger;
@@ -124,6 +133,7 @@ export class ArchiveSink implements Sink {
   private readonly ownsPool: boolean;
   private readonly validate: boolean;
   private readonly directCopy: boolean;
+  private readonly verify: boolean;
   /** Batches left to send through staging after a conflict before trying the direct COPY again. */
   private stagedRuns = 0;
   private readonly q: string;
@@ -144,6 +154,7 @@ export class ArchiveSink implements Sink {
       createPgPool(options.settings, { log: options.log, applicationName: 'tickstream:archive' });
     this.validate = options.validate ?? true;
     this.directCopy = options.directCopy ?? true;
+    this.verify = options.verify ?? true;
     this.q = quoteIdent(options.settings.schema);
   }
 
@@ -161,6 +172,8 @@ export class ArchiveSink implements Sink {
       this.mode = this.settings.migrateOnStart
         ? (await migrate(this.pool, migrateOptions(this.settings, this.log))).mode
         : await assertSchemaCurrent(this.pool, this.settings.schema);
+      // Checked at every start, not only at migrate: the extension can be updated under an existing schema.
+      if (this.mode === 'timescale') await assertTimescaleVersion(this.pool);
     } catch (err) {
       if (err instanceof TickstreamError) throw err;
       throw new SinkError(
@@ -236,6 +249,7 @@ export class ArchiveSink implements Sink {
             await this.ensureDays(plan.days);
             continue;
           }
+          if (err instanceof ArchiveShortfallError) throw err;
           throw this.failure(err);
         }
       }
@@ -322,9 +336,30 @@ export class ArchiveSink implements Sink {
           `INSERT INTO ${this.q}.${table} (${cols}) SELECT ${cols} FROM ${this.stagingName(table)} ON CONFLICT DO NOTHING`,
         );
         inserted += r.rowCount ?? 0;
+        if (this.verify) await this.verifyStaged(client, table);
       }
       return inserted;
     });
+  }
+
+  /**
+   * Before COMMIT on the staging path: every identity of the batch must now be in the table. ON CONFLICT DO
+   * NOTHING reports skipped rows only as a smaller row count, which is indistinguishable from duplicates; a
+   * store that skips new rows (TimescaleDB 2.16.0–2.18.0 on compressed chunks, timescale/timescaledb#7672)
+   * would otherwise have them counted as duplicates and acknowledged. A shortfall rolls the batch back and is
+   * not retriable: the worker halves the batch until every tick is stored, or dead-letters the one that is not.
+   */
+  private async verifyStaged(client: PgClient, table: string): Promise<void> {
+    const { rows } = await client.query<{ missing: number }>(
+      `SELECT count(*)::int AS missing FROM ${this.stagingName(table)} s
+        WHERE NOT EXISTS (SELECT 1 FROM ${this.q}.${table} t
+                           WHERE t.ts = s.ts AND t.ts_ns = s.ts_ns AND t.seq = s.seq
+                             AND t.source = s.source AND t.symbol = s.symbol)`,
+    );
+    const missing = rows[0]?.missing ?? 0;
+    if (missing === 0) return;
+    this.stats.shortfalls++;
+    throw new ArchiveShortfallError(table, missing);
   }
 
   /** COPY the batch's trades and quotes into `target(table)`; returns the rows copied. */
@@ -396,6 +431,22 @@ export class ArchiveSink implements Sink {
         retriable,
         cause: err,
       },
+    );
+  }
+}
+
+/** The table lacks ticks of a batch after INSERT … ON CONFLICT DO NOTHING: a store fault, never duplicates. */
+export class ArchiveShortfallError extends SinkError {
+  override name = 'ArchiveShortfallError';
+  constructor(
+    readonly table: string,
+    readonly missing: number,
+  ) {
+    super(
+      `archive: ${missing} tick(s) of the batch were not in ${table} after INSERT … ON CONFLICT DO NOTHING ` +
+        `(not duplicates: the store skipped new rows; TimescaleDB 2.16.0–2.18.0 does so on compressed chunks); ` +
+        `the batch was rolled back`,
+      { retriable: false },
     );
   }
 }
