@@ -21,11 +21,13 @@ import { RejectedTicksError, type Rejection, type Sink } from '../sink.ts';
 import {
   assertSchemaCurrent,
   assertTimescaleVersion,
+  BARS_1M_POLICY_WINDOW_MS,
   daysAhead,
   ensureDayPartitions,
   migrate,
   migrateOptions,
   MigrationError,
+  refreshBars1m,
   type ArchiveMode,
   type ArchiveSettings,
 } from '../../shared/schema/migrate.ts';
@@ -83,6 +85,8 @@ export interface ArchiveStats {
   partitionsCreated: number;
   /** Staged batches rolled back because the table did not hold every tick after the insert. */
   shortfalls: number;
+  /** TimescaleDB: refreshes of trades_1m over history written behind its refresh policy's window. */
+  aggregateRefreshes: number;
 }
 
 export const ARCHIVE_TABLES = { trade: 'trades', quote: 'quotes' } as const;
@@ -115,6 +119,9 @@ const MAX_INT8 = 9_223_372_036_854_775_807n;
 const MAINTENANCE_INTERVAL_MS = 3_600_000;
 const ROWS_PER_CHUNK = 512;
 const STAGED_RUNS_AFTER_CONFLICT = 8;
+const AGGREGATE_REFRESH_MS = 10_000;
+/** Trades this close to the policy's window edge are refreshed by hand too: the policy may just miss them. */
+const AGGREGATE_REFRESH_MARGIN_MS = 600_000;
 
 export class ArchiveSink implements Sink {
   readonly name = 'archive';
@@ -126,6 +133,7 @@ export class ArchiveSink implements Sink {
     rejected: 0,
     partitionsCreated: 0,
     shortfalls: 0,
+    aggregateRefreshes: 0,
   };
   private readonly settings: ArchiveSettings;
   private readonly log: Logger;
@@ -144,6 +152,10 @@ export class ArchiveSink implements Sink {
   private staged: Tick[] = [];
   private nextMaintenance = 0;
   private starting: Promise<void> | undefined;
+  /** TimescaleDB: exchange-time range of trades written behind trades_1m's refresh window, not refreshed yet. */
+  private stale: { from: bigint; to: bigint } | undefined;
+  private refreshing: Promise<void> | undefined;
+  private nextRefresh = 0;
 
   constructor(options: ArchiveSinkOptions) {
     this.settings = options.settings;
@@ -254,6 +266,7 @@ export class ArchiveSink implements Sink {
         }
       }
     }
+    if (this.mode === 'timescale' && inserted > 0) this.noteStale(ticks, plan);
     const accepted = plan.trades + plan.quotes;
     this.stats.flushes++;
     this.stats.inserted += inserted;
@@ -264,14 +277,69 @@ export class ArchiveSink implements Sink {
     }
   }
 
-  /** Flush what is staged, then release the pool if the sink opened it. */
+  /** Flush what is staged, bring trades_1m up to date over what was written, then release the pool. */
   readonly close = once(async () => {
     try {
       await this.flush();
     } finally {
+      await this.refreshing;
+      if (this.stale !== undefined) {
+        this.nextRefresh = 0;
+        this.refreshStale();
+        await this.refreshing;
+      }
       if (this.ownsPool) await closePgPool(this.pool);
     }
   });
+
+  /**
+   * TimescaleDB's refresh policy materialises trades_1m over the last 3 hours only; history written further
+   * back (a file, a replay, a late feed) would stay invisible in it until refreshed by hand. Trades written
+   * there are noted here and refreshed in the background, at most every AGGREGATE_REFRESH_MS, and at close.
+   * Not part of the delivery contract (the ticks are committed already), so a failure is logged and retried.
+   */
+  private noteStale(ticks: readonly Tick[], plan: BatchPlan): void {
+    if (plan.trades === 0) return;
+    const horizon = BigInt(Date.now() - BARS_1M_POLICY_WINDOW_MS + AGGREGATE_REFRESH_MARGIN_MS) * 1_000_000n;
+    let from = this.stale?.from;
+    let to = this.stale?.to;
+    for (let i = 0; i < ticks.length; i++) {
+      const t = ticks[i]!;
+      if (t.type !== 'trade' || plan.ok[i] === 0 || t.ts >= horizon) continue;
+      if (from === undefined || t.ts < from) from = t.ts;
+      if (to === undefined || t.ts > to) to = t.ts;
+    }
+    if (from === undefined || to === undefined) return;
+    this.stale = { from, to };
+    this.refreshStale();
+  }
+
+  private refreshStale(): void {
+    const range = this.stale;
+    if (range === undefined || this.refreshing !== undefined || Date.now() < this.nextRefresh) return;
+    this.stale = undefined;
+    this.nextRefresh = Date.now() + AGGREGATE_REFRESH_MS;
+    this.refreshing = refreshBars1m(this.pool, this.settings.schema, range.from, range.to)
+      .then(
+        (done) => {
+          this.stats.aggregateRefreshes++;
+          this.log.info(done, 'refreshed trades_1m over backfilled history');
+        },
+        (err: unknown) => {
+          this.stale =
+            this.stale === undefined
+              ? range
+              : {
+                  from: range.from < this.stale.from ? range.from : this.stale.from,
+                  to: range.to > this.stale.to ? range.to : this.stale.to,
+                };
+          this.log.warn({ err }, 'could not refresh trades_1m over backfilled history: retrying later');
+        },
+      )
+      .finally(() => {
+        this.refreshing = undefined;
+      });
+  }
 
   private plan(ticks: readonly Tick[]): BatchPlan {
     const ok = new Uint8Array(ticks.length);

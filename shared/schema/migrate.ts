@@ -542,12 +542,17 @@ export async function archiveStatus(pool: PgPool, schema: string): Promise<Recor
       let oldest: string | null;
       let newest: string | null;
       if (mode === 'timescale') {
+        // approximate_row_count is 0 for chunks never analysed: the live-tuple counter covers those.
         const r = await client.query<{ n: string; chunks: string; lo: string | null; hi: string | null }>(
-          `SELECT approximate_row_count($1::regclass)::text AS n,
+          `SELECT greatest(approximate_row_count($1::regclass),
+                           coalesce(sum(CASE WHEN k.reltuples >= 0 THEN k.reltuples
+                                             ELSE coalesce(s.n_live_tup, 0) END), 0))::bigint::text AS n,
                   count(c.*)::text AS chunks,
                   min(c.range_start)::date::text AS lo,
                   max(c.range_end - interval '1 microsecond')::date::text AS hi
              FROM timescaledb_information.chunks c
+             JOIN pg_class k ON k.oid = format('%I.%I', c.chunk_schema, c.chunk_name)::regclass
+             LEFT JOIN pg_stat_user_tables s ON s.relid = k.oid
             WHERE c.hypertable_schema = $2 AND c.hypertable_name = $3`,
           [rel, schema, table],
         );
@@ -592,4 +597,63 @@ export async function archiveStatus(pool: PgPool, schema: string): Promise<Recor
 function dayName(yyyymmdd: string | null): string | null {
   if (yyyymmdd === null || !/^\d{8}$/.test(yyyymmdd)) return null;
   return `${yyyymmdd.slice(0, 4)}-${yyyymmdd.slice(4, 6)}-${yyyymmdd.slice(6)}`;
+}
+
+/** The refresh policy of `trades_1m` (0002_ohlcv_1m.timescale.sql) covers this far back; older is by hand. */
+export const BARS_1M_POLICY_WINDOW_MS = 3 * 3_600_000;
+
+const NS_PER_MINUTE = 60_000_000_000n;
+
+/**
+ * Materialise the continuous aggregate `trades_1m` over the minutes touched by [fromNs, toNs] (exchange
+ * time, ns), so that history written behind the refresh policy's window is queryable at once. TimescaleDB
+ * only; it runs outside a transaction (refresh_continuous_aggregate refuses one), hence literals, not
+ * parameters (both are formatted here from numbers, the schema is a checked identifier).
+ */
+export async function refreshBars1m(
+  pool: PgPool,
+  schema: string,
+  fromNs: bigint,
+  toNs: bigint,
+): Promise<{ from: string; to: string }> {
+  const lo = (fromNs / NS_PER_MINUTE) * NS_PER_MINUTE;
+  const hi = (toNs / NS_PER_MINUTE + 1n) * NS_PER_MINUTE;
+  const iso = (ns: bigint): string => new Date(Number(ns / 1_000_000n)).toISOString();
+  const range = { from: iso(lo), to: iso(hi) };
+  const view = `${quoteIdent(schema)}.trades_1m`.replace(/'/g, "''");
+  await pool.query(
+    `CALL refresh_continuous_aggregate('${view}', '${range.from}'::timestamptz, '${range.to}'::timestamptz)`,
+  );
+  return range;
+}
+
+/**
+ * `tickstream status` rows for the TimescaleDB background jobs of this schema (compression, retention, the
+ * aggregate's refresh): their last run's state, so a job that keeps failing is seen. An empty list in plain
+ * mode.
+ */
+export async function timescaleJobsStatus(pool: PgPool, schema: string): Promise<Record<string, unknown>[]> {
+  const state = await schemaState(pool, schema);
+  if (state.mode !== 'timescale') return [];
+  const base = `
+    SELECT j.job_id, j.proc_name AS job, coalesce(ca.view_name, j.hypertable_name) AS relation,
+           j.schedule_interval::text AS every, s.job_status, s.last_run_status,
+           s.last_run_started_at::text AS last_run, s.last_successful_finish::text AS last_success,
+           s.next_start::text AS next_start, s.total_runs, s.total_failures%ERR%
+      FROM timescaledb_information.jobs j
+      LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
+      LEFT JOIN timescaledb_information.continuous_aggregates ca
+             ON ca.materialization_hypertable_schema = j.hypertable_schema
+            AND ca.materialization_hypertable_name = j.hypertable_name
+     WHERE j.hypertable_schema = $1 OR ca.view_schema = $1
+     ORDER BY j.job_id`;
+  const lastError = `,
+           (SELECT e.err_message FROM timescaledb_information.job_errors e
+             WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC LIMIT 1) AS last_error`;
+  try {
+    return (await pool.query(base.replace('%ERR%', lastError), [schema])).rows;
+  } catch {
+    // timescaledb_information.job_errors exists from 2.9 on, and may be closed to this role.
+    return (await pool.query(base.replace('%ERR%', ''), [schema])).rows;
+  }
 }
