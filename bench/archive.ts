@@ -14,7 +14,7 @@ import {
   RowEncoder,
   TRADE_COLUMNS,
 } from '../consumers/sinks/archive.ts';
-import { migrate, migrateOptions } from '../consumers/sinks/archive-migrate.ts';
+import { migrate, migrateOptions } from '../shared/schema/migrate.ts';
 import { measurement, type BenchReport } from './lib.ts';
 
 /**

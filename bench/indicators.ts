@@ -8,7 +8,7 @@ import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
 import { BarBuilder, timeframes, type Bar, type BarEvent } from '../consumers/bars/aggregate.ts';
 import { BarStore } from '../consumers/bars/store.ts';
 import { BarsSink, barStoreSettings } from '../consumers/sinks/bars.ts';
-import { migrate } from '../consumers/sinks/archive-migrate.ts';
+import { migrate } from '../shared/schema/migrate.ts';
 import { computeAt, INDICATOR_COUNT, paramsOf } from '../consumers/indicators/compute.ts';
 import { runIndicatorJob } from '../consumers/indicators/job.ts';
 import { IndicatorStore, rowOf } from '../consumers/indicators/store.ts';

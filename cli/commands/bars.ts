@@ -8,7 +8,7 @@ import { TIMEFRAME_NAMES, type TimeframeName } from '../../consumers/bars/aggreg
 import { alignRange, rebuildBars } from '../../consumers/bars/rebuild.ts';
 import { BarStore } from '../../consumers/bars/store.ts';
 import { readArchive } from '../../consumers/sinks/archive.ts';
-import { assertSchemaCurrent, migrate, migrateOptions } from '../../consumers/sinks/archive-migrate.ts';
+import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
 import { barStoreSettings, readCurrentBar, trimDecimal } from '../../consumers/sinks/bars.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';

@@ -14,7 +14,7 @@ import {
   type ReplaySummary,
 } from '../../consumers/replay.ts';
 import type { Sink } from '../../consumers/sink.ts';
-import { schemaState } from '../../consumers/sinks/archive-migrate.ts';
+import { schemaState } from '../../shared/schema/migrate.ts';
 import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { ConfigError } from '../../shared/errors.ts';

@@ -3,7 +3,7 @@ import type { Config } from '../../shared/config.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { closeRedis, connectRedis, type RedisClient } from '../../shared/redis.ts';
 import { streamsStatus } from '../../consumers/status.ts';
-import { archiveStatus } from '../../consumers/sinks/archive-migrate.ts';
+import { archiveStatus, timescaleJobsStatus } from '../../shared/schema/migrate.ts';
 import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { questdbStatusRows } from '../../shared/questdb.ts';
 import { indicatorQueueStatus } from '../../consumers/indicators/worker.ts';
@@ -33,6 +33,21 @@ export const STATUS_SECTIONS: StatusSection[] = [
       const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:status' });
       try {
         return await archiveStatus(pool, config.postgres.schema);
+      } finally {
+        await closePgPool(pool);
+      }
+    },
+  },
+  {
+    // Compression, retention and aggregate-refresh jobs with their last run's state; TimescaleDB mode only.
+    title: 'TimescaleDB jobs',
+    collect: async ({ config, log }) => {
+      const pool = createPgPool(config.postgres, { log, max: 1, applicationName: 'tickstream:status' });
+      try {
+        const rows = await timescaleJobsStatus(pool, config.postgres.schema);
+        return rows.length === 0 ? undefined : rows;
+      } catch {
+        return undefined; // the archive section above reports why PostgreSQL cannot be read
       } finally {
         await closePgPool(pool);
       }

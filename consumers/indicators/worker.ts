@@ -8,7 +8,7 @@ import { closeRedis, createRedis, dropIfDown, type RedisClient } from '../../sha
 import { isTimeframe, runIndicatorJob, type IndicatorJobData, type IndicatorJobResult } from './job.ts';
 import { ensureSchedulers } from './scheduler.ts';
 import { paramsOf, warmupBars } from './compute.ts';
-import { assertSchemaCurrent, migrate, migrateOptions } from '../sinks/archive-migrate.ts';
+import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
 
 /**
  * The indicator calculator process: job schedulers (scheduler.ts) plus a BullMQ worker running indicator jobs

@@ -20,14 +20,17 @@ import {
 import { RejectedTicksError, type Rejection, type Sink } from '../sink.ts';
 import {
   assertSchemaCurrent,
+  assertTimescaleVersion,
+  BARS_1M_POLICY_WINDOW_MS,
   daysAhead,
   ensureDayPartitions,
   migrate,
   migrateOptions,
   MigrationError,
+  refreshBars1m,
   type ArchiveMode,
   type ArchiveSettings,
-} from './archive-migrate.ts';
+} from '../../shared/schema/migrate.ts';
 
 /**
  * The archive: every trade and quote in PostgreSQL (TimescaleDB hypertables, or tables range-partitioned by
@@ -63,6 +66,11 @@ export interface ArchiveSinkOptions {
   validate?: boolean;
   /** Try COPY straight into the tables before staging (default true); the benchmark measures both. */
   directCopy?: boolean;
+  /**
+   * Check before COMMIT on the staging path that every tick of the batch is in the table (default true). Only
+   * the benchmark turns it off, to measure what it costs.
+   */
+  verify?: boolean;
 }
 
 export interface ArchiveStats {
@@ -75,6 +83,10 @@ export interface ArchiveStats {
   duplicates: number;
   rejected: number;
   partitionsCreated: number;
+  /** Staged batches rolled back because the table did not hold every tick after the insert. */
+  shortfalls: number;
+  /** TimescaleDB: refreshes of trades_1m over history written behind its refresh policy's window. */
+  aggregateRefreshes: number;
 }
 
 export const ARCHIVE_TABLES = { trade: 'trades', quote: 'quotes' } as const;
@@ -107,6 +119,9 @@ const MAX_INT8 = 9_223_372_036_854_775_807n;
 const MAINTENANCE_INTERVAL_MS = 3_600_000;
 const ROWS_PER_CHUNK = 512;
 const STAGED_RUNS_AFTER_CONFLICT = 8;
+const AGGREGATE_REFRESH_MS = 10_000;
+/** Trades this close to the policy's window edge are refreshed by hand too: the policy may just miss them. */
+const AGGREGATE_REFRESH_MARGIN_MS = 600_000;
 
 export class ArchiveSink implements Sink {
   readonly name = 'archive';
@@ -117,6 +132,8 @@ export class ArchiveSink implements Sink {
     duplicates: 0,
     rejected: 0,
     partitionsCreated: 0,
+    shortfalls: 0,
+    aggregateRefreshes: 0,
   };
   private readonly settings: ArchiveSettings;
   private readonly log: Logger;
@@ -124,6 +141,7 @@ export class ArchiveSink implements Sink {
   private readonly ownsPool: boolean;
   private readonly validate: boolean;
   private readonly directCopy: boolean;
+  private readonly verify: boolean;
   /** Batches left to send through staging after a conflict before trying the direct COPY again. */
   private stagedRuns = 0;
   private readonly q: string;
@@ -134,6 +152,10 @@ export class ArchiveSink implements Sink {
   private staged: Tick[] = [];
   private nextMaintenance = 0;
   private starting: Promise<void> | undefined;
+  /** TimescaleDB: exchange-time range of trades written behind trades_1m's refresh window, not refreshed yet. */
+  private stale: { from: bigint; to: bigint } | undefined;
+  private refreshing: Promise<void> | undefined;
+  private nextRefresh = 0;
 
   constructor(options: ArchiveSinkOptions) {
     this.settings = options.settings;
@@ -144,6 +166,7 @@ export class ArchiveSink implements Sink {
       createPgPool(options.settings, { log: options.log, applicationName: 'tickstream:archive' });
     this.validate = options.validate ?? true;
     this.directCopy = options.directCopy ?? true;
+    this.verify = options.verify ?? true;
     this.q = quoteIdent(options.settings.schema);
   }
 
@@ -161,6 +184,8 @@ export class ArchiveSink implements Sink {
       this.mode = this.settings.migrateOnStart
         ? (await migrate(this.pool, migrateOptions(this.settings, this.log))).mode
         : await assertSchemaCurrent(this.pool, this.settings.schema);
+      // Checked at every start, not only at migrate: the extension can be updated under an existing schema.
+      if (this.mode === 'timescale') await assertTimescaleVersion(this.pool);
     } catch (err) {
       if (err instanceof TickstreamError) throw err;
       throw new SinkError(
@@ -236,10 +261,12 @@ export class ArchiveSink implements Sink {
             await this.ensureDays(plan.days);
             continue;
           }
+          if (err instanceof ArchiveShortfallError) throw err;
           throw this.failure(err);
         }
       }
     }
+    if (this.mode === 'timescale' && inserted > 0) this.noteStale(ticks, plan);
     const accepted = plan.trades + plan.quotes;
     this.stats.flushes++;
     this.stats.inserted += inserted;
@@ -250,14 +277,69 @@ export class ArchiveSink implements Sink {
     }
   }
 
-  /** Flush what is staged, then release the pool if the sink opened it. */
+  /** Flush what is staged, bring trades_1m up to date over what was written, then release the pool. */
   readonly close = once(async () => {
     try {
       await this.flush();
     } finally {
+      await this.refreshing;
+      if (this.stale !== undefined) {
+        this.nextRefresh = 0;
+        this.refreshStale();
+        await this.refreshing;
+      }
       if (this.ownsPool) await closePgPool(this.pool);
     }
   });
+
+  /**
+   * TimescaleDB's refresh policy materialises trades_1m over the last 3 hours only; history written further
+   * back (a file, a replay, a late feed) would stay invisible in it until refreshed by hand. Trades written
+   * there are noted here and refreshed in the background, at most every AGGREGATE_REFRESH_MS, and at close.
+   * Not part of the delivery contract (the ticks are committed already), so a failure is logged and retried.
+   */
+  private noteStale(ticks: readonly Tick[], plan: BatchPlan): void {
+    if (plan.trades === 0) return;
+    const horizon = BigInt(Date.now() - BARS_1M_POLICY_WINDOW_MS + AGGREGATE_REFRESH_MARGIN_MS) * 1_000_000n;
+    let from = this.stale?.from;
+    let to = this.stale?.to;
+    for (let i = 0; i < ticks.length; i++) {
+      const t = ticks[i]!;
+      if (t.type !== 'trade' || plan.ok[i] === 0 || t.ts >= horizon) continue;
+      if (from === undefined || t.ts < from) from = t.ts;
+      if (to === undefined || t.ts > to) to = t.ts;
+    }
+    if (from === undefined || to === undefined) return;
+    this.stale = { from, to };
+    this.refreshStale();
+  }
+
+  private refreshStale(): void {
+    const range = this.stale;
+    if (range === undefined || this.refreshing !== undefined || Date.now() < this.nextRefresh) return;
+    this.stale = undefined;
+    this.nextRefresh = Date.now() + AGGREGATE_REFRESH_MS;
+    this.refreshing = refreshBars1m(this.pool, this.settings.schema, range.from, range.to)
+      .then(
+        (done) => {
+          this.stats.aggregateRefreshes++;
+          this.log.info(done, 'refreshed trades_1m over backfilled history');
+        },
+        (err: unknown) => {
+          this.stale =
+            this.stale === undefined
+              ? range
+              : {
+                  from: range.from < this.stale.from ? range.from : this.stale.from,
+                  to: range.to > this.stale.to ? range.to : this.stale.to,
+                };
+          this.log.warn({ err }, 'could not refresh trades_1m over backfilled history: retrying later');
+        },
+      )
+      .finally(() => {
+        this.refreshing = undefined;
+      });
+  }
 
   private plan(ticks: readonly Tick[]): BatchPlan {
     const ok = new Uint8Array(ticks.length);
@@ -322,9 +404,30 @@ export class ArchiveSink implements Sink {
           `INSERT INTO ${this.q}.${table} (${cols}) SELECT ${cols} FROM ${this.stagingName(table)} ON CONFLICT DO NOTHING`,
         );
         inserted += r.rowCount ?? 0;
+        if (this.verify) await this.verifyStaged(client, table);
       }
       return inserted;
     });
+  }
+
+  /**
+   * Before COMMIT on the staging path: every identity of the batch must now be in the table. ON CONFLICT DO
+   * NOTHING reports skipped rows only as a smaller row count, which is indistinguishable from duplicates; a
+   * store that skips new rows (TimescaleDB 2.16.0–2.18.0 on compressed chunks, timescale/timescaledb#7672)
+   * would otherwise have them counted as duplicates and acknowledged. A shortfall rolls the batch back and is
+   * not retriable: the worker halves the batch until every tick is stored, or dead-letters the one that is not.
+   */
+  private async verifyStaged(client: PgClient, table: string): Promise<void> {
+    const { rows } = await client.query<{ missing: number }>(
+      `SELECT count(*)::int AS missing FROM ${this.stagingName(table)} s
+        WHERE NOT EXISTS (SELECT 1 FROM ${this.q}.${table} t
+                           WHERE t.ts = s.ts AND t.ts_ns = s.ts_ns AND t.seq = s.seq
+                             AND t.source = s.source AND t.symbol = s.symbol)`,
+    );
+    const missing = rows[0]?.missing ?? 0;
+    if (missing === 0) return;
+    this.stats.shortfalls++;
+    throw new ArchiveShortfallError(table, missing);
   }
 
   /** COPY the batch's trades and quotes into `target(table)`; returns the rows copied. */
@@ -396,6 +499,22 @@ export class ArchiveSink implements Sink {
         retriable,
         cause: err,
       },
+    );
+  }
+}
+
+/** The table lacks ticks of a batch after INSERT … ON CONFLICT DO NOTHING: a store fault, never duplicates. */
+export class ArchiveShortfallError extends SinkError {
+  override name = 'ArchiveShortfallError';
+  constructor(
+    readonly table: string,
+    readonly missing: number,
+  ) {
+    super(
+      `archive: ${missing} tick(s) of the batch were not in ${table} after INSERT … ON CONFLICT DO NOTHING ` +
+        `(not duplicates: the store skipped new rows; TimescaleDB 2.16.0–2.18.0 does so on compressed chunks); ` +
+        `the batch was rolled back`,
+      { retriable: false },
     );
   }
 }

@@ -18,7 +18,7 @@ import { timeframes, type TimeframeName } from '../bars/aggregate.ts';
 import { BarsQuestDbOutbox } from '../bars/questdb.ts';
 import { BarStore, barIdentityFields, type BarRow, type BarStoreSettings } from '../bars/store.ts';
 import { RejectedTicksError, type Sink } from '../sink.ts';
-import { assertSchemaCurrent, migrate, migrateOptions } from './archive-migrate.ts';
+import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
 
 /**
  * Bars sink (consumer group `bars`): OHLCV bars for 1s/1m/5m/1h from trades, in PostgreSQL.

@@ -2,17 +2,20 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import type { Trade } from '../../shared/model.ts';
-import { closePgPool, createPgPool, type PgPool } from '../../shared/pg.ts';
+import { closePgPool, createPgPool, inTransaction, withClient, type PgPool } from '../../shared/pg.ts';
 import { closeRedis } from '../../shared/redis.ts';
-import { ArchiveSink, readArchive } from '../../consumers/sinks/archive.ts';
+import { ArchiveSink, compareTicks, readArchive } from '../../consumers/sinks/archive.ts';
 import {
   archiveStatus,
   assertSchemaCurrent,
+  timescaleJobsStatus,
+  timescalePreloaded,
+  timescaleVersionProblem,
   loadMigrations,
   migrate,
   migrateOptions,
   MigrationError,
-} from '../../consumers/sinks/archive-migrate.ts';
+} from '../../shared/schema/migrate.ts';
 import {
   DATABASE_URL,
   REDIS_URL,
@@ -20,6 +23,7 @@ import {
   testConfig,
   testRedis,
   uniqueName,
+  waitUntil,
 } from '../helpers/index.ts';
 import { runCli } from '../helpers/cli.ts';
 
@@ -210,6 +214,31 @@ describe('archive migrations (real PostgreSQL)', () => {
     expect(await archiveStatus(pool, schema)).toEqual(rows);
   });
 
+  it('reads shared_preload_libraries before trying CREATE EXTENSION (this server does not preload timescaledb)', async () => {
+    const { pool } = fresh();
+    const libs = await pool.query<{ libs: string }>(
+      `SELECT current_setting('shared_preload_libraries') AS libs`,
+    );
+    const expected = /(^|[\s,"/])timescaledb(\.so)?("|\s*(,|$))/.test(libs.rows[0]!.libs);
+    expect(await withClient(pool, (c) => inTransaction(c, () => timescalePreloaded(c)))).toBe(expected);
+    // A role that may not read the setting: undefined (unknown), and the transaction stays usable.
+    const role = uniqueName('noread');
+    await pool.query(`CREATE ROLE ${role}`);
+    try {
+      const seen = await withClient(pool, (c) =>
+        inTransaction(c, async () => {
+          await c.query(`SET LOCAL ROLE ${role}`);
+          const preloaded = await timescalePreloaded(c);
+          const alive = await c.query<{ one: number }>('SELECT 1 AS one');
+          return { preloaded, alive: alive.rows[0]?.one };
+        }),
+      );
+      expect(seen).toEqual({ preloaded: undefined, alive: 1 });
+    } finally {
+      await pool.query(`DROP ROLE ${role}`);
+    }
+  });
+
   it('status of a schema never migrated says so', async () => {
     const { pool, schema } = fresh();
     expect(await archiveStatus(pool, schema)).toEqual([
@@ -218,83 +247,242 @@ describe('archive migrations (real PostgreSQL)', () => {
   });
 });
 
+/**
+ * Drop a TimescaleDB test schema: its background jobs first, so that none is running (or starts) against the
+ * tables while they are dropped (deadlock detected, could not open relation with OID …).
+ */
+async function dropTimescaleSchema(pool: PgPool, schema: string): Promise<void> {
+  await pool.query(
+    `SELECT delete_job(j.job_id)
+       FROM timescaledb_information.jobs j
+       LEFT JOIN timescaledb_information.continuous_aggregates ca
+              ON ca.materialization_hypertable_schema = j.hypertable_schema
+             AND ca.materialization_hypertable_name = j.hypertable_name
+      WHERE j.hypertable_schema = $1 OR ca.view_schema = $1`,
+    [schema],
+  );
+  await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+}
+
+const MS = 1_000_000n;
+
+/** Trades of one symbol from `startMs` on, `stepMs` apart, seq from `seq0`. */
+function tradesAt(startMs: number, count: number, stepMs: number, seq0 = 0, source = 'ts'): Trade[] {
+  return Array.from({ length: count }, (_, i) => ({
+    type: 'trade' as const,
+    source,
+    symbol: i % 2 === 0 ? 'AAA' : 'BBB',
+    ts: BigInt(startMs + i * stepMs) * MS + BigInt(i % 1000),
+    seq: seq0 + i,
+    venue: '',
+    price: 10 + (i % 100) / 100,
+    size: 1 + (i % 3),
+    side: i % 2 === 0 ? 'buy' : 'sell',
+  }));
+}
+
 describe.skipIf(TIMESCALE_DATABASE_URL === undefined)(
   'archive on TimescaleDB (skipped: set TIMESCALE_DATABASE_URL to run against a real TimescaleDB server)',
   () => {
-    it('creates hypertables, the 1-minute continuous aggregate and the policies, idempotently', async () => {
+    // Policies that cannot act during a test: data is from the last few days, compression after 30 days,
+    // retention after 10 years. Chunks are compressed by hand where a test needs it.
+    const quiet = { compressAfter: '30 days', retention: '3650 days' };
+    const cleanups: (() => Promise<void>)[] = [];
+    afterEach(async () => {
+      for (const c of cleanups.splice(0).reverse()) await c();
+    });
+
+    function fresh(overrides: Partial<Config['postgres']> = {}): {
+      config: Config;
+      pool: PgPool;
+      schema: string;
+    } {
       const schema = uniqueName('archts');
       const config = testConfig({
-        postgres: {
-          url: TIMESCALE_DATABASE_URL!,
-          schema,
-          timescale: 'on',
-          compressAfter: '3 days',
-          retention: '90 days',
-        },
+        postgres: { url: TIMESCALE_DATABASE_URL!, schema, timescale: 'on', ...quiet, ...overrides },
       });
-      const pool = createPgPool(config.postgres, { log, max: 2 });
-      try {
-        const first = await migrate(pool, migrateOptions(config.postgres, log));
-        expect(first.mode).toBe('timescale');
-        expect(first.policies).toHaveLength(4);
-        const hypertables = await pool.query(
-          `SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_schema = $1 ORDER BY 1`,
-          [schema],
-        );
-        expect(hypertables.rows.map((r: { hypertable_name: string }) => r.hypertable_name)).toEqual([
-          'quotes',
-          'trades',
-        ]);
-        const caggs = await pool.query(
-          `SELECT view_name FROM timescaledb_information.continuous_aggregates WHERE view_schema = $1`,
-          [schema],
-        );
-        expect(caggs.rows).toEqual([{ view_name: 'trades_1m' }]);
-
-        const second = await migrate(pool, migrateOptions(config.postgres, log));
-        expect(second).toMatchObject({ applied: [], policies: [] });
-        const changed = await migrate(pool, migrateOptions({ ...config.postgres, retention: 'off' }, log));
-        expect(changed.policies).toEqual(['trades: removed drop_after', 'quotes: removed drop_after']);
-
-        const sink = new ArchiveSink({ settings: config.postgres, log, pool });
-        await sink.start();
-        const base = 1_700_000_000_000_000_000n;
-        const ticks: Trade[] = Array.from({ length: 100 }, (_, i) => ({
-          type: 'trade',
-          source: 'ts',
-          symbol: 'AAA',
-          ts: base + BigInt(i) * 1_000_000_007n,
-          seq: i,
-          venue: '',
-          price: 10 + i / 100,
-          size: 1,
-          side: '',
-        }));
-        await sink.write(ticks);
-        await sink.flush();
-        await sink.write(ticks);
-        await sink.flush();
-        expect(sink.stats).toMatchObject({ inserted: 100, duplicates: 100 });
-        const read: Trade[] = [];
-        for await (const batch of readArchive(pool, schema, {
-          from: base,
-          to: base + 10n ** 12n,
-          batchSize: 30,
-        })) {
-          read.push(...(batch as Trade[]));
-        }
-        expect(read).toEqual(ticks);
-        const bars = await pool.query(
-          `SELECT count(*)::int AS n, sum(trades)::int AS t FROM "${schema}".trades_1m`,
-        );
-        expect(bars.rows[0]).toEqual({ n: 2, t: 100 });
-        const status = await archiveStatus(pool, schema);
-        expect(status[0]).toMatchObject({ table: 'trades', mode: 'timescale', chunks: 1 });
-        await sink.close();
-      } finally {
-        await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      const pool = createPgPool(config.postgres, { log, max: 3 });
+      cleanups.push(async () => {
+        await dropTimescaleSchema(pool, schema);
         await closePgPool(pool);
+      });
+      return { config, pool, schema };
+    }
+
+    async function version(pool: PgPool): Promise<string> {
+      const { rows } = await pool.query<{ v: string }>(
+        `SELECT extversion AS v FROM pg_extension WHERE extname = 'timescaledb'`,
+      );
+      return rows[0]!.v;
+    }
+
+    async function digest(pool: PgPool, schema: string): Promise<{ rows: number; distinct: number }> {
+      const { rows } = await pool.query<{ rows: number; distinct: number }>(
+        `SELECT count(*)::int AS rows, count(DISTINCT (ts_ns, seq, source, symbol))::int AS distinct
+           FROM "${schema}".trades`,
+      );
+      return rows[0]!;
+    }
+
+    it('creates hypertables, the 1-minute continuous aggregate and the policies, idempotently', async () => {
+      const { config, pool, schema } = fresh();
+      const first = await migrate(pool, migrateOptions(config.postgres, log));
+      expect(first.mode).toBe('timescale');
+      expect(first.policies).toEqual([
+        'trades: compress_after 30 days',
+        'trades: drop_after 3650 days',
+        'quotes: compress_after 30 days',
+        'quotes: drop_after 3650 days',
+      ]);
+      const hypertables = await pool.query(
+        `SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_schema = $1 ORDER BY 1`,
+        [schema],
+      );
+      expect(hypertables.rows.map((r: { hypertable_name: string }) => r.hypertable_name)).toEqual([
+        'quotes',
+        'trades',
+      ]);
+      const caggs = await pool.query(
+        `SELECT view_name FROM timescaledb_information.continuous_aggregates WHERE view_schema = $1`,
+        [schema],
+      );
+      expect(caggs.rows).toEqual([{ view_name: 'trades_1m' }]);
+
+      const second = await migrate(pool, migrateOptions(config.postgres, log));
+      expect(second).toMatchObject({ applied: [], policies: [] });
+      // Equal as intervals, different policies: the configured text decides (a month is a calendar month).
+      const months = await migrate(
+        pool,
+        migrateOptions({ ...config.postgres, retention: '120 months' }, log),
+      );
+      expect(months.policies).toEqual(['trades: drop_after 120 months', 'quotes: drop_after 120 months']);
+      const jobs = await pool.query<{ v: string }>(
+        `SELECT config->>'drop_after' AS v FROM timescaledb_information.jobs
+          WHERE hypertable_schema = $1 AND proc_name = 'policy_retention'`,
+        [schema],
+      );
+      expect(jobs.rows).toEqual([{ v: '10 years' }, { v: '10 years' }]);
+      const changed = await migrate(pool, migrateOptions({ ...config.postgres, retention: 'off' }, log));
+      expect(changed.policies).toEqual(['trades: removed drop_after', 'quotes: removed drop_after']);
+
+      const status = await timescaleJobsStatus(pool, schema);
+      expect(status.map((r) => r.job).sort()).toEqual([
+        'policy_compression',
+        'policy_compression',
+        'policy_refresh_continuous_aggregate',
+      ]);
+      for (const row of status) expect(row).toHaveProperty('last_run_status');
+    });
+
+    it('writes, deduplicates, reads back; status counts rows of chunks never analysed', async () => {
+      const { config, pool, schema } = fresh();
+      const bad = timescaleVersionProblem(await version(pool));
+      const sink = new ArchiveSink({ settings: config.postgres, log, pool });
+      if (bad !== undefined) {
+        await expect(sink.start()).rejects.toThrow(/upgrade the extension to 2\.18\.1 or later/);
+        return;
       }
+      await sink.start();
+      // The last minutes before now: in the refresh window, never touched by compression or retention.
+      const ticks = tradesAt(Date.now() - 120_000, 100, 1_000);
+      await sink.write(ticks);
+      await sink.flush();
+      await sink.write(ticks);
+      await sink.flush();
+      expect(sink.stats).toMatchObject({ inserted: 100, duplicates: 100, shortfalls: 0 });
+      const read: Trade[] = [];
+      for await (const batch of readArchive(pool, schema, {
+        from: ticks[0]!.ts,
+        to: ticks[99]!.ts + 1n,
+        batchSize: 30,
+      })) {
+        read.push(...(batch as Trade[]));
+      }
+      expect(read).toEqual([...ticks].sort(compareTicks));
+      const bars = await pool.query(`SELECT sum(trades)::int AS t FROM "${schema}".trades_1m`);
+      expect(bars.rows[0]).toEqual({ t: 100 });
+      await waitUntil(
+        async () => (await archiveStatus(pool, schema))[0]?.rows_estimate === 100,
+        'status to count the unanalysed chunk',
+      );
+      await sink.close();
+    });
+
+    it('new and already-stored ticks mixed in one batch into a compressed chunk: every new tick stored, none twice', async () => {
+      const { config, pool, schema } = fresh();
+      const bad = timescaleVersionProblem(await version(pool));
+      const sink = new ArchiveSink({ settings: config.postgres, log, pool });
+      if (bad !== undefined) {
+        await expect(sink.start()).rejects.toThrow(/upgrade the extension to 2\.18\.1 or later/);
+        return;
+      }
+      await sink.start();
+      // Two days ago, one chunk; every tenth tick held back, to arrive later among the stored ones.
+      const all = tradesAt(Date.now() - 2 * 86_400_000, 2_000, 10);
+      const stored = all.filter((_, i) => i % 10 !== 9);
+      await sink.write(stored);
+      await sink.flush();
+      const compressed = await pool.query(
+        `SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('"${schema}".trades') c`,
+      );
+      expect(compressed.rowCount).toBeGreaterThan(0);
+
+      await sink.write(all);
+      await sink.flush();
+      expect(sink.stats).toMatchObject({
+        inserted: all.length,
+        duplicates: stored.length,
+        shortfalls: 0,
+      });
+      expect(await digest(pool, schema)).toEqual({ rows: all.length, distinct: all.length });
+      // And a replay of everything again: nothing new, nothing twice.
+      await sink.write(all);
+      await sink.flush();
+      expect(await digest(pool, schema)).toEqual({ rows: all.length, distinct: all.length });
+      await sink.close();
+    });
+
+    it('history written behind the refresh policy is in trades_1m after the writer closes, and by migrate --refresh', async () => {
+      const { config, pool, schema } = fresh();
+      if (timescaleVersionProblem(await version(pool)) !== undefined) return; // covered by the tests above
+      const sink = new ArchiveSink({ settings: config.postgres, log, pool });
+      await sink.start();
+      const ticks = tradesAt(Date.now() - 26 * 3_600_000, 600, 1_000); // 10 minutes, a day ago
+      await sink.write(ticks);
+      await sink.flush();
+      await sink.close();
+      expect(sink.stats.aggregateRefreshes).toBeGreaterThan(0);
+      const bars = await pool.query(
+        `SELECT count(*)::int AS n, sum(trades)::int AS t FROM "${schema}".trades_1m WHERE bucket < now() - interval '4 hours'`,
+      );
+      expect(bars.rows[0]).toEqual({ n: expect.any(Number), t: 600 });
+
+      // By hand: rows written behind the writer's back (plain SQL) appear after migrate --refresh.
+      const extra = tradesAt(Date.now() - 30 * 3_600_000, 60, 1_000, 10_000);
+      for (const t of extra) {
+        await pool.query(
+          `INSERT INTO "${schema}".trades (ts, ts_ns, source, symbol, seq, venue, price, size, side)
+           VALUES (to_timestamp($1::bigint / 1e9), $1::bigint, $2, $3, $4, '', $5, $6, $7)`,
+          [t.ts.toString(), t.source, t.symbol, t.seq, t.price, t.size, t.side],
+        );
+      }
+      const env = {
+        DATABASE_URL: TIMESCALE_DATABASE_URL!,
+        REDIS_URL,
+        TICKSTREAM_PG_SCHEMA: schema,
+        TICKSTREAM_PG_COMPRESS_AFTER: quiet.compressAfter,
+        TICKSTREAM_PG_RETENTION: quiet.retention,
+        LOG_LEVEL: 'warn',
+      };
+      const from = new Date(Number(extra[0]!.ts / MS)).toISOString();
+      const to = new Date(Number(extra.at(-1)!.ts / MS)).toISOString();
+      const run = await runCli(['migrate', '--refresh', '--from', from, '--to', to], env);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toContain('trades_1m refreshed from');
+      const after = await pool.query(
+        `SELECT sum(trades)::int AS t FROM "${schema}".trades_1m WHERE bucket < now() - interval '4 hours'`,
+      );
+      expect(after.rows[0]).toEqual({ t: 660 });
     });
   },
 );

@@ -12,7 +12,13 @@ import { deadLetterKey, allStreamKeys } from '../../shared/streams.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { RejectedTicksError, type Sink } from '../../consumers/sink.ts';
-import { ArchiveSink, archiveCounts, compareTicks, readArchive } from '../../consumers/sinks/archive.ts';
+import {
+  ArchiveShortfallError,
+  ArchiveSink,
+  archiveCounts,
+  compareTicks,
+  readArchive,
+} from '../../consumers/sinks/archive.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import {
   DATABASE_URL,
@@ -421,6 +427,107 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
     expect(err).toBeInstanceOf(RejectedTicksError);
     expect((err as RejectedTicksError).rejections.map((r) => r.index)).toEqual([3, 7]);
     expect(await total(ctx)).toBe(8);
+  });
+});
+
+/**
+ * A stand-in for timescale/timescaledb#7672 on plain PostgreSQL: in a multi-row INSERT (not COPY), once one
+ * row conflicts with a stored one, every later row of that statement is silently skipped, and the statement
+ * reports a smaller row count, exactly what ON CONFLICT DO NOTHING reports for duplicates.
+ */
+async function installSkipAfterConflict(ctx: Ctx): Promise<void> {
+  const q = `"${ctx.schema}"`;
+  await ctx.pool.query(`
+    CREATE FUNCTION ${q}.standin_7672() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+      stmt text := txid_current()::text || '@' || statement_timestamp()::text;
+      stored boolean;
+    BEGIN
+      IF current_query() NOT ILIKE 'INSERT%' THEN RETURN NEW; END IF;
+      IF current_setting('standin.conflicted', true) = stmt THEN RETURN NULL; END IF;
+      EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I t WHERE t.ts = $1 AND t.ts_ns = $2 AND t.seq = $3
+                                       AND t.source = $4 AND t.symbol = $5)', TG_TABLE_SCHEMA, TG_TABLE_NAME)
+        INTO stored USING NEW.ts, NEW.ts_ns, NEW.seq, NEW.source, NEW.symbol;
+      IF stored THEN
+        PERFORM set_config('standin.conflicted', stmt, true);
+        RETURN NULL;
+      END IF;
+      RETURN NEW;
+    END $$`);
+  for (const table of ['trades', 'quotes']) {
+    await ctx.pool.query(
+      `CREATE TRIGGER standin_7672 BEFORE INSERT ON ${q}.${table} FOR EACH ROW EXECUTE FUNCTION ${q}.standin_7672()`,
+    );
+  }
+}
+
+describe('archive staging path verification (stand-in for TimescaleDB 2.16.0–2.18.0 on plain PostgreSQL)', () => {
+  /** Stored ticks with new ones interleaved, so that every new tick comes after a conflict in the INSERT. */
+  function mixed(ticks: readonly Tick[]): { stored: Tick[]; batch: Tick[]; fresh: Tick[] } {
+    const fresh = ticks.filter((_, i) => i % 10 === 9);
+    const stored = ticks.filter((_, i) => i % 10 !== 9);
+    return { stored, batch: [...ticks], fresh };
+  }
+
+  it('a shortfall after INSERT … ON CONFLICT DO NOTHING rolls the batch back and is an error, never duplicates', async () => {
+    const ctx = setup();
+    const { stored, batch } = mixed(market(1_000, MARCH_1_2024, 3_000_001n));
+    const sink = new ArchiveSink({ settings: ctx.config.postgres, log, pool: ctx.pool });
+    await sink.start();
+    await sink.write(stored);
+    await sink.flush();
+    await installSkipAfterConflict(ctx);
+
+    await sink.write(batch);
+    const err = await sink.flush().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ArchiveShortfallError);
+    expect(err).toMatchObject({ retriable: false });
+    const missing = (err as ArchiveShortfallError).missing;
+    expect(missing).toBeGreaterThan(0);
+    expect(missing).toBeLessThanOrEqual(100);
+    expect(sink.stats).toMatchObject({ inserted: stored.length, duplicates: 0, shortfalls: 1 });
+    expect(await total(ctx)).toBe(stored.length); // rolled back: not even the part that went in was kept
+  });
+
+  it('through the worker: every new tick mixed among stored ones is stored once, nothing dead-lettered', async () => {
+    const ctx = setup();
+    // Small: each new tick behind a conflict is isolated by halving, a transaction per step.
+    const ticks = market(300, MARCH_1_2024, 3_000_001n);
+    const { stored } = mixed(ticks);
+    const seed = new ArchiveSink({ settings: ctx.config.postgres, log, pool: ctx.pool });
+    await seed.start();
+    await seed.write(stored);
+    await seed.flush();
+    await installSkipAfterConflict(ctx);
+
+    const sink = new ArchiveSink({ settings: ctx.config.postgres, log });
+    const worker = await startWorker(ctx, sink);
+    await publish(ctx, ticks);
+    await waitUntil(
+      async () => (await total(ctx)) === ticks.length && (await pending(ctx)) === 0,
+      'every tick stored and acknowledged',
+    );
+    expect(await archiveDigest(ctx)).toEqual(expectedDigest(ticks));
+    expect(worker.stats.deadLettered).toBe(0);
+    expect(sink.stats.shortfalls).toBeGreaterThan(0); // the stand-in did bite, and was caught
+    expect(sink.stats.inserted).toBe(ticks.length - stored.length);
+  });
+
+  it('the stand-in does lose ticks when verification is off (so the test above can fail)', async () => {
+    const ctx = setup();
+    const { stored, batch, fresh } = mixed(market(1_000, MARCH_1_2024, 3_000_001n));
+    const sink = new ArchiveSink({ settings: ctx.config.postgres, log, pool: ctx.pool, verify: false });
+    await sink.start();
+    await sink.write(stored);
+    await sink.flush();
+    await installSkipAfterConflict(ctx);
+    await sink.write(batch);
+    await sink.flush();
+    expect(await total(ctx)).toBeLessThan(stored.length + fresh.length);
+    expect(sink.stats.duplicates).toBeGreaterThan(stored.length); // lost ticks counted as duplicates
   });
 });
 

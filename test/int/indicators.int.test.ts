@@ -8,7 +8,7 @@ import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { batchesOf, rebuildBars } from '../../consumers/bars/rebuild.ts';
 import { BarStore } from '../../consumers/bars/store.ts';
 import { barStoreSettings } from '../../consumers/sinks/bars.ts';
-import { migrate } from '../../consumers/sinks/archive-migrate.ts';
+import { migrate } from '../../shared/schema/migrate.ts';
 import { computeAt, paramsOf } from '../../consumers/indicators/compute.ts';
 import { indicatorKey } from '../../consumers/indicators/job.ts';
 import { jobOptions, schedulerId } from '../../consumers/indicators/scheduler.ts';

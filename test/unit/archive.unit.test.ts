@@ -12,12 +12,7 @@ import {
   rejectReason,
   RowEncoder,
 } from '../../consumers/sinks/archive.ts';
-import {
-  daysAhead,
-  loadMigrations,
-  MigrationError,
-  renderSql,
-} from '../../consumers/sinks/archive-migrate.ts';
+import { daysAhead, loadMigrations, MigrationError, renderSql } from '../../shared/schema/migrate.ts';
 
 const trade = (over: Partial<Trade> = {}): Trade => ({
   type: 'trade',

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Config } from '../../shared/config.ts';
-import { errorMessage, TickstreamError } from '../../shared/errors.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { packagePath } from '../../shared/paths.ts';
-import { inTransaction, quoteIdent, withClient, type PgClient, type PgPool } from '../../shared/pg.ts';
+import type { Config } from '../config.ts';
+import { errorMessage, TickstreamError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { packagePath } from '../paths.ts';
+import { inTransaction, quoteIdent, withClient, type PgClient, type PgPool } from '../pg.ts';
 
 /**
  * Schema migrations of the PostgreSQL archive (infra/migrations), and what `tickstream status` shows of it.
@@ -234,9 +234,9 @@ async function storedMode(client: PgClient, schema: string): Promise<ArchiveMode
 }
 
 /**
- * TimescaleDB when asked for (on) or when installed or installable (auto). CREATE EXTENSION runs inside a
- * savepoint: it fails when the library is not preloaded or the role may not create it, and auto then falls
- * back to native partitioning.
+ * TimescaleDB when asked for (on) or when installed or installable (auto). `CREATE EXTENSION timescaledb` is
+ * only tried when the library is in `shared_preload_libraries`: without it the server answers with a FATAL
+ * error that closes the connection, which no savepoint can catch. The decision itself is `timescaleDecision`.
  */
 async function detectMode(
   client: PgClient,
@@ -245,16 +245,19 @@ async function detectMode(
 ): Promise<ArchiveMode> {
   if (wanted === 'off') return 'plain';
   const installed = await client.query(`SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'`);
-  if (installed.rowCount !== null && installed.rowCount > 0) return 'timescale';
   const available = await client.query(`SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`);
-  if (available.rowCount === 0) {
-    if (wanted === 'on') {
-      throw new MigrationError(
-        'TICKSTREAM_PG_TIMESCALE=on but the timescaledb extension is not available on this server',
-      );
-    }
+  const decision = timescaleDecision({
+    wanted,
+    installed: (installed.rowCount ?? 0) > 0,
+    available: (available.rowCount ?? 0) > 0,
+    preloaded: await timescalePreloaded(client),
+  });
+  if (decision.kind === 'error') throw new MigrationError(decision.message);
+  if (decision.kind === 'plain') {
+    if (decision.reason !== undefined) log.warn({ reason: decision.reason }, 'using native partitioning');
     return 'plain';
   }
+  if (decision.kind === 'timescale') return 'timescale';
   await client.query('SAVEPOINT tickstream_timescale');
   try {
     await client.query('CREATE EXTENSION IF NOT EXISTS timescaledb');
@@ -262,17 +265,153 @@ async function detectMode(
     return 'timescale';
   } catch (err) {
     await client.query('ROLLBACK TO SAVEPOINT tickstream_timescale');
-    if (wanted === 'on') {
-      throw new MigrationError(`cannot enable the timescaledb extension: ${errorMessage(err)}`, err);
-    }
+    if (wanted === 'on') throw new MigrationError('cannot enable the timescaledb extension', err);
     log.warn({ err }, 'timescaledb is available but could not be enabled: using native partitioning');
     return 'plain';
   }
 }
 
+const PRELOAD_HINT =
+  "add timescaledb to shared_preload_libraries in postgresql.conf (shared_preload_libraries = 'timescaledb') " +
+  'and restart PostgreSQL';
+
+export type TimescaleDecision =
+  | { kind: 'plain'; reason?: string }
+  | { kind: 'timescale' }
+  | { kind: 'create' }
+  | { kind: 'error'; message: string };
+
+/**
+ * Whether to use TimescaleDB, from what the server says. `preloaded` is undefined when the role may not read
+ * `shared_preload_libraries` (it is superuser-only unless granted pg_read_all_settings).
+ */
+export function timescaleDecision(s: {
+  wanted: 'auto' | 'on';
+  installed: boolean;
+  available: boolean;
+  preloaded: boolean | undefined;
+}): TimescaleDecision {
+  if (s.installed) {
+    if (s.preloaded === false) {
+      return s.wanted === 'on'
+        ? {
+            kind: 'error',
+            message: `TICKSTREAM_PG_TIMESCALE=on: the timescaledb extension is installed but its library is not preloaded: ${PRELOAD_HINT}`,
+          }
+        : {
+            kind: 'plain',
+            reason: `timescaledb is installed but not in shared_preload_libraries (${PRELOAD_HINT} to use it)`,
+          };
+    }
+    return { kind: 'timescale' };
+  }
+  if (!s.available) {
+    return s.wanted === 'on'
+      ? {
+          kind: 'error',
+          message: 'TICKSTREAM_PG_TIMESCALE=on but the timescaledb extension is not available on this server',
+        }
+      : { kind: 'plain' };
+  }
+  if (s.preloaded === true) return { kind: 'create' };
+  if (s.preloaded === false) {
+    return s.wanted === 'on'
+      ? {
+          kind: 'error',
+          message: `TICKSTREAM_PG_TIMESCALE=on: the timescaledb extension is available but not preloaded: ${PRELOAD_HINT}`,
+        }
+      : {
+          kind: 'plain',
+          reason: `timescaledb is available but not in shared_preload_libraries (${PRELOAD_HINT} to use it)`,
+        };
+  }
+  // Cannot tell: only an explicit "on" risks CREATE EXTENSION (a FATAL error then names the cause).
+  return s.wanted === 'on'
+    ? { kind: 'create' }
+    : {
+        kind: 'plain',
+        reason:
+          'timescaledb is available but this role cannot read shared_preload_libraries to tell whether it is ' +
+          'preloaded; set TICKSTREAM_PG_TIMESCALE=on to use it',
+      };
+}
+
+/** Whether `timescaledb` is in shared_preload_libraries; undefined when this role may not read the setting. */
+export async function timescalePreloaded(client: PgClient): Promise<boolean | undefined> {
+  await client.query('SAVEPOINT tickstream_preload');
+  try {
+    const { rows } = await client.query<{ libs: string | null }>(
+      `SELECT current_setting('shared_preload_libraries', true) AS libs`,
+    );
+    await client.query('RELEASE SAVEPOINT tickstream_preload');
+    return preloadListHas(rows[0]?.libs ?? '', 'timescaledb');
+  } catch {
+    await client.query('ROLLBACK TO SAVEPOINT tickstream_preload');
+    return undefined;
+  }
+}
+
+/** `shared_preload_libraries` is a comma-separated list whose items may be quoted or carry a path. */
+export function preloadListHas(list: string, library: string): boolean {
+  return list
+    .split(',')
+    .map((item) => item.trim().replace(/^"(.*)"$/, '$1'))
+    .some((item) => item.replace(/^.*\//, '').replace(/\.so$/, '') === library);
+}
+
+/**
+ * TimescaleDB releases whose INSERT … ON CONFLICT DO NOTHING into a compressed chunk stops at the first
+ * conflicting row and silently skips the rest (timescale/timescaledb#7672, fixed in 2.18.1).
+ */
+export const TIMESCALE_BAD_RANGE = { from: [2, 16, 0], to: [2, 18, 0] } as const;
+export const TIMESCALE_FIXED_IN = '2.18.1';
+
+/** `2.17.2`, `2.18.0-dev` → [2, 17, 2]; undefined when it does not start with a version number. */
+export function parseVersion(text: string): [number, number, number] | undefined {
+  const m = /^(\d+)\.(\d+)(?:\.(\d+))?/.exec(text.trim());
+  if (m === null) return undefined;
+  return [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
+}
+
+function compareVersions(a: readonly number[], b: readonly number[]): number {
+  for (let i = 0; i < 3; i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) - (b[i] ?? 0);
+  return 0;
+}
+
+/** Why this TimescaleDB version must not be written to, or undefined when it is fine. */
+export function timescaleVersionProblem(version: string): string | undefined {
+  const v = parseVersion(version);
+  if (v === undefined) return undefined;
+  if (compareVersions(v, TIMESCALE_BAD_RANGE.from) < 0 || compareVersions(v, TIMESCALE_BAD_RANGE.to) > 0) {
+    return undefined;
+  }
+  return (
+    `TimescaleDB ${version} silently skips rows of INSERT … ON CONFLICT DO NOTHING into compressed chunks ` +
+    `(timescale/timescaledb#7672, affects 2.16.0–2.18.0): upgrade the extension to ${TIMESCALE_FIXED_IN} or ` +
+    `later (ALTER EXTENSION timescaledb UPDATE after installing it) before archiving into it`
+  );
+}
+
+/** The installed TimescaleDB version in this database, or undefined when the extension is not installed. */
+export async function timescaleVersion(client: PgClient | PgPool): Promise<string | undefined> {
+  const { rows } = await client.query<{ v: string }>(
+    `SELECT extversion AS v FROM pg_extension WHERE extname = 'timescaledb'`,
+  );
+  return rows[0]?.v;
+}
+
+/** Refuse a TimescaleDB release with the known silent-loss bug; the message names the fix. */
+export async function assertTimescaleVersion(client: PgClient | PgPool): Promise<void> {
+  const version = await timescaleVersion(client);
+  const problem = version === undefined ? undefined : timescaleVersionProblem(version);
+  if (problem !== undefined) throw new MigrationError(problem);
+}
+
 /**
  * Compression and retention policies follow the configuration: added when missing, replaced when the
- * interval differs, removed when set to "off". Unchanged settings change nothing.
+ * interval differs, removed when set to "off". Unchanged settings change nothing. Intervals are compared as
+ * PostgreSQL prints them (the job stores that text), not by value: `'3 months'` and `'90 days'` are equal as
+ * intervals but are different policies (a month is a calendar month), so changing one to the other is applied.
  */
 async function applyTimescalePolicies(client: PgClient, o: MigrateOptions): Promise<string[]> {
   const changes: string[] = [];
@@ -296,7 +435,7 @@ async function applyTimescalePolicies(client: PgClient, o: MigrateOptions): Prom
     ]) {
       const { rows } = await client.query<{ current: string | null; same: boolean | null }>(
         `SELECT config->>$3 AS current,
-                CASE WHEN $4 = 'off' THEN NULL ELSE (config->>$3)::interval = $4::interval END AS same
+                CASE WHEN $4 = 'off' THEN NULL ELSE config->>$3 = ($4::interval)::text END AS same
            FROM timescaledb_information.jobs
           WHERE proc_name = $5 AND hypertable_schema = $1 AND hypertable_name = $2`,
         [o.schema, table, policy.key, policy.value, policy.proc],
@@ -404,12 +543,17 @@ export async function archiveStatus(pool: PgPool, schema: string): Promise<Recor
       let oldest: string | null;
       let newest: string | null;
       if (mode === 'timescale') {
+        // approximate_row_count is 0 for chunks never analysed: the live-tuple counter covers those.
         const r = await client.query<{ n: string; chunks: string; lo: string | null; hi: string | null }>(
-          `SELECT approximate_row_count($1::regclass)::text AS n,
+          `SELECT greatest(approximate_row_count($1::regclass),
+                           coalesce(sum(CASE WHEN k.reltuples >= 0 THEN k.reltuples
+                                             ELSE coalesce(s.n_live_tup, 0) END), 0))::bigint::text AS n,
                   count(c.*)::text AS chunks,
                   min(c.range_start)::date::text AS lo,
                   max(c.range_end - interval '1 microsecond')::date::text AS hi
              FROM timescaledb_information.chunks c
+             JOIN pg_class k ON k.oid = format('%I.%I', c.chunk_schema, c.chunk_name)::regclass
+             LEFT JOIN pg_stat_user_tables s ON s.relid = k.oid
             WHERE c.hypertable_schema = $2 AND c.hypertable_name = $3`,
           [rel, schema, table],
         );
@@ -454,4 +598,63 @@ export async function archiveStatus(pool: PgPool, schema: string): Promise<Recor
 function dayName(yyyymmdd: string | null): string | null {
   if (yyyymmdd === null || !/^\d{8}$/.test(yyyymmdd)) return null;
   return `${yyyymmdd.slice(0, 4)}-${yyyymmdd.slice(4, 6)}-${yyyymmdd.slice(6)}`;
+}
+
+/** The refresh policy of `trades_1m` (0002_ohlcv_1m.timescale.sql) covers this far back; older is by hand. */
+export const BARS_1M_POLICY_WINDOW_MS = 3 * 3_600_000;
+
+const NS_PER_MINUTE = 60_000_000_000n;
+
+/**
+ * Materialise the continuous aggregate `trades_1m` over the minutes touched by [fromNs, toNs] (exchange
+ * time, ns), so that history written behind the refresh policy's window is queryable at once. TimescaleDB
+ * only; it runs outside a transaction (refresh_continuous_aggregate refuses one), hence literals, not
+ * parameters (both are formatted here from numbers, the schema is a checked identifier).
+ */
+export async function refreshBars1m(
+  pool: PgPool,
+  schema: string,
+  fromNs: bigint,
+  toNs: bigint,
+): Promise<{ from: string; to: string }> {
+  const lo = (fromNs / NS_PER_MINUTE) * NS_PER_MINUTE;
+  const hi = (toNs / NS_PER_MINUTE + 1n) * NS_PER_MINUTE;
+  const iso = (ns: bigint): string => new Date(Number(ns / 1_000_000n)).toISOString();
+  const range = { from: iso(lo), to: iso(hi) };
+  const view = `${quoteIdent(schema)}.trades_1m`.replace(/'/g, "''");
+  await pool.query(
+    `CALL refresh_continuous_aggregate('${view}', '${range.from}'::timestamptz, '${range.to}'::timestamptz)`,
+  );
+  return range;
+}
+
+/**
+ * `tickstream status` rows for the TimescaleDB background jobs of this schema (compression, retention, the
+ * aggregate's refresh): their last run's state, so a job that keeps failing is seen. An empty list in plain
+ * mode.
+ */
+export async function timescaleJobsStatus(pool: PgPool, schema: string): Promise<Record<string, unknown>[]> {
+  const state = await schemaState(pool, schema);
+  if (state.mode !== 'timescale') return [];
+  const base = `
+    SELECT j.job_id, j.proc_name AS job, coalesce(ca.view_name, j.hypertable_name) AS relation,
+           j.schedule_interval::text AS every, s.job_status, s.last_run_status,
+           s.last_run_started_at::text AS last_run, s.last_successful_finish::text AS last_success,
+           s.next_start::text AS next_start, s.total_runs, s.total_failures%ERR%
+      FROM timescaledb_information.jobs j
+      LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
+      LEFT JOIN timescaledb_information.continuous_aggregates ca
+             ON ca.materialization_hypertable_schema = j.hypertable_schema
+            AND ca.materialization_hypertable_name = j.hypertable_name
+     WHERE j.hypertable_schema = $1 OR ca.view_schema = $1
+     ORDER BY j.job_id`;
+  const lastError = `,
+           (SELECT e.err_message FROM timescaledb_information.job_errors e
+             WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC LIMIT 1) AS last_error`;
+  try {
+    return (await pool.query(base.replace('%ERR%', lastError), [schema])).rows;
+  } catch {
+    // timescaledb_information.job_errors exists from 2.9 on, and may be closed to this role.
+    return (await pool.query(base.replace('%ERR%', ''), [schema])).rows;
+  }
 }
