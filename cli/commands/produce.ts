@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { RateLine } from '../../shared/progress.ts';
 import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { checkDurability } from '../../producers/durability.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
@@ -44,6 +45,12 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     opts.source === undefined ? undefined : { producer: { source: opts.source } },
   );
   const redis = createRedis(config, { log, connectionName: 'tickstream:producer' });
+  try {
+    await checkDurability(redis, config.producer);
+  } catch (err) {
+    await closeRedis(redis);
+    throw err;
+  }
   const market = new SyntheticMarket({
     symbols: parseSymbols(opts.symbols),
     seed: opts.seed,
