@@ -10,6 +10,8 @@ import { closeRedis, createRedis, pairs, type RedisClient, deleteByPrefix } from
 import { allStreamKeys } from '../shared/streams.ts';
 import { Publisher } from '../producers/publisher.ts';
 import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
+import { redisServerVersion, startReplicated } from '../chaos/servers.ts';
+import { checkDurability, versionAtLeast, WAITAOF_SINCE, type Durability } from '../producers/durability.ts';
 import { measurement, median, percentile, repeat, type BenchReport, type Measurement } from './lib.ts';
 
 /**
@@ -18,7 +20,11 @@ import { measurement, median, percentile, repeat, type BenchReport, type Measure
  *      redis-benchmark's pipelined XADD as the raw server limit;
  *   2. stream → latest-quote projector ticks/s with two `tickstream consume quotes` processes vs a naive
  *      consumer (XREADGROUP COUNT 1, one XACK per entry);
- *   3. latency from XADD to quote visible (pub/sub) at a steady 20k ticks/s.
+ *   3. latency from XADD to quote visible (pub/sub) at a steady 20k ticks/s;
+ *   4. producer durability (TICKSTREAM_PRODUCER_DURABILITY): ack vs replica (WAIT 1) — and fsync (WAITAOF) where
+ *      the redis-server has it — on a private primary + replica started for the purpose: ticks/s, and the
+ *      time for one tick to be published and confirmed.
+ * BENCH_CORE_PARTS=producer,projector,latency,durability runs some parts (results in core.<parts>.json).
  */
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const SYMBOLS = symbolNames(500);
@@ -26,6 +32,8 @@ const PRODUCE_TICKS = Number(process.env.BENCH_PRODUCE_TICKS ?? 1_000_000);
 const PROJECT_TICKS = Number(process.env.BENCH_PROJECT_TICKS ?? 1_000_000);
 const NAIVE_TICKS = 20_000;
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const DURABLE_TICKS = Number(process.env.BENCH_DURABLE_TICKS ?? 300_000);
+const PARTS = (process.env.BENCH_CORE_PARTS ?? 'producer,projector,latency,durability').split(',');
 const BIN = join(import.meta.dirname, '..', 'bin', 'tickstream.js');
 
 function configFor(prefix: string, lingerMs?: number): Config {
@@ -337,61 +345,143 @@ export async function latency(
   };
 }
 
+/** ticks/s publishing DURABLE_TICKS, and ms for one tick published + flushed, in one durability mode. */
+async function durableRuns(
+  url: string,
+  durability: Durability,
+): Promise<{ rate: number[]; oneTick: number[] }> {
+  const redis = createRedis({ redis: { url, clusterNodes: [] } });
+  try {
+    const base = configFor(prefixOf(`durable-${durability}`));
+    const settings = { ...base.producer, durability, durabilityReplicas: 1 };
+    await checkDurability(redis, settings);
+    const sample = ticks(DURABLE_TICKS, 7);
+    const rate = await repeat(RUNS, async () => {
+      const config = configFor(prefixOf(`durable-${durability}`));
+      const publisher = new Publisher({ redis, layout: config.streams, settings, log: silentLogger() });
+      const started = performance.now();
+      for (let i = 0; i < sample.length; i += 4096) await publisher.publish(sample.slice(i, i + 4096));
+      await publisher.flush();
+      const r = (sample.length * 1000) / (performance.now() - started);
+      await deleteByPrefix(redis, config.streams.prefix);
+      return r;
+    });
+    const oneTick = await repeat(RUNS, async () => {
+      const config = configFor(prefixOf(`durable-one-${durability}`));
+      const publisher = new Publisher({ redis, layout: config.streams, settings, log: silentLogger() });
+      const times: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        const started = performance.now();
+        await publisher.publish(sample.slice(i, i + 1));
+        await publisher.flush();
+        times.push(performance.now() - started);
+      }
+      await deleteByPrefix(redis, config.streams.prefix);
+      return median(times);
+    });
+    return { rate, oneTick };
+  } finally {
+    await closeRedis(redis);
+  }
+}
+
+async function durabilityCost(): Promise<Measurement[]> {
+  // A private primary (AOF everysec, as a durable deployment runs) with one replica, so WAIT has something to
+  // wait for; ack runs against the same primary for a like-for-like baseline.
+  const set = await startReplicated(1, ['--appendonly', 'yes', '--appendfsync', 'everysec']);
+  const out: Measurement[] = [];
+  try {
+    for (const mode of ['ack', 'replica'] as const) {
+      const r = await durableRuns(set.primary.url, mode);
+      out.push(
+        measurement(
+          `durability ${mode}: publish ${DURABLE_TICKS} ticks (primary+replica)`,
+          'ticks/s',
+          r.rate,
+        ),
+        measurement(`durability ${mode}: one tick published + flushed, median`, 'ms', r.oneTick),
+      );
+    }
+    const version = redisServerVersion();
+    if (version !== undefined && versionAtLeast(version, WAITAOF_SINCE)) {
+      const r = await durableRuns(set.primary.url, 'fsync');
+      out.push(
+        measurement(`durability fsync: publish ${DURABLE_TICKS} ticks (primary+replica)`, 'ticks/s', r.rate),
+        measurement('durability fsync: one tick published + flushed, median', 'ms', r.oneTick),
+      );
+    } else {
+      process.stderr.write(
+        `durability fsync not measured: WAITAOF needs redis-server >= ${WAITAOF_SINCE.join('.')}, this one is ${version?.join('.') ?? 'missing'}\n`,
+      );
+    }
+  } finally {
+    await set.remove();
+  }
+  return out;
+}
+
 export default async function core(): Promise<BenchReport> {
   const redis = createRedis({ redis: { url: REDIS_URL, clusterNodes: [] } });
   try {
-    const produced = await producer(redis);
-    const projected = await projector(redis);
+    const produced = PARTS.includes('producer') ? await producer(redis) : [];
+    const projected = PARTS.includes('projector') ? await projector(redis) : [];
     const lats: Awaited<ReturnType<typeof latency>>[] = [];
-    for (let i = 0; i < RUNS; i++) lats.push(await latency(redis));
+    if (PARTS.includes('latency')) for (let i = 0; i < RUNS; i++) lats.push(await latency(redis));
+    const durable = PARTS.includes('durability') ? await durabilityCost() : [];
     const lat = {
       p50: median(lats.map((l) => l.p50)),
       p99: median(lats.map((l) => l.p99)),
       samples: lats.reduce((n, l) => n + l.samples, 0),
     };
-    const get = (label: string) =>
-      [...produced, ...projected].find((m) => m.label.startsWith(label))?.value ?? NaN;
+    const all = [...produced, ...projected, ...durable];
+    const get = (label: string) => all.find((m) => m.label.startsWith(label))?.value ?? NaN;
     const prod = get('producer: Publisher');
     const proj = get('projector:');
+    const summary: Record<string, string | number> = {};
+    if (produced.length > 0) {
+      summary['producer vs naive (target >= 20x)'] = `${(prod / get('naive producer')).toFixed(1)}x`;
+      summary['producer vs raw 1-tick XADD limit'] =
+        `${(prod / get('raw limit: redis-benchmark XADD -P 64, 1 tick')).toFixed(2)}x`;
+      summary['producer vs raw 256-tick-frame XADD limit'] =
+        `${(prod / get('raw limit: redis-benchmark XADD -P 64, 256')).toFixed(2)}x`;
+      summary['producer target >= 500k ticks/s'] = prod >= 500_000 ? 'met' : 'missed';
+    }
+    if (projected.length > 0) {
+      summary['projector vs naive (target >= 20x)'] = `${(proj / get('naive projector')).toFixed(1)}x`;
+      summary['projector target >= 200k ticks/s'] = proj >= 200_000 ? 'met' : 'missed';
+    }
+    if (lats.length > 0) {
+      summary['latency p99 target <= 10 ms'] = lat.p99 <= 10 ? 'met' : 'missed';
+      summary['latency samples (pub/sub updates)'] = lat.samples;
+    }
+    if (durable.length > 0) {
+      summary['durability replica vs ack, throughput'] =
+        `${(get('durability replica: publish') / get('durability ack: publish')).toFixed(2)}x`;
+      summary['durability replica vs ack, one tick'] =
+        `${(get('durability replica: one tick') / get('durability ack: one tick')).toFixed(2)}x the time`;
+    }
+    const latencyLabels = ['p50', 'p90', 'p99', 'max'] as const;
     return {
-      name: 'core',
+      name: PARTS.length === 4 ? 'core' : `core.${PARTS.join('+')}`,
       measurements: [
         ...produced,
         ...projected,
-        measurement(
-          'latency XADD → quote visible, p50 @ 20k ticks/s',
-          'ms',
-          lats.map((l) => l.p50),
-        ),
-        measurement(
-          'latency XADD → quote visible, p90 @ 20k ticks/s',
-          'ms',
-          lats.map((l) => l.p90),
-        ),
-        measurement(
-          'latency XADD → quote visible, p99 @ 20k ticks/s',
-          'ms',
-          lats.map((l) => l.p99),
-        ),
-        measurement(
-          'latency XADD → quote visible, max @ 20k ticks/s',
-          'ms',
-          lats.map((l) => l.max),
-        ),
+        ...(lats.length === 0
+          ? []
+          : latencyLabels.map((p) =>
+              measurement(
+                `latency XADD → quote visible, ${p} @ 20k ticks/s`,
+                'ms',
+                lats.map((l) => l[p]),
+              ),
+            )),
+        ...durable,
       ],
-      summary: {
-        'producer vs naive (target >= 20x)': `${(prod / get('naive producer')).toFixed(1)}x`,
-        'producer vs raw 1-tick XADD limit': `${(prod / get('raw limit: redis-benchmark XADD -P 64, 1 tick')).toFixed(2)}x`,
-        'producer vs raw 256-tick-frame XADD limit': `${(prod / get('raw limit: redis-benchmark XADD -P 64, 256')).toFixed(2)}x`,
-        'producer target >= 500k ticks/s': prod >= 500_000 ? 'met' : 'missed',
-        'projector vs naive (target >= 20x)': `${(proj / get('naive projector')).toFixed(1)}x`,
-        'projector target >= 200k ticks/s': proj >= 200_000 ? 'met' : 'missed',
-        'latency p99 target <= 10 ms': lat.p99 <= 10 ? 'met' : 'missed',
-        'latency samples (pub/sub updates)': lat.samples,
-      },
+      summary,
       notes: [
-        `${SYMBOLS.length} symbols, 4 shards, ${RUNS} runs each, medians; producer ${PRODUCE_TICKS} ticks, projector ${PROJECT_TICKS} ticks, naive ${NAIVE_TICKS} ticks`,
+        `${SYMBOLS.length} symbols, 4 shards, ${RUNS} runs each, medians; producer ${PRODUCE_TICKS} ticks, projector ${PROJECT_TICKS} ticks, naive ${NAIVE_TICKS} ticks, durability ${DURABLE_TICKS} ticks`,
         'latency is measured from tick creation (just before XADD, including the producer linger (1 ms)) to the pub/sub message of the projected quote, per published update',
+        'durability: a private redis-server primary (appendonly yes, everysec) with one replica on the same machine; replica = WAIT 1 after each burst of XADDs',
       ],
     };
   } finally {

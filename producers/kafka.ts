@@ -9,6 +9,7 @@ import type { Tick } from '../shared/model.ts';
 import type { RedisClient } from '../shared/redis.ts';
 import { deadLetterKey, type StreamLayout } from '../shared/streams.ts';
 import { OffsetTracker } from './kafka-offsets.ts';
+import { checkDurability, waitDurable } from './durability.ts';
 import { Publisher, type ProducerSettings } from './publisher.ts';
 
 /**
@@ -17,7 +18,8 @@ import { Publisher, type ProducerSettings } from './publisher.ts';
  *
  * Offsets are committed by hand, only for what Redis holds (docs/kafka.md, "Offsets"):
  *   fetch batch → for every `flushEvery` messages: decode → publish valid ticks + XADD dead letters →
- *   publisher.flush() (XADD acknowledged) → resolveOffset + commit the durable prefix (OffsetTracker)
+ *   publisher.flush() (XADD acknowledged, and fsynced or replicated under TICKSTREAM_PRODUCER_DURABILITY)
+ *   → resolveOffset + commit the durable prefix (OffsetTracker)
  * A crash anywhere redelivers from the last commit; the repeated ticks have the same identity, so the sinks
  * store nothing new. A message that is not a valid tick is dead-lettered with topic, partition, offset and
  * reason, and its offset is committed like any other: one bad message never stalls its partition.
@@ -180,6 +182,8 @@ export class KafkaBatchProcessor {
       layout: this.o.layout,
       settings: this.o.producer,
       log: this.o.log,
+      // KafkaIngest.start() checked once that the server offers the durability asked for.
+      durabilityChecked: true,
     });
     await publisher.publish(items.map((d) => d.tick!));
     await publisher.flush();
@@ -195,6 +199,8 @@ export class KafkaBatchProcessor {
     if (failed !== undefined) {
       throw new TickstreamError('writing Kafka dead letters failed', { retriable: true, cause: failed[0] });
     }
+    // Their offsets are committed like any other: only once the dead letters are as durable as the ticks.
+    await waitDurable(this.o.redis, this.o.producer);
   }
 
   /**
@@ -344,6 +350,8 @@ export class KafkaIngest {
 
   async start(): Promise<void> {
     const s = this.o.settings;
+    // Refuse to start, saying why, when Redis cannot give the producer durability asked for.
+    await checkDurability(this.o.redis, this.o.producer);
     await this.consumer.connect();
     await this.consumer.subscribe({ topics: s.topics, fromBeginning: s.fromBeginning });
     await this.consumer.run({

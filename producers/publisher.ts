@@ -4,8 +4,10 @@ import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
-import { batch, pairs, type RedisClient } from '../shared/redis.ts';
+import { slowestGroupBacklog } from '../shared/backlog.ts';
+import type { RedisClient } from '../shared/redis.ts';
 import { shardOf, streamKey, type StreamLayout } from '../shared/streams.ts';
+import { checkDurability, waitDurable } from './durability.ts';
 
 /**
  * Publisher: ticks → frames → pipelined XADD into the shard streams.
@@ -13,10 +15,15 @@ import { shardOf, streamKey, type StreamLayout } from '../shared/streams.ts';
  * - Ticks of one symbol go to one shard, in the order they were published, so per-symbol order holds.
  * - A frame is sent when it holds `frameSize` ticks or has waited `lingerMs` (like Kafka's linger.ms).
  * - At most `maxInFlight` frames are awaiting Redis' reply; `publish` waits beyond that.
- * - Backpressure: every `backpressureIntervalMs` the slowest consumer group's backlog (lag + pending) is
- *   read; above `highWater` entries publishing pauses until it is under `lowWater`, so a stalled sink
- *   cannot grow Redis without bound. Streams with no groups do not hold the producer back.
- * - `flush()` resolves when every published tick is in Redis (XADD acknowledged).
+ * - Backpressure: every `backpressureIntervalMs` the slowest consumer group's backlog is read: its entries
+ *   not yet delivered plus those pending, summed over every shard (shared/backlog.ts). Above `highWater`
+ *   entries publishing pauses until it is at or under `lowWater`, so a stalled sink cannot grow Redis without
+ *   bound: the mark bounds the total a group leaves in Redis, whatever the shard count. Streams with no groups
+ *   do not hold the producer back. `paused` and `stats` show the state; a stop (the constructor's signal, or
+ *   the one given to `publish`, e.g. a deadline) ends a pause.
+ * - Durability (`settings.durability`, producers/durability.ts): in `fsync` and `replica` mode a frame counts
+ *   as published only once WAITAOF / WAIT has confirmed it, after its XADD was answered.
+ * - `flush()` resolves when every published tick is in Redis, as durable as the settings ask.
  */
 export type ProducerSettings = Config['producer'];
 
@@ -27,27 +34,48 @@ export interface PublisherOptions {
   log: Logger;
   /** Aborting ends a backpressure pause early, so that a stop request is not held up by slow consumers. */
   signal?: AbortSignal;
+  /** The caller already ran `checkDurability` on this connection (e.g. once per process, not per publisher). */
+  durabilityChecked?: boolean;
 }
 
 export interface PublisherStats {
   ticks: number;
   frames: number;
   pausedMs: number;
-  /** Largest backlog (entries) seen by the backpressure check. */
+  /** Largest backlog (entries, the slowest group's total over the shards) seen by the backpressure check. */
   maxBacklog: number;
+  /** Backlog measurements made. */
+  backlogChecks: number;
+  /** Times publishing paused for backpressure. */
+  pauses: number;
 }
 
 export class Publisher {
-  readonly stats: PublisherStats = { ticks: 0, frames: 0, pausedMs: 0, maxBacklog: 0 };
+  readonly stats: PublisherStats = {
+    ticks: 0,
+    frames: 0,
+    pausedMs: 0,
+    maxBacklog: 0,
+    backlogChecks: 0,
+    pauses: 0,
+  };
   private readonly o: PublisherOptions;
   private readonly buffers: Tick[][];
   private readonly keys: string[];
   private readonly inFlight = new Set<Promise<void>>();
   private lingerTimer: NodeJS.Timeout | undefined;
   private failure: unknown;
-  private backlog = 0;
+  private measured = 0;
+  /** Consumer groups on our streams at the last measurement: without any, nothing holds the producer. */
+  private groups = 0;
+  private slowestGroup: string | undefined;
   private sentSinceMeasure = 0;
   private lastCheck = 0;
+  private pausedSince: number | undefined;
+  private checked: Promise<void> | undefined;
+  /** XADDs sent since the last durability barrier was issued, and the barrier that will cover them. */
+  private uncovered: Promise<unknown>[] = [];
+  private barrier: Promise<void> | undefined;
 
   constructor(options: PublisherOptions) {
     this.o = options;
@@ -55,9 +83,27 @@ export class Publisher {
     this.keys = Array.from({ length: options.layout.shards }, (_, i) => streamKey(options.layout, i));
   }
 
-  /** Queue ticks; resolves once they are buffered or sent and the in-flight window has room again. */
-  async publish(ticks: readonly Tick[]): Promise<void> {
+  /** True while publishing is held back by a consumer group's backlog. */
+  get paused(): boolean {
+    return this.pausedSince !== undefined;
+  }
+
+  /** The slowest group's backlog at the last measurement (entries over every shard), and that group. */
+  get backlog(): { entries: number; group?: string } {
+    return this.slowestGroup === undefined
+      ? { entries: this.measured }
+      : { entries: this.measured, group: this.slowestGroup };
+  }
+
+  /**
+   * Queue ticks; resolves once they are buffered or sent and the in-flight window has room again. `signal`
+   * (with the constructor's) ends a backpressure pause, e.g. at a run's deadline.
+   */
+  async publish(ticks: readonly Tick[], signal?: AbortSignal): Promise<void> {
     this.throwIfFailed();
+    if (this.o.settings.durability !== 'ack' && this.o.durabilityChecked !== true) {
+      await (this.checked ??= checkDurability(this.o.redis, this.o.settings));
+    }
     const { frameSize } = this.o.settings;
     const shards = this.o.layout.shards;
     for (const t of ticks) {
@@ -67,10 +113,12 @@ export class Publisher {
       if (buf.length >= frameSize) {
         this.send(s);
         if (this.inFlight.size >= this.o.settings.maxInFlight) await this.drainWindow();
+        // Within one call too: a large batch must not carry the backlog far past the mark.
+        if (this.backpressureDue()) await this.applyBackpressure(signal);
       }
     }
     this.armLinger();
-    await this.applyBackpressure();
+    await this.applyBackpressure(signal);
   }
 
   /** Send partial frames and wait until Redis has acknowledged every tick. */
@@ -86,19 +134,44 @@ export class Publisher {
     const ticks = this.buffers[shard]!;
     this.buffers[shard] = [];
     this.sentSinceMeasure++;
-    const p: Promise<void> = this.o.redis
-      .xadd(this.keys[shard]!, '*', ...encodeFrame(ticks))
+    const key = this.keys[shard]!;
+    const added = this.o.redis.xadd(key, '*', ...encodeFrame(ticks));
+    const stored = this.o.settings.durability === 'ack' ? added : this.durable(added);
+    const p: Promise<void> = stored
       .then(
         () => {
           this.stats.frames++;
           this.stats.ticks += ticks.length;
         },
         (err: unknown) => {
-          this.failure ??= new TickstreamError('XADD failed', { retriable: true, cause: err });
+          this.failure ??= new TickstreamError(`publishing to ${key} failed`, {
+            retriable: true,
+            cause: err,
+          });
         },
       )
       .finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
+  }
+
+  /**
+   * Resolves once `added` is answered and then confirmed durable. The XADDs sent in one synchronous burst
+   * share one WAIT / WAITAOF, issued after their replies (so it is sent after them under Cluster's
+   * auto-pipelining too); WAIT covers every earlier write of the connection.
+   */
+  private durable(added: Promise<unknown>): Promise<unknown> {
+    this.uncovered.push(added);
+    this.barrier ??= new Promise<void>((resolve, reject) => {
+      queueMicrotask(() => {
+        const covered = this.uncovered;
+        this.uncovered = [];
+        this.barrier = undefined;
+        Promise.all(covered)
+          .then(() => waitDurable(this.o.redis, this.o.settings))
+          .then(resolve, reject);
+      });
+    });
+    return Promise.all([added, this.barrier]);
   }
 
   private async drainWindow(): Promise<void> {
@@ -115,52 +188,70 @@ export class Publisher {
     }, this.o.settings.lingerMs);
   }
 
-  private async applyBackpressure(): Promise<void> {
+  private backpressureDue(): boolean {
+    const { highWater, backpressureIntervalMs } = this.o.settings;
+    return highWater > 0 && (Date.now() - this.lastCheck >= backpressureIntervalMs || this.overHighWater());
+  }
+
+  private overHighWater(): boolean {
+    const { highWater } = this.o.settings;
+    return highWater > 0 && this.groups > 0 && this.measured + this.sentSinceMeasure > highWater;
+  }
+
+  private async applyBackpressure(callSignal: AbortSignal | undefined): Promise<void> {
     const { highWater, lowWater, backpressureIntervalMs } = this.o.settings;
     if (highWater <= 0) return;
     // Between measurements the backlog can only have grown by what we sent since: count that in, so a fast
     // producer cannot overshoot the high-water mark by a whole interval's worth.
     const due = Date.now() - this.lastCheck >= backpressureIntervalMs;
-    if (due || this.backlog + this.sentSinceMeasure > highWater) await this.measureBacklog();
-    if (this.backlog + this.sentSinceMeasure <= highWater) return;
-    this.o.log.warn({ backlog: this.backlog, highWater }, 'consumers are behind: pausing the producer');
+    if (due || this.overHighWater()) await this.measureBacklog();
+    if (!this.overHighWater()) return;
+    const signals = [this.o.signal, callSignal].filter((s): s is AbortSignal => s !== undefined);
+    const signal = signals.length === 0 ? undefined : AbortSignal.any(signals);
+    const stopped = (): boolean => signal?.aborted === true;
+    if (stopped()) return;
+    this.o.log.warn(
+      { backlog: this.measured, group: this.slowestGroup, highWater },
+      'consumers are behind: pausing the producer',
+    );
     const started = Date.now();
-    do {
-      await sleep(backpressureIntervalMs, this.o.signal);
-      if (this.o.signal?.aborted === true) break;
-      await this.measureBacklog();
-    } while (this.backlog > lowWater);
-    const paused = Date.now() - started;
-    this.stats.pausedMs += paused;
-    this.o.log.info({ backlog: this.backlog, pausedMs: paused }, 'backlog drained: resuming');
+    this.pausedSince = started;
+    this.stats.pauses++;
+    try {
+      do {
+        await sleep(backpressureIntervalMs, signal);
+        if (stopped()) break;
+        await this.measureBacklog();
+      } while (this.measured > lowWater);
+    } finally {
+      this.pausedSince = undefined;
+      const paused = Date.now() - started;
+      this.stats.pausedMs += paused;
+      this.o.log.info(
+        { backlog: this.measured, pausedMs: paused, stopped: stopped() },
+        stopped() ? 'stopped while paused' : 'backlog drained: resuming',
+      );
+    }
   }
 
-  /** Largest (lag + pending) over every group of every shard. */
+  /** The slowest group's backlog summed over the shards (shared/backlog.ts). */
   private async measureBacklog(): Promise<void> {
     this.lastCheck = Date.now();
     // Frames in flight now are either counted by this measurement or still awaiting their XADD reply.
     this.sentSinceMeasure = this.inFlight.size;
-    const results = await batch(
-      this.o.redis,
-      this.keys.flatMap((key) => [['XINFO', 'GROUPS', key] as const, ['XLEN', key] as const]),
-    );
-    let worst = 0;
-    this.keys.forEach((_, i) => {
-      const [err, groups] = results[2 * i] ?? [null, []];
-      const length = Number(results[2 * i + 1]?.[1] ?? 0);
-      if (err !== null) return; // no such stream yet
-      for (const g of groups as unknown[][]) {
-        const info = pairs(g);
-        const pending = Number(info.get('pending') ?? 0);
-        // Redis reports lag as nil when it cannot compute it (entries deleted in range); the stream length
-        // is then a safe upper bound.
-        const lagRaw = info.get('lag');
-        const lag = lagRaw === null || lagRaw === undefined ? length : Number(lagRaw);
-        worst = Math.max(worst, lag + pending);
-      }
-    });
-    this.backlog = worst;
-    this.stats.maxBacklog = Math.max(this.stats.maxBacklog, worst);
+    let slowest: { entries: number; group?: string; groups: number };
+    try {
+      slowest = await slowestGroupBacklog(this.o.redis, this.keys);
+    } catch (err) {
+      // Keep the last figure (and a pause) rather than guess: the next check tries again.
+      this.o.log.warn({ err }, "cannot measure the consumer groups' backlog");
+      return;
+    }
+    this.measured = slowest.entries;
+    this.groups = slowest.groups;
+    this.slowestGroup = slowest.group;
+    this.stats.backlogChecks++;
+    this.stats.maxBacklog = Math.max(this.stats.maxBacklog, slowest.entries);
   }
 
   private throwIfFailed(): void {

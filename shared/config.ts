@@ -151,11 +151,17 @@ export const ConfigSchema = z
         lingerMs: int(0, 1),
         /** Frames sent but not yet acknowledged by Redis. */
         maxInFlight: int(1, 64, 10_000),
-        /** Pause when the slowest group lags by more than this many entries; 0 disables backpressure. */
+        /** Pause when the slowest group's backlog, summed over the shards, passes this many entries; 0: off. */
         highWater: int(0, 100_000),
-        /** Resume when the lag is back under this. */
+        /** Resume when that backlog is back at or under this. */
         lowWater: int(0, 50_000),
         backpressureIntervalMs: int(10, 250),
+        /** When a tick counts as published: Redis answered (ack), fsynced to its AOF (fsync), on n replicas. */
+        durability: z.enum(['ack', 'fsync', 'replica']).default('ack'),
+        /** replica mode: how many replicas must acknowledge (WAIT n). */
+        durabilityReplicas: int(1, 1, 64),
+        /** How long WAIT / WAITAOF may take before the publish fails (retriable). */
+        durabilityTimeoutMs: int(1, 5000),
       })
       .strict()
       .prefault({}),
@@ -421,6 +427,9 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_MAX_IN_FLIGHT: 'producer.maxInFlight',
   TICKSTREAM_HIGH_WATER: 'producer.highWater',
   TICKSTREAM_LOW_WATER: 'producer.lowWater',
+  TICKSTREAM_PRODUCER_DURABILITY: 'producer.durability',
+  TICKSTREAM_PRODUCER_REPLICAS: 'producer.durabilityReplicas',
+  TICKSTREAM_PRODUCER_DURABILITY_TIMEOUT_MS: 'producer.durabilityTimeoutMs',
   TICKSTREAM_QUOTE_KEY_PREFIX: 'quotes.keyPrefix',
   TICKSTREAM_QUOTE_CHANNEL_PREFIX: 'quotes.channelPrefix',
   TICKSTREAM_BARS_TIMEFRAMES: 'bars.timeframes',

@@ -12,6 +12,7 @@ import {
   type Rejection,
   type TsUnit,
 } from '../../producers/file.ts';
+import { checkDurability } from '../../producers/durability.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { startProgress } from '../progress-bar.ts';
 import { makeRuntime, positiveNumber, runCommand } from '../runtime.ts';
@@ -89,9 +90,14 @@ async function produceFiles(paths: string[], opts: FileOpts): Promise<void> {
       logged++;
     },
   });
-  await source.open();
-
   const redis = createRedis(config, { log, connectionName: 'tickstream:producer:file' });
+  try {
+    await checkDurability(redis, config.producer);
+    await source.open();
+  } catch (err) {
+    await closeRedis(redis);
+    throw err;
+  }
   const publisher = new Publisher({
     redis,
     layout: config.streams,

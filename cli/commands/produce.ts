@@ -3,6 +3,7 @@ import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { RateLine } from '../../shared/progress.ts';
 import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
+import { checkDurability } from '../../producers/durability.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
@@ -69,6 +70,12 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     source: config.producer.source,
   });
   const redis = createRedis(config, { log, connectionName: 'tickstream:producer' });
+  try {
+    await checkDurability(redis, config.producer);
+  } catch (err) {
+    await closeRedis(redis);
+    throw err;
+  }
   const abort = new AbortController();
   const publisher = new Publisher({
     redis,

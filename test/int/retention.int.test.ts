@@ -1,12 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeFrame } from '../../shared/codec.ts';
+import { decodeFrame, encodeFrame } from '../../shared/codec.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { trimStream, trimStreams } from '../../shared/retention.ts';
 import { streamKey } from '../../shared/streams.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
-import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
+import { cleanupPrefix, testConfig, testRedis, uniqueName } from '../helpers/index.ts';
 
 const open: RedisClient[] = [];
 afterEach(async () => {
@@ -82,128 +82,68 @@ describe('retention (real Redis)', () => {
     const config = testConfig({ streams: { shards: 2 } });
     const redis = testRedis(config);
     open.push(redis);
+    const keys = [streamKey(config.streams, 0), streamKey(config.streams, 1)];
     const group = uniqueName('g');
-    for (const s of [0, 1])
-      await redis.call('XGROUP', 'CREATE', streamKey(config.streams, s), group, '0', 'MKSTREAM');
+    for (const k of keys) await redis.call('XGROUP', 'CREATE', k, group, '0', 'MKSTREAM');
     const publisher = new Publisher({
       redis,
       layout: config.streams,
       settings: { ...config.producer, frameSize: 10 },
       log: silentLogger(),
     });
-    await publisher.publish(
-      new SyntheticMarket({ symbols: ['A', 'B', 'C'], seed: 2, source: 's' }).next(1000),
-    );
+    const produced = new SyntheticMarket({ symbols: ['A', 'B', 'C'], seed: 2, source: 's' }).next(1000);
+    await publisher.publish(produced);
     await publisher.flush();
-    const before =
-      (await redis.xlen(streamKey(config.streams, 0))) + (await redis.xlen(streamKey(config.streams, 1)));
-    // Everything is older than "now + 1 h" and beyond maxLen 1, but nothing was read: nothing may go.
-    const r = await trimStreams(
-      redis,
-      config.streams,
-      { maxAgeMs: 1, maxLen: 1, intervalMs: 1000 },
-      Date.now() + 3_600_000,
-    );
-    expect(r.reduce((n, x) => n + x.trimmed, 0)).toBe(0);
-    const after =
-      (await redis.xlen(streamKey(config.streams, 0))) + (await redis.xlen(streamKey(config.streams, 1)));
-    expect(after).toBe(before);
-    await cleanupPrefix(redis, config.streams.prefix);
-  });
-});
+    const settings = { maxAgeMs: 1, maxLen: 1, intervalMs: 1000 };
+    const far = Date.now() + 3_600_000;
 
-describe('producer backpressure (real Redis)', () => {
-  it('a stop request ends a backpressure pause', async () => {
-    const config = testConfig({
-      streams: { shards: 1 },
-      producer: { highWater: 5, lowWater: 1, backpressureIntervalMs: 10, frameSize: 1, lingerMs: 0 },
-    });
-    const redis = testRedis(config);
-    open.push(redis);
-    const stream = streamKey(config.streams, 0);
-    await redis.call('XGROUP', 'CREATE', stream, uniqueName('g'), '0', 'MKSTREAM');
-    const abort = new AbortController();
-    const publisher = new Publisher({
-      redis,
-      layout: config.streams,
-      settings: config.producer,
-      log: silentLogger(),
-      signal: abort.signal,
-    });
-    const market = new SyntheticMarket({ symbols: ['A'], seed: 3, source: 's' });
-    const producing = (async () => {
-      for (let i = 0; i < 100 && !abort.signal.aborted; i++) await publisher.publish(market.next(1));
-      await publisher.flush();
-    })();
-    await waitUntil(async () => {
-      const len = await redis.xlen(stream);
-      await new Promise((r) => setTimeout(r, 50));
-      return len === (await redis.xlen(stream)) && len >= 5;
-    }, 'the producer to pause');
-    abort.abort();
-    await producing; // returns although nobody consumed
-    expect(await redis.xlen(stream)).toBeLessThan(100);
-    await cleanupPrefix(redis, config.streams.prefix);
-  });
+    // Nothing read yet: every entry is still needed, nothing may go however old or many they are.
+    const first = await trimStreams(redis, config.streams, settings, far);
+    expect(first.reduce((n, x) => n + x.trimmed, 0)).toBe(0);
 
-  it('pauses when the slowest group lags past the high-water mark and resumes when it drains', async () => {
-    const config = testConfig({
-      streams: { shards: 1 },
-      producer: { highWater: 20, lowWater: 5, backpressureIntervalMs: 10, frameSize: 1, lingerMs: 0 },
-    });
-    const redis = testRedis(config);
-    open.push(redis);
-    const stream = streamKey(config.streams, 0);
-    const group = uniqueName('g');
-    await redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM');
-    const publisher = new Publisher({
-      redis,
-      layout: config.streams,
-      settings: config.producer,
-      log: silentLogger(),
-    });
-    const market = new SyntheticMarket({ symbols: ['A'], seed: 3, source: 's' });
-    let done = false;
-    const producing = (async () => {
-      for (let i = 0; i < 500; i++) await publisher.publish(market.next(1));
-      await publisher.flush();
-      done = true;
-    })();
-    // Wait for the producer to stall: the stream stops growing while nobody consumes.
-    let last = -1;
-    for (;;) {
-      await new Promise((r) => setTimeout(r, 100));
-      const len = await redis.xlen(stream);
-      if (len === last) break;
-      last = len;
+    // Rounds of: read a few entries per shard, acknowledge only some, trim. Each round trims what is done and
+    // nothing the group still owes; the entries left pending are acknowledged in the next round.
+    const seen: string[] = [];
+    let pending: [string, string][] = [];
+    let trimmedRounds = 0;
+    for (let round = 0; round < 50; round++) {
+      for (const [k, id] of pending) await redis.xack(k, group, id);
+      pending = [];
+      let read = 0;
+      for (const k of keys) {
+        const reply = (await redis.call(
+          'XREADGROUP',
+          'GROUP',
+          group,
+          'c',
+          'COUNT',
+          '4',
+          'STREAMS',
+          k,
+          '>',
+        )) as [string, [string, string[]][]][] | null;
+        const entries = reply?.[0]?.[1] ?? [];
+        read += entries.length;
+        entries.forEach(([id, fields], i) => {
+          for (const t of decodeFrame(fields).ticks) seen.push(`${t.source}/${t.seq}`);
+          if (i < 2) pending.push([k, id]);
+        });
+        const acked = entries.slice(2).map(([id]) => id);
+        if (acked.length > 0) await redis.xack(k, group, ...acked);
+      }
+      const results = await trimStreams(redis, config.streams, settings, far);
+      if (results.some((r) => r.trimmed > 0)) trimmedRounds++;
+      // Every entry still pending survived the trim, and the group is named as the one holding it back.
+      for (const [k, id] of pending) expect((await redis.xrange(k, id, id)).length).toBe(1);
+      for (const r of results) {
+        if (pending.some(([k]) => k === r.stream)) expect(r.heldBackBy).toBe(group);
+      }
+      if (read === 0) break;
     }
-    expect(done).toBe(false);
-    // Paused at the high-water mark (20), give or take the frames in flight when it was crossed.
-    expect(last).toBeGreaterThanOrEqual(20);
-    expect(last).toBeLessThan(30);
-    // Consume and ack everything so far: the producer resumes and finishes.
-    const drain = async () => {
-      const reply = (await redis.call(
-        'XREADGROUP',
-        'GROUP',
-        group,
-        'c',
-        'COUNT',
-        '1000',
-        'STREAMS',
-        stream,
-        '>',
-      )) as [string, [string][]][] | null;
-      const ids = reply?.[0]?.[1].map(([id]) => id) ?? [];
-      if (ids.length > 0) await redis.xack(stream, group, ...ids);
-    };
-    while (!done) {
-      await drain();
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    await producing;
-    expect(await redis.xlen(stream)).toBe(500);
-    expect(publisher.stats.pausedMs).toBeGreaterThan(0);
+    expect(trimmedRounds).toBeGreaterThan(5);
+    // Every tick was delivered exactly once: none was trimmed before the group read it.
+    expect(seen.length).toBe(produced.length);
+    expect(new Set(seen).size).toBe(produced.length);
     await cleanupPrefix(redis, config.streams.prefix);
   });
 });
