@@ -2,6 +2,7 @@ import type { Config } from '../shared/config.ts';
 import { decodeEntryFields, decodeFrame, toTuple } from '../shared/codec.ts';
 import { errorMessage, isRetriable } from '../shared/errors.ts';
 import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
+import { waitForStore } from '../shared/startup.ts';
 import type { Metric } from '../shared/metrics.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
@@ -109,10 +110,21 @@ export class GroupWorker {
     });
   }
 
-  /** Create groups and prepare the sink, then start consuming in the background. */
+  /**
+   * Create groups and prepare the sink, then start consuming in the background. A store that does not answer
+   * yet is waited for (backoff, a log line per attempt) until it does or close() is called; what retrying
+   * cannot fix (credentials, configuration) is thrown at once.
+   */
   async start(): Promise<void> {
     await this.ensureGroups();
-    await this.o.sink.start();
+    const ready = await waitForStore(() => this.o.sink.start(), {
+      log: this.log,
+      signal: this.abort.signal,
+      baseMs: this.o.settings.retryBaseMs,
+      maxMs: Math.max(this.o.settings.retryMaxMs, 1000),
+      what: `sink ${this.o.sink.name}`,
+    });
+    if (!ready) return; // closed while waiting for the store
     // The failure is kept for done() rather than left as a rejected promise nobody may be awaiting yet.
     this.loop = this.run().catch((err: unknown) => {
       this.log.fatal({ err }, 'worker loop failed');

@@ -4,7 +4,8 @@ import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
-import { batch, pairs, type RedisClient } from '../shared/redis.ts';
+import { groupFacts, LagCorrector, streamFacts } from '../shared/backlog.ts';
+import { batch, type RedisClient } from '../shared/redis.ts';
 import { shardOf, streamKey, type StreamLayout } from '../shared/streams.ts';
 
 /**
@@ -46,6 +47,7 @@ export class Publisher {
   private lingerTimer: NodeJS.Timeout | undefined;
   private failure: unknown;
   private backlog = 0;
+  private readonly lagCorrector = new LagCorrector();
   private sentSinceMeasure = 0;
   private lastCheck = 0;
 
@@ -142,21 +144,18 @@ export class Publisher {
     this.sentSinceMeasure = this.inFlight.size;
     const results = await batch(
       this.o.redis,
-      this.keys.flatMap((key) => [['XINFO', 'GROUPS', key] as const, ['XLEN', key] as const]),
+      this.keys.flatMap((key) => [['XINFO', 'GROUPS', key] as const, ['XINFO', 'STREAM', key] as const]),
     );
     let worst = 0;
-    this.keys.forEach((_, i) => {
+    this.keys.forEach((key, i) => {
       const [err, groups] = results[2 * i] ?? [null, []];
-      const length = Number(results[2 * i + 1]?.[1] ?? 0);
-      if (err !== null) return; // no such stream yet
-      for (const g of groups as unknown[][]) {
-        const info = pairs(g);
-        const pending = Number(info.get('pending') ?? 0);
-        // Redis reports lag as nil when it cannot compute it (entries deleted in range); the stream length
-        // is then a safe upper bound.
-        const lagRaw = info.get('lag');
-        const lag = lagRaw === null || lagRaw === undefined ? length : Number(lagRaw);
-        worst = Math.max(worst, lag + pending);
+      const [streamErr, stream] = results[2 * i + 1] ?? [null, []];
+      if (err !== null || streamErr !== null) return; // no such stream yet
+      // Redis's lag is not trusted as such (stale after a restart, nil after deletions): see shared/backlog.ts.
+      const facts = streamFacts(stream as unknown[]);
+      for (const [name, group] of groupFacts(groups as unknown[][])) {
+        const b = this.lagCorrector.backlog(key, name, facts, group);
+        worst = Math.max(worst, b.undelivered + b.pending);
       }
     });
     this.backlog = worst;
