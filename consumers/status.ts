@@ -1,3 +1,4 @@
+import { backlogOf, groupFacts, streamFacts } from '../shared/backlog.ts';
 import { pairs, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys, type StreamLayout } from '../shared/streams.ts';
 import { countDeadLetters } from './deadletters.ts';
@@ -13,10 +14,14 @@ export interface ShardStatus {
 
 export interface GroupStatus {
   group: string;
-  lag: number | null;
+  /** Entries not yet delivered, from the ids when Redis's own lag is wrong (shared/backlog.ts). */
+  lag: number;
+  /** What Redis reports as lag (null for nil); differs from `lag` when it was overruled. */
+  redisLag: number | null;
   pending: number;
   lastDeliveredId: string;
-  consumers: { name: string; pending: number; idleMs: number }[];
+  /** `idle`: not seen for longer than the idle threshold; removed by live consumers once nothing is pending. */
+  consumers: { name: string; pending: number; idleMs: number; idle: boolean }[];
 }
 
 export interface StreamsStatus {
@@ -24,36 +29,47 @@ export interface StreamsStatus {
   deadLetters: { total: number; byGroup: Record<string, number> };
 }
 
-export async function streamsStatus(redis: RedisClient, layout: StreamLayout): Promise<StreamsStatus> {
+/**
+ * `idleAfterMs`: a consumer not seen for this long is shown as idle (a live one reads at least every
+ * TICKSTREAM_BLOCK_MS, or refreshes its claim while a batch is in hand).
+ */
+export async function streamsStatus(
+  redis: RedisClient,
+  layout: StreamLayout,
+  idleAfterMs = 30_000,
+): Promise<StreamsStatus> {
   const shards: ShardStatus[] = [];
   for (const stream of allStreamKeys(layout)) {
-    let info: Map<string, unknown>;
+    let reply: unknown[];
     try {
-      info = pairs((await redis.call('XINFO', 'STREAM', stream)) as unknown[]);
+      reply = (await redis.call('XINFO', 'STREAM', stream)) as unknown[];
     } catch {
       shards.push({ stream, length: 0, firstId: null, lastId: null, groups: [] });
       continue;
     }
+    const info = pairs(reply);
     const first = info.get('first-entry') as [string, unknown] | null;
     const last = info.get('last-entry') as [string, unknown] | null;
+    const facts = streamFacts(reply);
     const groups: GroupStatus[] = [];
-    for (const g of (await redis.call('XINFO', 'GROUPS', stream)) as unknown[][]) {
-      const gi = pairs(g);
-      const name = String(gi.get('name'));
+    for (const [name, g] of groupFacts((await redis.call('XINFO', 'GROUPS', stream)) as unknown[][])) {
       const consumers = ((await redis.call('XINFO', 'CONSUMERS', stream, name)) as unknown[][]).map((c) => {
         const ci = pairs(c);
+        const idleMs = Number(ci.get('idle'));
         return {
           name: String(ci.get('name')),
           pending: Number(ci.get('pending')),
-          idleMs: Number(ci.get('idle')),
+          idleMs,
+          idle: idleMs >= idleAfterMs,
         };
       });
-      const lag = gi.get('lag');
+      const b = backlogOf(facts, g);
       groups.push({
         group: name,
-        lag: lag === null || lag === undefined ? null : Number(lag),
-        pending: Number(gi.get('pending')),
-        lastDeliveredId: String(gi.get('last-delivered-id')),
+        lag: b.undelivered,
+        redisLag: b.redisLag,
+        pending: g.pending,
+        lastDeliveredId: g.lastDeliveredId,
         consumers,
       });
     }

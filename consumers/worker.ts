@@ -1,12 +1,14 @@
 import type { Config } from '../shared/config.ts';
-import { decodeFrame, toTuple } from '../shared/codec.ts';
+import { decodeEntryFields, decodeFrame, toTuple } from '../shared/codec.ts';
 import { errorMessage, isRetriable } from '../shared/errors.ts';
 import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
+import { waitForStore } from '../shared/startup.ts';
 import type { Metric } from '../shared/metrics.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
 import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
-import { allStreamKeys, deadLetterKey, type StreamLayout } from '../shared/streams.ts';
+import { allStreamKeys, retryStreamKey, type StreamLayout } from '../shared/streams.ts';
+import { deadLetterCommands, type NewDeadLetter } from './deadletters.ts';
 import { RejectedTicksError, type Sink } from './sink.ts';
 
 /**
@@ -54,7 +56,8 @@ export interface WorkerStats {
 interface Entry {
   stream: string;
   id: string;
-  fields: string[];
+  /** The fields as Redis holds them: decoded strictly in process(), kept as they are for dead letters. */
+  raw: Buffer[];
   deliveries: number;
 }
 
@@ -71,7 +74,8 @@ interface DeadLetter {
   tick?: { index: number; raw: string };
 }
 
-type StreamReply = [string, [string, string[] | null][]][] | null;
+// Read as bytes (callBuffer): ioredis' string replies decode UTF-8 lossily, which would rewrite bad bytes.
+type StreamReply = [Buffer, [Buffer, Buffer[] | null][]][] | null;
 
 export class GroupWorker {
   readonly stats: WorkerStats = {
@@ -85,7 +89,8 @@ export class GroupWorker {
   };
   private readonly o: WorkerOptions;
   private readonly streams: string[];
-  private readonly dlq: string;
+  /** This group's retry stream (dead letters requeued for it), read beside the shards. */
+  private readonly retry: string;
   private readonly log: Logger;
   private readonly abort = new AbortController();
   private readonly claimCursors = new Map<string, string>();
@@ -95,8 +100,8 @@ export class GroupWorker {
 
   constructor(options: WorkerOptions) {
     this.o = options;
-    this.streams = allStreamKeys(options.layout);
-    this.dlq = deadLetterKey(options.layout);
+    this.retry = retryStreamKey(options.layout, options.group);
+    this.streams = [...allStreamKeys(options.layout), this.retry];
     this.log = options.log.child({
       component: 'worker',
       group: options.group,
@@ -105,10 +110,21 @@ export class GroupWorker {
     });
   }
 
-  /** Create groups and prepare the sink, then start consuming in the background. */
+  /**
+   * Create groups and prepare the sink, then start consuming in the background. A store that does not answer
+   * yet is waited for (backoff, a log line per attempt) until it does or close() is called; what retrying
+   * cannot fix (credentials, configuration) is thrown at once.
+   */
   async start(): Promise<void> {
     await this.ensureGroups();
-    await this.o.sink.start();
+    const ready = await waitForStore(() => this.o.sink.start(), {
+      log: this.log,
+      signal: this.abort.signal,
+      baseMs: this.o.settings.retryBaseMs,
+      maxMs: Math.max(this.o.settings.retryMaxMs, 1000),
+      what: `sink ${this.o.sink.name}`,
+    });
+    if (!ready) return; // closed while waiting for the store
     // The failure is kept for done() rather than left as a rejected promise nobody may be awaiting yet.
     this.loop = this.run().catch((err: unknown) => {
       this.log.fatal({ err }, 'worker loop failed');
@@ -212,7 +228,10 @@ export class GroupWorker {
     ];
     try {
       if (!isCluster(this.o.blocking)) {
-        const reply = (await this.o.blocking.call('XREADGROUP', ...args(this.streams, block))) as StreamReply;
+        const reply = (await this.o.blocking.callBuffer(
+          'XREADGROUP',
+          ...args(this.streams, block),
+        )) as StreamReply;
         return await this.entriesOf([reply]);
       }
       // Under Cluster a blocking read per shard would serialise on each node's connection, so poll the shards
@@ -220,7 +239,7 @@ export class GroupWorker {
       // allSettled: a shard that failed must not make us drop what the others delivered (it is pending on us).
       const settled = await Promise.allSettled(
         this.streams.map(
-          (s) => this.o.blocking.call('XREADGROUP', ...args([s], false)) as Promise<StreamReply>,
+          (s) => this.o.blocking.callBuffer('XREADGROUP', ...args([s], false)) as Promise<StreamReply>,
         ),
       );
       const failed = settled.find((r) => r.status === 'rejected');
@@ -250,10 +269,12 @@ export class GroupWorker {
     const out: Entry[] = [];
     const gone: [string, string][] = [];
     for (const reply of replies) {
-      for (const [stream, items] of reply ?? []) {
-        for (const [id, fields] of items) {
-          if (fields === null) gone.push([stream, id]);
-          else out.push({ stream, id, fields, deliveries: 1 });
+      for (const [rawStream, items] of reply ?? []) {
+        const stream = rawStream.toString();
+        for (const [rawId, raw] of items) {
+          const id = rawId.toString();
+          if (raw === null) gone.push([stream, id]);
+          else out.push({ stream, id, raw, deliveries: 1 });
         }
       }
     }
@@ -278,9 +299,9 @@ export class GroupWorker {
       // Bounded rounds per timer tick so that a large backlog of abandoned entries cannot starve new reads.
       for (let round = 0; round < 8 && !this.stopping; round++) {
         const cursor = this.claimCursors.get(stream) ?? '0-0';
-        let reply: [string, [string, string[] | null][], string[]?];
+        let reply: [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
         try {
-          reply = (await redis.call(
+          reply = (await redis.callBuffer(
             'XAUTOCLAIM',
             stream,
             group,
@@ -295,17 +316,19 @@ export class GroupWorker {
           else this.log.warn({ err, stream }, 'XAUTOCLAIM failed');
           break;
         }
-        const [next, claimed, deleted] = reply;
+        const [rawNext, claimed, deleted] = reply;
+        const next = rawNext.toString();
         this.claimCursors.set(stream, next);
         if (deleted !== undefined && deleted.length > 0) {
+          // Redis 7 has already removed these from the pending list: nothing to acknowledge.
           this.log.warn(
-            { stream, ids: deleted },
+            { stream, ids: deleted.map(String) },
             'pending entries were deleted from the stream before acknowledgement',
           );
         }
         const entries = claimed
-          .filter((c): c is [string, string[]] => c[1] !== null)
-          .map(([id, fields]) => ({ stream, id, fields, deliveries: 1 }));
+          .filter((c): c is [Buffer, Buffer[]] => c[1] !== null)
+          .map(([id, raw]) => ({ stream, id: id.toString(), raw, deliveries: 1 }));
         if (entries.length > 0) {
           this.stats.claimed += entries.length;
           this.log.info({ stream, count: entries.length }, 'claimed abandoned entries');
@@ -356,7 +379,7 @@ export class GroupWorker {
         continue;
       }
       try {
-        const frame = decodeFrame(entry.fields);
+        const frame = decodeFrame(decodeEntryFields(entry.raw));
         for (const f of frame.failures)
           dead.push({ entry, reason: f.reason, tick: { index: f.index, raw: f.raw } });
         for (let i = 0; i < frame.ticks.length; i++) {
@@ -472,16 +495,23 @@ export class GroupWorker {
           orThrow(
             await batch(
               this.o.redis,
-              dead.map((d) => ['XADD', this.dlq, '*', ...this.deadLetterFields(d)] as const),
+              await deadLetterCommands(
+                this.o.redis,
+                this.o.layout,
+                dead.map((d) => this.letterOf(d)),
+              ),
             ),
           );
         }
         orThrow(
           await batch(
             this.o.redis,
-            [...groupBy(entries, (e) => e.stream)].map(
-              ([stream, list]) => ['XACK', stream, this.o.group, ...list.map((e) => e.id)] as const,
-            ),
+            [...groupBy(entries, (e) => e.stream)].flatMap(([stream, list]) => {
+              const ids = list.map((e) => e.id);
+              const ack = ['XACK', stream, this.o.group, ...ids] as const;
+              // Only this group reads its retry stream: an entry done with is deleted, so the stream stays empty.
+              return stream === this.retry ? [ack, ['XDEL', stream, ...ids] as const] : [ack];
+            }),
           ),
         );
         this.stats.acked += entries.length;
@@ -504,24 +534,16 @@ export class GroupWorker {
     }
   }
 
-  private deadLetterFields(d: DeadLetter): string[] {
-    const fields = [
-      'reason',
-      d.reason,
-      'stream',
-      d.entry.stream,
-      'id',
-      d.entry.id,
-      'group',
-      this.o.group,
-      'consumer',
-      this.o.consumer,
-      'deliveries',
-      String(d.entry.deliveries),
-    ];
-    if (d.tick !== undefined) fields.push('kind', 'tick', 'index', String(d.tick.index), 'tick', d.tick.raw);
-    else fields.push('kind', 'entry', 'fields', JSON.stringify(d.entry.fields));
-    return fields;
+  private letterOf(d: DeadLetter): NewDeadLetter {
+    return {
+      reason: d.reason,
+      stream: d.entry.stream,
+      id: d.entry.id,
+      group: this.o.group,
+      consumer: this.o.consumer,
+      deliveries: d.entry.deliveries,
+      ...(d.tick !== undefined ? { tick: d.tick } : { entry: d.entry.raw }),
+    };
   }
 
   private async ensureGroups(): Promise<void> {

@@ -4,7 +4,7 @@ import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
-import { slowestGroupBacklog } from '../shared/backlog.ts';
+import { LagCorrector, slowestGroupBacklog } from '../shared/backlog.ts';
 import type { RedisClient } from '../shared/redis.ts';
 import { shardOf, streamKey, type StreamLayout } from '../shared/streams.ts';
 import { checkDurability, waitDurable } from './durability.ts';
@@ -69,6 +69,8 @@ export class Publisher {
   /** Consumer groups on our streams at the last measurement: without any, nothing holds the producer. */
   private groups = 0;
   private slowestGroup: string | undefined;
+  /** Redis's lag is not trusted as such (stale after a restart): see shared/backlog.ts. */
+  private readonly lagCorrector = new LagCorrector();
   private sentSinceMeasure = 0;
   private lastCheck = 0;
   private pausedSince: number | undefined;
@@ -241,7 +243,7 @@ export class Publisher {
     this.sentSinceMeasure = this.inFlight.size;
     let slowest: { entries: number; group?: string; groups: number };
     try {
-      slowest = await slowestGroupBacklog(this.o.redis, this.keys);
+      slowest = await slowestGroupBacklog(this.o.redis, this.keys, this.lagCorrector);
     } catch (err) {
       // Keep the last figure (and a pause) rather than guess: the next check tries again.
       this.o.log.warn({ err }, "cannot measure the consumer groups' backlog");

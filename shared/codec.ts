@@ -43,6 +43,26 @@ export function toTuple(t: Tick): unknown[] {
       ];
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Stream entry fields as read from Redis (bytes), as text. Strict: a field that is not valid UTF-8 is a
+ * DecodeError naming the field, never a lossy U+FFFD rewrite (two symbols differing only in invalid bytes
+ * would otherwise become one). Callers keep the bytes for the dead letter.
+ */
+export function decodeEntryFields(raw: readonly Uint8Array[]): string[] {
+  const out: string[] = new Array(raw.length);
+  for (let i = 0; i < raw.length; i++) {
+    try {
+      out[i] = strictUtf8.decode(raw[i]!);
+    } catch (err) {
+      const what = i % 2 === 0 ? `name of field ${i / 2}` : `field "${out[i - 1] ?? '?'}"`;
+      throw new DecodeError(`${what} is not valid UTF-8 (${raw[i]!.length} bytes)`, err);
+    }
+  }
+  return out;
+}
+
 const name = z.string().min(1).max(64);
 const venue = z.string().max(64);
 const price = z.number().finite().positive();

@@ -275,7 +275,7 @@ export function isCluster(client: RedisClient): client is Cluster {
   return client instanceof Cluster;
 }
 
-export type Command = readonly [name: string, ...args: (string | number)[]];
+export type Command = readonly [name: string, ...args: (string | number | Buffer)[]];
 export type Reply = [Error | null, unknown];
 
 /**
@@ -318,7 +318,7 @@ export class Script {
 
   async runMany(
     client: RedisClient,
-    calls: readonly (readonly [key: string, ...args: string[]])[],
+    calls: readonly (readonly [key: string, ...args: (string | Buffer)[]])[],
   ): Promise<Reply[]> {
     const results = await batch(
       client,

@@ -53,6 +53,20 @@ export function deadLetterKey(layout: StreamLayout): string {
   return `${layout.prefix}:dlq`;
 }
 
+/**
+ * A group's own retry stream: `dlq requeue` puts a dead letter back here, so that only the group that failed
+ * it reads it again (ADR 0006). The worker of that group reads it beside the shards and deletes each entry
+ * once acknowledged.
+ */
+export function retryStreamKey(layout: StreamLayout, group: string): string {
+  return `${layout.prefix}:retry:${group}`;
+}
+
+/** A large dead-lettered payload, stored once however many groups dead-letter it (ADR 0006). */
+export function deadLetterBlobKey(layout: StreamLayout, digest: string): string {
+  return `${layout.prefix}:dlq:blob:${digest}`;
+}
+
 /** Parse a stream id "ms-seq" for comparisons. */
 export function parseStreamId(id: string): [bigint, bigint] {
   const dash = id.indexOf('-');

@@ -101,7 +101,7 @@ async function demo(opts: DemoOpts): Promise<void> {
       const status = await streamsStatus(redis, config.streams);
       const behind = status.shards.some((s) =>
         s.groups.some(
-          (g) => workers.some((w) => SINKS[w.name]!.group === g.group) && ((g.lag ?? 1) > 0 || g.pending > 0),
+          (g) => workers.some((w) => SINKS[w.name]!.group === g.group) && (g.lag > 0 || g.pending > 0),
         ),
       );
       if (!behind) break;

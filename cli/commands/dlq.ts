@@ -25,8 +25,16 @@ export function registerDlq(program: Command): void {
             count: opts.count,
             ...(opts.group !== undefined ? { group: opts.group } : {}),
           });
-          if (opts.json === true) process.stdout.write(`${JSON.stringify(letters, null, 2)}\n`);
-          else
+          if (opts.json === true) {
+            // Bytes as base64, so that what is not valid UTF-8 can be seen exactly.
+            const shown = letters.map(({ raw, ...l }) => ({
+              ...l,
+              ...(raw !== undefined && l.invalidUtf8 === true
+                ? { fieldsBase64: raw.map((b) => b.toString('base64')) }
+                : {}),
+            }));
+            process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+          } else
             printTable(
               letters.map((l) => ({
                 dlq_id: l.dlqId,
@@ -44,11 +52,11 @@ export function registerDlq(program: Command): void {
   dlq
     .command('requeue')
     .description(
-      'put dead letters back on their origin stream (all groups see them again; sinks are idempotent)',
+      "put dead letters back for the group that failed them (its retry stream; other groups don't see them)",
     )
     .argument('[ids...]', 'dead-letter ids (from dlq list)')
     .option('--all', 'requeue every dead letter')
-    .option('--group <name>', 'with --all: only this group')
+    .option('--group <name>', 'only letters of this group (with ids: others are left in place)')
     .action((ids: string[], opts: { all?: boolean; group?: string }) =>
       runCommand(async () => {
         if (ids.length === 0 && opts.all !== true) throw new ConfigError('give dead-letter ids, or --all');
@@ -71,10 +79,17 @@ export function registerDlq(program: Command): void {
             ...(opts.group !== undefined ? { group: opts.group } : {}),
           });
           process.stdout.write(`requeued ${result.requeued}\n`);
-          if (result.skipped.length > 0) {
+          const kafka = result.skipped.filter((l) => l.kind === 'kafka');
+          const otherGroup = result.skipped.filter((l) => l.kind !== 'kafka');
+          if (otherGroup.length > 0) {
             process.stderr.write(
-              `left ${result.skipped.length} Kafka dead letter(s) in place: produce the fixed message to its topic again ` +
-                `(first: ${result.skipped[0]!.dlqId}, ${result.skipped[0]!.stream} offset ${result.skipped[0]!.id})\n`,
+              `left ${otherGroup.length} dead letter(s) of other groups in place: ${otherGroup.map((l) => `${l.dlqId} (${l.group})`).join(', ')}\n`,
+            );
+          }
+          if (kafka.length > 0) {
+            process.stderr.write(
+              `left ${kafka.length} Kafka dead letter(s) in place: produce the fixed message to its topic again ` +
+                `(first: ${kafka[0]!.dlqId}, ${kafka[0]!.stream} offset ${kafka[0]!.id})\n`,
             );
           }
           if (result.missing.length > 0) {

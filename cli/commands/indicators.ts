@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { handleSignals } from '../../shared/lifecycle.ts';
+import { waitForStore } from '../../shared/startup.ts';
 import { closePgPool, createPgPool, withClient } from '../../shared/pg.ts';
 import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import type { TimeframeName } from '../../consumers/bars/aggregate.ts';
@@ -114,15 +115,24 @@ async function work(opts: WorkerOpts): Promise<void> {
   const service = new IndicatorService({ config, log, schedule: opts.schedule });
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
+  const stopping = new AbortController();
   handleSignals(
     log,
     async () => {
+      stopping.abort();
       await service.close();
       stopped();
     },
     { timeoutMs: config.consumer.shutdownTimeoutMs },
   );
-  await service.start();
+  const ready = await waitForStore(() => service.start(), {
+    log,
+    signal: stopping.signal,
+    baseMs: config.consumer.retryBaseMs,
+    maxMs: Math.max(config.consumer.retryMaxMs, 1000),
+    what: 'the indicator worker',
+  });
+  if (!ready) return;
   log.info(
     { timeframes: config.indicators.timeframes, queue: config.indicators.queueName },
     'indicator worker running',

@@ -75,6 +75,11 @@ export const STATUS_SECTIONS: StatusSection[] = [
   },
 ];
 
+/** Live consumers read every TICKSTREAM_BLOCK_MS; one unseen past the claim min-idle time is idle. */
+function idleAfterMs(config: Config): number {
+  return Math.max(config.consumer.claimMinIdleMs, 2 * config.consumer.blockMs);
+}
+
 export function registerStatus(program: Command): void {
   program
     .command('status')
@@ -87,7 +92,7 @@ export function registerStatus(program: Command): void {
         const { config, log } = makeRuntime();
         const redis = await connectRedis(config, { log });
         try {
-          const status = await streamsStatus(redis, config.streams);
+          const status = await streamsStatus(redis, config.streams, idleAfterMs(config));
           const sections: Record<string, Record<string, unknown>[]> = {};
           for (const section of STATUS_SECTIONS) {
             try {
@@ -118,9 +123,10 @@ export function registerStatus(program: Command): void {
               s.groups.map((g) => ({
                 stream: s.stream,
                 group: g.group,
-                lag: g.lag ?? '?',
+                lag: g.lag,
                 pending: g.pending,
                 consumers: g.consumers.length,
+                idle_consumers: g.consumers.filter((c) => c.idle).length,
                 max_idle_ms: Math.max(0, ...g.consumers.map((c) => c.idleMs)),
                 last_delivered: g.lastDeliveredId,
               })),
