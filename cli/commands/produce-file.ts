@@ -11,7 +11,7 @@ import {
   type LoadSummary,
   type Rejection,
   type TsUnit,
-} from '../../producers/file.ts';
+} from '../../producers/file/index.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { startProgress } from '../progress-bar.ts';
 import { makeRuntime, positiveNumber, runCommand } from '../runtime.ts';

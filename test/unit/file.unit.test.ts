@@ -9,7 +9,7 @@ import {
   sourceNameFromPath,
   splitCsv,
   type DecodeContext,
-} from '../../producers/file.ts';
+} from '../../producers/file/index.ts';
 import { mulberry32 } from '../../producers/synthetic.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { TickSchema, type Tick } from '../../shared/model.ts';
