@@ -1,5 +1,15 @@
-import { TickSchema, type Tick } from '../../shared/model.ts';
-import { MAX_TS_NS } from '../../shared/time.ts';
+import {
+  isPriceInRange,
+  isPrintableName,
+  isSizeInRange,
+  MAX_PRICE,
+  MAX_SIZE,
+  MAX_TS_NS,
+  MIN_PRICE,
+  MIN_SIZE,
+  TickSchema,
+  type Tick,
+} from '../../shared/model.ts';
 import {
   F_ASK_PRICE,
   F_ASK_SIZE,
@@ -38,41 +48,48 @@ export function validateZod(raw: Record<string, unknown>): Tick | RowError {
 
 export const MAX_NAME = 64;
 
+const NOT_PRINTABLE = 'must hold printable characters only (no control, format or bidi characters)';
+const PRICE_RANGE = `must be a positive number from ${MIN_PRICE} to ${MAX_PRICE}`;
+const SIZE_RANGE = `must be 0 or a number from ${MIN_SIZE} to ${MAX_SIZE}`;
+
 /** TickSchema's rules, checked by hand (see the module comment for why). */
 export function validateFast(raw: Record<string, unknown>): Tick | RowError {
   const source = raw.source as string;
   if (source.length < 1 || source.length > MAX_NAME)
     return new RowError(F_SOURCE, 'must be 1 to 64 characters', source);
+  if (!isPrintableName(source)) return new RowError(F_SOURCE, NOT_PRINTABLE, source);
   const symbol = raw.symbol as string;
   if (symbol.length < 1 || symbol.length > MAX_NAME)
     return new RowError(F_SYMBOL, 'must be 1 to 64 characters', symbol);
+  if (!isPrintableName(symbol)) return new RowError(F_SYMBOL, NOT_PRINTABLE, symbol);
   const ts = raw.ts as bigint;
   if (ts < 0n || ts > MAX_TS_NS) return new RowError(F_TS, 'out of range', ts);
   const seq = raw.seq as number;
   if (!Number.isSafeInteger(seq) || seq < 0) {
     return new RowError(F_SEQ, `must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}`, seq);
   }
-  if ((raw.venue as string).length > MAX_NAME)
-    return new RowError(F_VENUE, 'must be at most 64 characters', raw.venue);
+  const venue = raw.venue as string;
+  if (venue.length > MAX_NAME) return new RowError(F_VENUE, 'must be at most 64 characters', venue);
+  if (!isPrintableName(venue)) return new RowError(F_VENUE, NOT_PRINTABLE, venue);
   if (raw.type === 'trade') {
-    if (!positive(raw.price)) return new RowError(F_PRICE, 'must be a positive number', raw.price);
-    if (!nonNegative(raw.size)) return new RowError(F_SIZE, 'must be zero or positive', raw.size);
+    if (!price(raw.price)) return new RowError(F_PRICE, PRICE_RANGE, raw.price);
+    if (!size(raw.size)) return new RowError(F_SIZE, SIZE_RANGE, raw.size);
     const side = raw.side;
     if (side !== 'buy' && side !== 'sell' && side !== '')
       return new RowError(F_SIDE, 'must be buy, sell or empty', side);
   } else {
-    if (!positive(raw.bidPrice)) return new RowError(F_BID_PRICE, 'must be a positive number', raw.bidPrice);
-    if (!nonNegative(raw.bidSize)) return new RowError(F_BID_SIZE, 'must be zero or positive', raw.bidSize);
-    if (!positive(raw.askPrice)) return new RowError(F_ASK_PRICE, 'must be a positive number', raw.askPrice);
-    if (!nonNegative(raw.askSize)) return new RowError(F_ASK_SIZE, 'must be zero or positive', raw.askSize);
+    if (!price(raw.bidPrice)) return new RowError(F_BID_PRICE, PRICE_RANGE, raw.bidPrice);
+    if (!size(raw.bidSize)) return new RowError(F_BID_SIZE, SIZE_RANGE, raw.bidSize);
+    if (!price(raw.askPrice)) return new RowError(F_ASK_PRICE, PRICE_RANGE, raw.askPrice);
+    if (!size(raw.askSize)) return new RowError(F_ASK_SIZE, SIZE_RANGE, raw.askSize);
   }
   return raw as unknown as Tick;
 }
 
-function positive(v: unknown): boolean {
-  return typeof v === 'number' && Number.isFinite(v) && v > 0;
+function price(v: unknown): boolean {
+  return typeof v === 'number' && isPriceInRange(v);
 }
 
-function nonNegative(v: unknown): boolean {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
+function size(v: unknown): boolean {
+  return typeof v === 'number' && isSizeInRange(v);
 }

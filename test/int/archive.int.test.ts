@@ -364,7 +364,7 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
     expect(await total(ctx)).toBe(20);
   });
 
-  it('a tick PostgreSQL would refuse is dead-lettered alone (found before COPY)', async () => {
+  it('a tick PostgreSQL could not store (NUL) is refused at the stream boundary, alone', async () => {
     const ctx = setup();
     const ticks = market(1_000, MARCH_1_2024, 9_000_000n);
     const bad = { ...ticks[400]!, venue: 'X\u0000Y' } as Tick;
@@ -375,15 +375,15 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
       async () => (await total(ctx)) === 999 && (await pending(ctx)) === 0,
       'the good ticks archived',
     );
-    await expectOneDeadLetter(ctx, bad, /venue contains a NUL character/);
+    await expectOneDeadLetter(ctx, bad, /venue: must hold printable characters only/);
     expect(worker.stats.deadLettered).toBe(1);
     expect(await archiveDigest(ctx)).toEqual(expectedDigest(ticks.filter((t) => t !== bad)));
   });
 
-  it('a tick PostgreSQL refuses is dead-lettered alone (server error, isolated by the worker)', async () => {
+  it('a tick beyond PostgreSQL bigint is refused at the stream boundary, alone', async () => {
     const ctx = setup();
     const ticks = market(1_000, MARCH_1_2024, 9_000_000n);
-    // Valid for the message model (19 digits), beyond PostgreSQL's bigint: "value out of range" (22003).
+    // 19 digits, beyond PostgreSQL's bigint: the model's range stops at its maximum.
     const bad = { ...ticks[123]!, ts: 9_300_000_000_000_000_000n } as Tick;
     ticks[123] = bad;
     const sink = new ArchiveSink({ settings: ctx.config.postgres, log, validate: false });
@@ -393,7 +393,7 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
       async () => (await total(ctx)) === 999 && (await pending(ctx)) === 0,
       'the good ticks archived',
     );
-    await expectOneDeadLetter(ctx, bad, /out of range/);
+    await expectOneDeadLetter(ctx, bad, /ts: timestamp out of range \(0 to 9223372036854775807\)/);
     expect(worker.stats.deadLettered).toBe(1);
     expect(await archiveDigest(ctx)).toEqual(expectedDigest(ticks.filter((t) => t !== bad)));
   });
