@@ -5,7 +5,7 @@ import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
-import { FileSource, loadFiles, type Validation } from '../producers/file.ts';
+import { FileSource, loadFiles, type Validation } from '../producers/file/index.ts';
 import { Publisher } from '../producers/publisher.ts';
 import { encodeFrame } from '../shared/codec.ts';
 import { loadConfig, type Config } from '../shared/config.ts';
@@ -20,7 +20,7 @@ import { measurement, repeat, type BenchReport } from './lib.ts';
  *   - the I/O limits: gunzip + readline counting lines (no parsing), and gunzip counting newline bytes;
  *   - a naive loader: readline, split(','), TickSchema.parse per row, one awaited XADD per row (on a sample);
  *   - our parser alone (no Redis), with the hand-written validation and with zod's, which is why the hand
- *     validation exists (producers/file.ts).
+ *     validation exists (producers/file/validation.ts).
  * The CSV (1M rows by default, BENCH_FILE_ROWS) is generated into a temporary directory and removed after.
  */
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -21,6 +21,22 @@ export function printTable(
 
 function format(v: unknown): string {
   if (v === undefined || v === null) return '';
-  if (typeof v === 'object') return JSON.stringify(v);
-  return String(v);
+  if (typeof v === 'object') return escapeText(JSON.stringify(v));
+  return escapeText(String(v));
+}
+
+/** Control, format (bidi), separator, private-use and unassigned characters, and lone surrogates. */
+const UNPRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/gu;
+
+/**
+ * Text from the stores made safe for a terminal: every character that could move the cursor, recolour or
+ * reorder the output (ESC of an ANSI sequence, newlines, bidi overrides) is shown as a \u escape instead.
+ * Names are refused at the edge when they hold such characters (shared/model.ts), but the stores may hold
+ * older data, and a terminal must never run what a tick carried.
+ */
+export function escapeText(s: string): string {
+  return s.replace(UNPRINTABLE, (c) => {
+    const cp = c.codePointAt(0)!;
+    return cp > 0xffff ? `\\u{${cp.toString(16)}}` : `\\u${cp.toString(16).padStart(4, '0')}`;
+  });
 }

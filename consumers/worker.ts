@@ -1,13 +1,20 @@
 import type { Config } from '../shared/config.ts';
-import { decodeEntryFields, decodeFrame, toTuple } from '../shared/codec.ts';
-import { errorMessage, isRetriable } from '../shared/errors.ts';
+import {
+  decodeEntryFields,
+  decodeFrame,
+  frameLimitReason,
+  toTuple,
+  type FrameLimits,
+} from '../shared/codec.ts';
+import { errorMessage, isProgramFault, isRetriable } from '../shared/errors.ts';
 import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
 import { waitForStore } from '../shared/startup.ts';
 import type { Metric } from '../shared/metrics.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { Tick } from '../shared/model.ts';
+import { nowNs, type Tick } from '../shared/model.ts';
 import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys, retryStreamKey, type StreamLayout } from '../shared/streams.ts';
+import { futureReason, splitByBytes } from './admission.ts';
 import { deadLetterCommands, type NewDeadLetter } from './deadletters.ts';
 import { RejectedTicksError, type Sink } from './sink.ts';
 
@@ -94,6 +101,7 @@ export class GroupWorker {
   private readonly log: Logger;
   private readonly abort = new AbortController();
   private readonly claimCursors = new Map<string, string>();
+  private readonly frameLimits: FrameLimits;
   private loop: Promise<void> | undefined;
   private failure: unknown;
   private stopping = false;
@@ -102,6 +110,10 @@ export class GroupWorker {
     this.o = options;
     this.retry = retryStreamKey(options.layout, options.group);
     this.streams = [...allStreamKeys(options.layout), this.retry];
+    this.frameLimits = {
+      maxTicks: options.settings.maxFrameTicks,
+      maxBytes: options.settings.maxFrameBytes,
+    };
     this.log = options.log.child({
       component: 'worker',
       group: options.group,
@@ -365,11 +377,20 @@ export class GroupWorker {
 
   /** Decode, write, flush, then dead-letter and acknowledge. Leaves everything pending if the sink stays down. */
   private async process(entries: Entry[]): Promise<void> {
+    if (entries.length > 1) {
+      // Bounded by bytes as well as by COUNT: decoded ticks take several times their payload in memory.
+      const runs = splitByBytes(entries, this.o.settings.batchBytes);
+      if (runs.length > 1) {
+        for (const run of runs) await this.process(run);
+        return;
+      }
+    }
     this.stats.batches++;
     this.stats.entries += entries.length;
     const dead: DeadLetter[] = [];
     const ticks: Tick[] = [];
     const origins: TickOrigin[] = [];
+    const receivedAt = nowNs();
     for (const entry of entries) {
       if (entry.deliveries > this.o.settings.maxDeliveries) {
         dead.push({
@@ -378,13 +399,32 @@ export class GroupWorker {
         });
         continue;
       }
+      let fields: string[];
       try {
-        const frame = decodeFrame(decodeEntryFields(entry.raw));
+        fields = decodeEntryFields(entry.raw);
+      } catch (err) {
+        dead.push({ entry, reason: errorMessage(err) });
+        continue;
+      }
+      const tooLarge = frameLimitReason(fields, this.frameLimits);
+      if (tooLarge !== undefined) {
+        dead.push({ entry, reason: tooLarge });
+        continue;
+      }
+      try {
+        const frame = decodeFrame(fields);
         for (const f of frame.failures)
           dead.push({ entry, reason: f.reason, tick: { index: f.index, raw: f.raw } });
         for (let i = 0; i < frame.ticks.length; i++) {
-          ticks.push(frame.ticks[i]!);
-          origins.push({ entry, index: frame.positions[i]! });
+          const tick = frame.ticks[i]!;
+          const origin = { entry, index: frame.positions[i]! };
+          const future = futureReason(tick, receivedAt, this.o.settings.maxFutureMs);
+          if (future !== undefined) {
+            dead.push(this.tickLetter(origin, tick, future));
+            continue;
+          }
+          ticks.push(tick);
+          origins.push(origin);
         }
       } catch (err) {
         dead.push({ entry, reason: errorMessage(err) });
@@ -415,9 +455,17 @@ export class GroupWorker {
   /**
    * Write and flush until durable. Retriable errors back off and retry; a non-retriable error is narrowed down
    * by halving the batch until the ticks at fault are alone, and those are dead-lettered.
+   * A retriable error that is a program fault (isProgramFault: a RangeError computing with a value, say) is
+   * retried TICKSTREAM_MAX_DELIVERIES times at most, then narrowed down like a non-retriable one; the halves
+   * then get one attempt each (`spent`). Store outages are retried for as long as they last.
    * Returns false when asked to stop before the batch could be written.
    */
-  private async writeDurably(ticks: Tick[], origins: TickOrigin[], dead: DeadLetter[]): Promise<boolean> {
+  private async writeDurably(
+    ticks: Tick[],
+    origins: TickOrigin[],
+    dead: DeadLetter[],
+    spent = false,
+  ): Promise<boolean> {
     const { sink, settings } = this.o;
     let attempt = 0;
     for (;;) {
@@ -433,15 +481,20 @@ export class GroupWorker {
           }
           return true;
         }
-        if (!isRetriable(err)) {
+        const fault =
+          isRetriable(err) && isProgramFault(err) && (spent || attempt + 1 >= settings.maxDeliveries);
+        if (!isRetriable(err) || fault) {
           if (ticks.length === 1) {
-            dead.push(this.tickLetter(origins[0]!, ticks[0]!, errorMessage(err)));
+            const reason = fault
+              ? `${errorMessage(err)} (failed ${spent ? settings.maxDeliveries : attempt + 1} times; not a store outage)`
+              : errorMessage(err);
+            dead.push(this.tickLetter(origins[0]!, ticks[0]!, reason));
             return true;
           }
           const mid = Math.ceil(ticks.length / 2);
           return (
-            (await this.writeDurably(ticks.slice(0, mid), origins.slice(0, mid), dead)) &&
-            (await this.writeDurably(ticks.slice(mid), origins.slice(mid), dead))
+            (await this.writeDurably(ticks.slice(0, mid), origins.slice(0, mid), dead, fault || spent)) &&
+            (await this.writeDurably(ticks.slice(mid), origins.slice(mid), dead, fault || spent))
           );
         }
         attempt++;

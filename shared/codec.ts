@@ -1,6 +1,20 @@
 import { z } from 'zod';
 import { DecodeError, errorMessage } from './errors.ts';
-import { NanosSchema, type Quote, type Tick, type Trade } from './model.ts';
+import {
+  isPriceInRange,
+  isPrintableName,
+  isSizeInRange,
+  MAX_TS_NS,
+  NameSchema,
+  NanosSchema,
+  PriceSchema,
+  SeqSchema,
+  SizeSchema,
+  VenueSchema,
+  type Quote,
+  type Tick,
+  type Trade,
+} from './model.ts';
 
 /**
  * Stream-entry encoding ("frame v1"), documented in docs/stream-format.md.
@@ -63,11 +77,11 @@ export function decodeEntryFields(raw: readonly Uint8Array[]): string[] {
   return out;
 }
 
-const name = z.string().min(1).max(64);
-const venue = z.string().max(64);
-const price = z.number().finite().positive();
-const size = z.number().finite().nonnegative();
-const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const name = NameSchema;
+const venue = VenueSchema;
+const price = PriceSchema;
+const size = SizeSchema;
+const seq = SeqSchema;
 
 export const TradeTuple = z
   .tuple([z.literal('t'), name, name, NanosSchema, seq, venue, price, size, z.enum(['buy', 'sell', ''])])
@@ -187,14 +201,17 @@ export function decodeFrame(fields: readonly string[]): DecodedFrame {
  * the schema rejects: test/unit/codec.unit.test.ts compares both on generated and mutated tuples.
  */
 const TS_DIGITS = /^\d{1,19}$/;
-const isName = (v: unknown): v is string => typeof v === 'string' && v.length >= 1 && v.length <= 64;
-const isVenue = (v: unknown): v is string => typeof v === 'string' && v.length <= 64;
-const isPrice = (v: unknown): v is number => typeof v === 'number' && v > 0 && v < Infinity;
-const isSize = (v: unknown): v is number => typeof v === 'number' && v >= 0 && v < Infinity;
+const isName = (v: unknown): v is string =>
+  typeof v === 'string' && v.length >= 1 && v.length <= 64 && isPrintableName(v);
+const isVenue = (v: unknown): v is string => typeof v === 'string' && v.length <= 64 && isPrintableName(v);
+const isPrice = (v: unknown): v is number => typeof v === 'number' && isPriceInRange(v);
+const isSize = (v: unknown): v is number => typeof v === 'number' && isSizeInRange(v);
 const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
 function fastTs(v: unknown): bigint | undefined {
-  return typeof v === 'string' && TS_DIGITS.test(v) ? BigInt(v) : undefined;
+  if (typeof v !== 'string' || !TS_DIGITS.test(v)) return undefined;
+  const ts = BigInt(v);
+  return ts <= MAX_TS_NS ? ts : undefined;
 }
 
 export function fastTrade(r: unknown[]): Trade | undefined {
@@ -239,4 +256,36 @@ function missing(fields: Record<string, string | undefined>): string {
     .filter(([, v]) => v === undefined)
     .map(([k]) => k)
     .join(', ');
+}
+
+/** How large a frame the consumers decode (TICKSTREAM_MAX_FRAME_TICKS, TICKSTREAM_MAX_FRAME_BYTES). */
+export interface FrameLimits {
+  readonly maxTicks: number;
+  readonly maxBytes: number;
+}
+
+/**
+ * Why an entry is too large to decode, or undefined. Checked before the payload is parsed: a frame of a
+ * million tuples costs hundreds of megabytes once decoded, so its size is judged from the header and the raw
+ * payload alone. The producer never writes a frame over TICKSTREAM_FRAME_SIZE (at most 10,000) ticks.
+ */
+export function frameLimitReason(fields: readonly string[], limits: FrameLimits): string | undefined {
+  let n: string | undefined;
+  let d: string | undefined;
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i];
+    if (k === 'n') n = fields[i + 1];
+    else if (k === 'd') d = fields[i + 1];
+  }
+  if (n !== undefined && /^\d+$/.test(n) && Number(n) > limits.maxTicks) {
+    return `frame too large: ${n} ticks (max ${limits.maxTicks}, TICKSTREAM_MAX_FRAME_TICKS)`;
+  }
+  // A character is at most 3 UTF-8 bytes (4 for a surrogate pair, which is 2 characters): count only when near.
+  if (d !== undefined && d.length * 3 > limits.maxBytes) {
+    const bytes = Buffer.byteLength(d, 'utf8');
+    if (bytes > limits.maxBytes) {
+      return `frame too large: ${bytes} payload bytes (max ${limits.maxBytes}, TICKSTREAM_MAX_FRAME_BYTES)`;
+    }
+  }
+  return undefined;
 }

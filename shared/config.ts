@@ -126,6 +126,14 @@ export const ConfigSchema = z
         claimIntervalMs: int(10, 5000),
         claimMinIdleMs: int(10, 30_000),
         maxDeliveries: int(1, 5),
+        /** Ticks stamped further ahead of the receiving clock than this are dead-lettered at decode. */
+        maxFutureMs: int(0, 5000),
+        /** Ticks per stream entry (frame) at most; a larger frame is dead-lettered whole, undecoded. */
+        maxFrameTicks: int(1, 10_000),
+        /** Bytes of a frame's payload at most; a larger frame is dead-lettered whole, undecoded. */
+        maxFrameBytes: int(1024, 4 * 1024 * 1024),
+        /** Payload bytes decoded and written per sink batch at most (a read is split to stay under it). */
+        batchBytes: int(1024, 16 * 1024 * 1024),
         retryBaseMs: int(1, 100),
         retryMaxMs: int(1, 10_000),
         shutdownTimeoutMs: int(100, 30_000),
@@ -258,6 +266,10 @@ export const ConfigSchema = z
         compressAfter: pgInterval.default('7 days'),
         /** Drop archived days older than this (a PostgreSQL interval), or "off" to keep everything. */
         retention: pgInterval.default('off'),
+        /** The archive takes days from this many days before today (UTC) and dead-letters older ticks. */
+        archiveDaysBack: int(0, 1096),
+        /** ... and up to this many days after today; ticks beyond are dead-lettered. */
+        archiveDaysAhead: int(0, 1),
       })
       .strict()
       .prefault({}),
@@ -415,6 +427,10 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_CLAIM_INTERVAL_MS: 'consumer.claimIntervalMs',
   TICKSTREAM_CLAIM_MIN_IDLE_MS: 'consumer.claimMinIdleMs',
   TICKSTREAM_MAX_DELIVERIES: 'consumer.maxDeliveries',
+  TICKSTREAM_MAX_FUTURE_MS: 'consumer.maxFutureMs',
+  TICKSTREAM_MAX_FRAME_TICKS: 'consumer.maxFrameTicks',
+  TICKSTREAM_MAX_FRAME_BYTES: 'consumer.maxFrameBytes',
+  TICKSTREAM_BATCH_BYTES: 'consumer.batchBytes',
   TICKSTREAM_RETRY_BASE_MS: 'consumer.retryBaseMs',
   TICKSTREAM_RETRY_MAX_MS: 'consumer.retryMaxMs',
   TICKSTREAM_SHUTDOWN_TIMEOUT_MS: 'consumer.shutdownTimeoutMs',
@@ -476,6 +492,8 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_PG_PARTITIONS_AHEAD: 'postgres.partitionsAhead',
   TICKSTREAM_PG_COMPRESS_AFTER: 'postgres.compressAfter',
   TICKSTREAM_PG_RETENTION: 'postgres.retention',
+  TICKSTREAM_ARCHIVE_DAYS_BACK: 'postgres.archiveDaysBack',
+  TICKSTREAM_ARCHIVE_DAYS_AHEAD: 'postgres.archiveDaysAhead',
   QDB_CLIENT_CONF: 'questdb.clientConf',
   QDB_HTTP_URL: 'questdb.httpUrl',
   TICKSTREAM_QDB_TABLE_PREFIX: 'questdb.tablePrefix',

@@ -57,3 +57,29 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** A value no store can hold (out of range for a bar, say): a fact about the data, so never retriable. */
+export class DataError extends TickstreamError {
+  override name = 'DataError';
+  constructor(message: string, cause?: unknown) {
+    super(message, { retriable: false, cause });
+  }
+}
+
+const PROGRAM_ERRORS = [RangeError, TypeError, SyntaxError, URIError, EvalError];
+
+/**
+ * Whether a failure comes from computing with the data rather than from a store's state: somewhere along its
+ * `cause` chain is a plain RangeError, TypeError or the like, with no system or driver code. Retrying such a
+ * failure gives the same result, so the worker stops after TICKSTREAM_MAX_DELIVERIES attempts and isolates the
+ * ticks at fault; a store outage (socket errors, SQLSTATEs, HTTP statuses) is retried for as long as it lasts.
+ */
+export function isProgramFault(err: unknown): boolean {
+  const seen = new Set<unknown>();
+  for (let e: unknown = err; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    if (typeof (e as { code?: unknown }).code === 'string') return false;
+    if (PROGRAM_ERRORS.some((c) => e instanceof c)) return true;
+  }
+  return false;
+}

@@ -1,5 +1,13 @@
 import type { z } from 'zod';
-import { TickSchema, tickToJson, type Tick } from './model.ts';
+import {
+  isPriceInRange,
+  isPrintableName,
+  isSizeInRange,
+  MAX_TS_NS,
+  TickSchema,
+  tickToJson,
+  type Tick,
+} from './model.ts';
 
 /**
  * The Kafka message format of the bridge (docs/kafka.md): a message value is one tick as a JSON object in
@@ -163,19 +171,27 @@ const QUOTE_KEYS = new Set([
   'askPrice',
   'askSize',
 ]);
-const isName = (v: unknown): v is string => typeof v === 'string' && v.length >= 1 && v.length <= 64;
-const isPrice = (v: unknown): v is number => typeof v === 'number' && v > 0 && v < Infinity;
-const isSize = (v: unknown): v is number => typeof v === 'number' && v >= 0 && v < Infinity;
+const isName = (v: unknown): v is string =>
+  typeof v === 'string' && v.length >= 1 && v.length <= 64 && isPrintableName(v);
+const isPrice = (v: unknown): v is number => typeof v === 'number' && isPriceInRange(v);
+const isSize = (v: unknown): v is number => typeof v === 'number' && isSizeInRange(v);
 const isSeq = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
-/** `ts` has already been checked and converted to `ns` (at most 19 digits, so within the model's range). */
+/** `ts` has already been checked and converted to `ns` (at most 19 digits; the model's maximum is checked here). */
 export function fastTick(o: Record<string, unknown>, ns: bigint): Tick | undefined {
   const { type, source, symbol, seq } = o;
   const venue = o.venue === undefined ? '' : o.venue;
-  if (!isName(source) || !isName(symbol) || !isSeq(seq) || typeof venue !== 'string' || venue.length > 64) {
+  if (
+    !isName(source) ||
+    !isName(symbol) ||
+    !isSeq(seq) ||
+    typeof venue !== 'string' ||
+    venue.length > 64 ||
+    !isPrintableName(venue)
+  ) {
     return undefined;
   }
-  if (ns > MAX_FAST_TS) return undefined;
+  if (ns > MAX_TS_NS) return undefined;
   if (type === 'trade') {
     for (const k in o) if (!TRADE_KEYS.has(k)) return undefined;
     const { price, size } = o;
@@ -192,8 +208,6 @@ export function fastTick(o: Record<string, unknown>, ns: bigint): Tick | undefin
   }
   return undefined;
 }
-
-const MAX_FAST_TS = 9_999_999_999_999_999_999n;
 
 /** The message value the Redis → Kafka direction produces: the model as JSON, ts as a string. */
 export function encodeKafkaValue(t: Tick): string {

@@ -10,25 +10,87 @@ import { z } from 'zod';
  * 19-digit nanosecond values exactly, and two ticks a nanosecond apart must stay distinct.
  */
 
-const MAX_TS_NS = 9_999_999_999_999_999_999n; // 19 digits: year 2286; keeps the fixed-width ordering keys valid.
+/**
+ * The largest timestamp: PostgreSQL's bigint maximum (2262-04-11T23:47:16.854775807Z). The archive, the bars
+ * and QuestDB's TIMESTAMP_NS all hold `ts` as a signed 64-bit integer, so nothing beyond it can be stored.
+ */
+export const MAX_TS_NS = 9_223_372_036_854_775_807n;
+
+/**
+ * Bounds of prices and sizes: what every store holds exactly. The bars keep prices and sizes as fixed-point
+ * integers of 1e-9 units (consumers/bars/aggregate.ts), so a non-zero value below 1e-9 would become 0 there,
+ * and they cannot convert a double of 1e21 or more at all. 1e15 stays far inside that and below 2^53, where a
+ * double still holds every integer, so an integer price or size arrives as the feed wrote it. QuestDB and the
+ * archive (double, numeric) hold everything in between. A tick outside is refused at the edge with a reason.
+ */
+export const MIN_PRICE = 1e-9;
+export const MAX_PRICE = 1e15;
+export const MIN_SIZE = 1e-9;
+export const MAX_SIZE = 1e15;
+
+/** A price within [MIN_PRICE, MAX_PRICE]; NaN and infinities are outside. */
+export function isPriceInRange(v: number): boolean {
+  return v >= MIN_PRICE && v <= MAX_PRICE;
+}
+
+/** A size of 0 (an empty side of a book) or within [MIN_SIZE, MAX_SIZE]. */
+export function isSizeInRange(v: number): boolean {
+  return v === 0 || (v >= MIN_SIZE && v <= MAX_SIZE);
+}
+
+/**
+ * Symbols, sources and venues become Redis keys, SQL rows, QuestDB symbols and terminal output, so they hold
+ * printable characters only: letters, marks, digits, punctuation, symbols and the plain space (U+0020).
+ * Control characters (newlines, NUL, ESC and so ANSI escapes), format characters (bidi overrides, zero-width
+ * joiners), other separators, unpaired surrogates, private-use and unassigned code points are refused.
+ * Documented in docs/stream-format.md.
+ */
+const PRINTABLE = /^[\p{L}\p{M}\p{N}\p{P}\p{S} ]*$/u;
+
+export function isPrintableName(s: string): boolean {
+  // Plain ASCII (nearly every name) without the regular expression: the consumers decode millions of these.
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return PRINTABLE.test(s);
+  }
+  return true;
+}
+
+const PRINTABLE_MESSAGE =
+  'must hold printable characters only (no control, format or bidi characters, no newlines)';
 
 /** Nanosecond timestamp: a bigint, or a string of decimal digits (how it travels on the wire). */
 export const NanosSchema = z
   .union([z.bigint(), z.string().regex(/^\d{1,19}$/, 'expected a nanosecond timestamp (decimal digits)')])
   .transform((v) => (typeof v === 'bigint' ? v : BigInt(v)))
-  .refine((v) => v >= 0n && v <= MAX_TS_NS, 'timestamp out of range');
+  .refine((v) => v >= 0n && v <= MAX_TS_NS, `timestamp out of range (0 to ${MAX_TS_NS})`);
 
-const name = z.string().min(1).max(64);
-const price = z.number().finite().positive();
-const size = z.number().finite().nonnegative();
+const name = z.string().min(1).max(64).refine(isPrintableName, PRINTABLE_MESSAGE);
+const price = z
+  .number()
+  .finite()
+  .positive()
+  .refine(isPriceInRange, `price out of range (${MIN_PRICE} to ${MAX_PRICE})`);
+const size = z
+  .number()
+  .finite()
+  .nonnegative()
+  .refine(isSizeInRange, `size out of range (0, or ${MIN_SIZE} to ${MAX_SIZE})`);
 const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/** Tuple and object fields share these rules (shared/codec.ts decodes the wire tuples with them). */
+export const NameSchema = name;
+export const VenueSchema = z.string().max(64).refine(isPrintableName, PRINTABLE_MESSAGE);
+export const PriceSchema = price;
+export const SizeSchema = size;
+export const SeqSchema = seq;
 
 const identity = {
   source: name,
   symbol: name,
   ts: NanosSchema,
   seq,
-  venue: z.string().max(64).default(''),
+  venue: VenueSchema.default(''),
 };
 
 export const TradeSchema = z

@@ -1,7 +1,7 @@
 import { userInfo } from 'node:os';
 import pg from 'pg';
 import type { Config } from './config.ts';
-import { errorMessage } from './errors.ts';
+import { errorMessage, TickstreamError } from './errors.ts';
 import type { Logger } from './logger.ts';
 
 /**
@@ -150,6 +150,8 @@ export function isConnectionError(err: unknown): boolean {
  * them, so it is retried while the entries stay pending.
  */
 export function isRetriablePgError(err: unknown): boolean {
+  // Our own errors already know (a DataError from computing a bar is the data's fault).
+  if (err instanceof TickstreamError) return err.retriable;
   const code = pgErrorCode(err);
   if (code === undefined || code.length !== 5) return true;
   return !(code.startsWith('22') || code.startsWith('23'));

@@ -5,8 +5,10 @@
 export type TsUnit = 's' | 'ms' | 'us' | 'ns';
 export const TS_UNITS: readonly TsUnit[] = ['s', 'ms', 'us', 'ns'];
 
-/** The model's upper bound (19 digits; shared/model.ts). */
-export const MAX_TS_NS = 9_999_999_999_999_999_999n;
+import { MAX_TS_NS } from './model.ts';
+
+/** The model's upper bound (PostgreSQL's bigint maximum; shared/model.ts). */
+export { MAX_TS_NS };
 /** Fractional digits a numeric timestamp in this unit may carry before going below a nanosecond. */
 const UNIT_DIGITS: Readonly<Record<TsUnit, number>> = { s: 9, ms: 6, us: 3, ns: 0 };
 const ZEROS = '000000000';
@@ -21,7 +23,10 @@ export function parseTimestamp(text: string, unit: TsUnit = 'ns'): bigint | stri
   const n = text.length;
   if (n === 0) return 'missing';
   if (n >= 10 && text.charCodeAt(4) === 45 /* - */) return parseIsoTimestamp(text);
-  if (unit === 'ns' && n <= 19 && allDigits(text, 0, n)) return BigInt(text);
+  if (unit === 'ns' && n <= 19 && allDigits(text, 0, n)) {
+    const ns = BigInt(text);
+    return ns > MAX_TS_NS ? 'out of range' : ns;
+  }
   return parseNumericTimestamp(text, unit);
 }
 

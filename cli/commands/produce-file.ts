@@ -11,7 +11,7 @@ import {
   type LoadSummary,
   type Rejection,
   type TsUnit,
-} from '../../producers/file.ts';
+} from '../../producers/file/index.ts';
 import { checkDurability } from '../../producers/durability.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { startProgress } from '../progress-bar.ts';

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { closeRedis, connectRedis } from '../../shared/redis.ts';
-import { readQuotes } from '../../consumers/sinks/quotes.ts';
+import { readQuotes, resetQuotes } from '../../consumers/sinks/quotes.ts';
 import { makeRuntime, runCommand } from '../runtime.ts';
-import { printTable } from '../table.ts';
+import { escapeText, printTable } from '../table.ts';
 
 export function registerQuote(program: Command): void {
   program
@@ -10,11 +10,26 @@ export function registerQuote(program: Command): void {
     .description('print the current quote of each symbol (from the latest-quote projector)')
     .argument('<symbols...>', 'one or more symbols')
     .option('--json', 'print JSON instead of a table')
-    .action((symbols: string[], opts: { json?: boolean }) =>
+    .option(
+      '--reset',
+      'forget the projected quote of these symbols (repair after a future-dated tick; docs/operations.md)',
+    )
+    .action((symbols: string[], opts: { json?: boolean; reset?: boolean }) =>
       runCommand(async () => {
         const { config, log } = makeRuntime();
         const redis = await connectRedis(config, { log });
         try {
+          if (opts.reset === true) {
+            const removed = new Set(await resetQuotes(redis, config.quotes, symbols));
+            for (const s of symbols) {
+              process.stdout.write(
+                removed.has(s)
+                  ? `reset the quote of ${escapeText(s)}: the next quote or trade sets it again\n`
+                  : `no quote to reset for ${escapeText(s)}\n`,
+              );
+            }
+            return;
+          }
           const quotes = await readQuotes(redis, config.quotes, symbols);
           if (opts.json === true) {
             process.stdout.write(`${JSON.stringify(Object.fromEntries(quotes), null, 2)}\n`);
@@ -23,7 +38,7 @@ export function registerQuote(program: Command): void {
           }
           const missing = symbols.filter((s) => !quotes.has(s));
           if (missing.length > 0) {
-            process.stderr.write(`no quote yet for: ${missing.join(', ')}\n`);
+            process.stderr.write(`no quote yet for: ${missing.map(escapeText).join(', ')}\n`);
             process.exitCode = 1;
           }
         } finally {

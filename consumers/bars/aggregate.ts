@@ -1,3 +1,4 @@
+import { DataError } from '../../shared/errors.ts';
 import type { Tick, Trade } from '../../shared/model.ts';
 
 /**
@@ -61,7 +62,8 @@ export function scaled(x: number): bigint {
   // Below 4e6 the product x·1e9 stays under 2^52 and its rounding error under 0.5, so Math.round recovers the
   // decimal a feed meant; larger values go through the exact decimal expansion of the double.
   if (Math.abs(x) < 4e6) return BigInt(Math.round(x * 1e9));
-  if (!Number.isFinite(x) || Math.abs(x) >= 1e21) throw new RangeError(`value out of range for a bar: ${x}`);
+  // A fact about the tick, never retriable; the message model refuses such values first (MAX_PRICE, MAX_SIZE).
+  if (!Number.isFinite(x) || Math.abs(x) >= 1e21) throw new DataError(`value out of range for a bar: ${x}`);
   return BigInt(x.toFixed(SCALE_DIGITS).replace('.', ''));
 }
 

@@ -349,10 +349,11 @@ export class ArchiveSink implements Sink {
     let quotes = 0;
     let dayLo = -1n;
     let dayHi = -1n;
+    const window = archiveWindow(this.settings, Date.now());
     for (let i = 0; i < ticks.length; i++) {
       const t = ticks[i]!;
       if (this.validate) {
-        const reason = rejectReason(t);
+        const reason = rejectReason(t) ?? windowReason(t, window);
         if (reason !== undefined) {
           rejections.push({ index: i, reason });
           continue;
@@ -558,6 +559,46 @@ export function rejectReason(t: Tick): string | undefined {
   }
   return undefined;
 }
+
+/** The days the archive takes, in ns since the epoch: [from, to). */
+export interface ArchiveWindow {
+  readonly fromNs: bigint;
+  readonly toNs: bigint;
+  readonly daysBack: number;
+  readonly daysAhead: number;
+}
+
+/**
+ * From `archiveDaysBack` days before today (UTC) to the end of `archiveDaysAhead` days after it. Every day a
+ * batch touches becomes a partition (or a TimescaleDB chunk), so a file of ticks spread over decades would
+ * create thousands of tables: ticks outside the window are refused with a reason naming their day instead.
+ */
+export function archiveWindow(
+  settings: Pick<ArchiveSettings, 'archiveDaysBack' | 'archiveDaysAhead'>,
+  nowMs: number,
+): ArchiveWindow {
+  const today = BigInt(Math.floor(nowMs / 86_400_000));
+  return {
+    fromNs: (today - BigInt(settings.archiveDaysBack)) * NS_PER_DAY,
+    toNs: (today + BigInt(settings.archiveDaysAhead) + 1n) * NS_PER_DAY,
+    daysBack: settings.archiveDaysBack,
+    daysAhead: settings.archiveDaysAhead,
+  };
+}
+
+/** Why the archive will not take this tick's day, or undefined. */
+export function windowReason(t: Tick, w: ArchiveWindow): string | undefined {
+  if (t.ts >= w.fromNs && t.ts < w.toNs) return undefined;
+  const day = (ns: bigint) => new Date(Number(ns / NS_PER_DAY) * 86_400_000).toISOString().slice(0, 10);
+  const tickDay = t.ts > MAX_DATE_NS ? 'beyond 2262' : day(t.ts);
+  return (
+    `day ${tickDay} is outside the archive window ${day(w.fromNs)} to ${day(w.toNs - NS_PER_DAY)} ` +
+    `(TICKSTREAM_ARCHIVE_DAYS_BACK=${w.daysBack}, TICKSTREAM_ARCHIVE_DAYS_AHEAD=${w.daysAhead})`
+  );
+}
+
+/** Date can show days up to the year 275760; the model stops at 2262. */
+const MAX_DATE_NS = 8_640_000_000_000_000_000_000n;
 
 function nulReason(field: string): string {
   return `${field} contains a NUL character, which PostgreSQL text cannot store`;

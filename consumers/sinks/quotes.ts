@@ -161,3 +161,22 @@ export async function readQuotes(
   });
   return out;
 }
+
+/**
+ * Forget the projected quote of these symbols (`tickstream quote --reset`), returning the symbols that had
+ * one. The projection never regresses, so a quote stamped in the future (a bad clock, a crafted tick) would
+ * hide every real one after it; once it is gone the next real quote or trade sets the symbol again.
+ */
+export async function resetQuotes(
+  redis: RedisClient,
+  settings: Config['quotes'],
+  symbols: readonly string[],
+): Promise<string[]> {
+  const results = orThrow(
+    await batch(
+      redis,
+      symbols.map((s) => ['DEL', settings.keyPrefix + s] as const),
+    ),
+  );
+  return symbols.filter((_, i) => Number(results[i]) > 0);
+}

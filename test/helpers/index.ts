@@ -58,6 +58,8 @@ export function testConfig(overrides: ConfigInput = {}): Config {
         },
         quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
         producer: { lingerMs: 1 },
+        // Tests archive fixed dates years back (2021, 2023, 2024): the default window would refuse them.
+        postgres: { archiveDaysBack: 30_000 },
         log: { level: 'silent' },
       },
       overrides,

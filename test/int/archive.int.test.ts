@@ -378,7 +378,7 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
     expect(await total(ctx)).toBe(20);
   });
 
-  it('a tick PostgreSQL would refuse is dead-lettered alone (found before COPY)', async () => {
+  it('a tick PostgreSQL could not store (NUL) is refused at the stream boundary, alone', async () => {
     const ctx = setup();
     const ticks = market(1_000, MARCH_1_2024, 9_000_000n);
     const bad = { ...ticks[400]!, venue: 'X\u0000Y' } as Tick;
@@ -389,15 +389,15 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
       async () => (await total(ctx)) === 999 && (await pending(ctx)) === 0,
       'the good ticks archived',
     );
-    await expectOneDeadLetter(ctx, bad, /venue contains a NUL character/);
+    await expectOneDeadLetter(ctx, bad, /venue: must hold printable characters only/);
     expect(worker.stats.deadLettered).toBe(1);
     expect(await archiveDigest(ctx)).toEqual(expectedDigest(ticks.filter((t) => t !== bad)));
   });
 
-  it('a tick PostgreSQL refuses is dead-lettered alone (server error, isolated by the worker)', async () => {
+  it('a tick beyond PostgreSQL bigint is refused at the stream boundary, alone', async () => {
     const ctx = setup();
     const ticks = market(1_000, MARCH_1_2024, 9_000_000n);
-    // Valid for the message model (19 digits), beyond PostgreSQL's bigint: "value out of range" (22003).
+    // 19 digits, beyond PostgreSQL's bigint: the model's range stops at its maximum.
     const bad = { ...ticks[123]!, ts: 9_300_000_000_000_000_000n } as Tick;
     ticks[123] = bad;
     const sink = new ArchiveSink({ settings: ctx.config.postgres, log, validate: false });
@@ -407,9 +407,49 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
       async () => (await total(ctx)) === 999 && (await pending(ctx)) === 0,
       'the good ticks archived',
     );
-    await expectOneDeadLetter(ctx, bad, /out of range/);
+    await expectOneDeadLetter(ctx, bad, /ts: timestamp out of range \(0 to 9223372036854775807\)/);
     expect(worker.stats.deadLettered).toBe(1);
     expect(await archiveDigest(ctx)).toEqual(expectedDigest(ticks.filter((t) => t !== bad)));
+  });
+
+  it('refuses days outside the archive window with a dead letter naming the day: no table per stray day', async () => {
+    const ctx = setup({ archiveDaysBack: 30, archiveDaysAhead: 1 });
+    const todayNs = (BigInt(Date.now()) / 86_400_000n) * DAY_NS;
+    // 200 trades on 200 distinct days back from today: 31 fall inside the window.
+    const ticks = market(200, todayNs - 199n * DAY_NS + 1_000n, DAY_NS);
+    const inside = ticks.filter((t) => t.ts >= todayNs - 30n * DAY_NS);
+    expect(inside).toHaveLength(31);
+    const sink = new ArchiveSink({ settings: ctx.config.postgres, log });
+    const worker = await startWorker(ctx, sink);
+    await publish(ctx, ticks);
+    await waitUntil(
+      async () => (await total(ctx)) === 31 && (await pending(ctx)) === 0,
+      'the ticks inside the window archived',
+    );
+    expect(worker.stats.deadLettered).toBe(169);
+    const letters = (await ctx.redis.xrange(deadLetterKey(ctx.config.streams), '-', '+', 'COUNT', 1000)) as [
+      string,
+      string[],
+    ][];
+    expect(letters).toHaveLength(169);
+    const reasons = letters.map(([, f]) => f[f.indexOf('reason') + 1]!);
+    const oldest = new Date(Number((todayNs - 199n * DAY_NS) / 1_000_000n)).toISOString().slice(0, 10);
+    expect(reasons).toContain(
+      `day ${oldest} is outside the archive window ${new Date(Number((todayNs - 30n * DAY_NS) / 1_000_000n))
+        .toISOString()
+        .slice(0, 10)} to ${new Date(Number((todayNs + DAY_NS) / 1_000_000n))
+        .toISOString()
+        .slice(0, 10)} (TICKSTREAM_ARCHIVE_DAYS_BACK=30, TICKSTREAM_ARCHIVE_DAYS_AHEAD=1)`,
+    );
+    for (const r of reasons) expect(r).toMatch(/^day \d{4}-\d\d-\d\d is outside the archive window /);
+    expect(await archiveDigest(ctx)).toEqual(expectedDigest(inside));
+    // Partitions: the 31 days inside and those made ahead of the clock, never one per stray day.
+    const { rows } = await ctx.pool.query<{ n: string }>(
+      `SELECT count(*) AS n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+        WHERE s.nspname = $1 AND c.relname LIKE 'trades_p%' AND c.relkind = 'r'`,
+      [ctx.schema],
+    );
+    expect(Number(rows[0]!.n)).toBeLessThanOrEqual(31 + 2);
   });
 
   it('reports refused ticks by index after committing the rest (RejectedTicksError)', async () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FileSource, loadFiles, type FileSourceOptions, type Rejection } from '../../producers/file.ts';
+import { FileSource, loadFiles, type FileSourceOptions, type Rejection } from '../../producers/file/index.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { decodeFrame } from '../../shared/codec.ts';
 import { silentLogger } from '../../shared/logger.ts';

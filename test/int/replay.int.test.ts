@@ -15,7 +15,7 @@ import {
 import { ArchiveSink, archiveCounts } from '../../consumers/sinks/archive.ts';
 import { QuotesSink, readQuotes } from '../../consumers/sinks/quotes.ts';
 import type { Sink } from '../../consumers/sink.ts';
-import { FileSource, loadFiles } from '../../producers/file.ts';
+import { FileSource, loadFiles } from '../../producers/file/index.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import type { Config } from '../../shared/config.ts';

@@ -9,7 +9,7 @@ import {
   sourceNameFromPath,
   splitCsv,
   type DecodeContext,
-} from '../../producers/file.ts';
+} from '../../producers/file/index.ts';
 import { mulberry32 } from '../../producers/synthetic.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { TickSchema, type Tick } from '../../shared/model.ts';
@@ -81,7 +81,8 @@ describe('parseTimestamp', () => {
   it('takes integer nanoseconds exactly, all 19 digits', () => {
     expect(parseTimestamp('1709303400123456789')).toBe(1709303400123456789n);
     expect(parseTimestamp('0')).toBe(0n);
-    expect(parseTimestamp('9999999999999999999')).toBe(9_999_999_999_999_999_999n);
+    expect(parseTimestamp('9223372036854775807')).toBe(9_223_372_036_854_775_807n);
+    expect(parseTimestamp('9223372036854775808')).toBe('out of range');
   });
 
   it('takes ISO-8601 exactly to the nanosecond', () => {
@@ -205,6 +206,11 @@ describe('decodeRow', () => {
       [{ ...TRADE, seq: '1.5' }, 'seq', /integer/],
       [{ ...TRADE, type: 'bar' }, 'type', /trade or quote/],
       [{ ...QUOTE, askPrice: '0' }, 'askPrice', /positive/],
+      [{ ...TRADE, price: '1e308' }, 'price', /from 1e-9 to 1000000000000000/],
+      [{ ...TRADE, size: '1e21' }, 'size', /0 or a number from 1e-9 to 1000000000000000/],
+      [{ ...TRADE, symbol: 'AA\u001b[31mPL' }, 'symbol', /printable characters only/],
+      [{ ...TRADE, venue: 'X\u202eY' }, 'venue', /printable characters only/],
+      [{ ...TRADE, ts: '9223372036854775808' }, 'ts', /out of range/],
     ];
     for (const [values, field, message] of cases) {
       const r = decodeRow(row(values), IDX, 1, ctx());
@@ -246,6 +252,12 @@ describe('decodeRow', () => {
       '2024-03-01T14:30:00.1Z',
       '0.000000001',
       '12345678901234567.5',
+      '1e15',
+      '1e21',
+      '0.0000000001',
+      'A\u001b[0mB',
+      'A\u202eB',
+      '9223372036854775808',
     ];
     let accepted = 0;
     let refused = 0;
