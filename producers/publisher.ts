@@ -3,6 +3,7 @@ import { encodeFrame } from '../shared/codec.ts';
 import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
+import { publisherInstruments } from '../shared/metrics.ts';
 import type { Tick } from '../shared/model.ts';
 import { batch, pairs, type RedisClient } from '../shared/redis.ts';
 import { shardOf, streamKey, type StreamLayout } from '../shared/streams.ts';
@@ -43,6 +44,7 @@ export class Publisher {
   private readonly buffers: Tick[][];
   private readonly keys: string[];
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly metrics: ReturnType<typeof publisherInstruments>;
   private lingerTimer: NodeJS.Timeout | undefined;
   private failure: unknown;
   private backlog = 0;
@@ -51,6 +53,7 @@ export class Publisher {
 
   constructor(options: PublisherOptions) {
     this.o = options;
+    this.metrics = publisherInstruments(options.settings.source);
     this.buffers = Array.from({ length: options.layout.shards }, () => []);
     this.keys = Array.from({ length: options.layout.shards }, (_, i) => streamKey(options.layout, i));
   }
@@ -86,10 +89,12 @@ export class Publisher {
     const ticks = this.buffers[shard]!;
     this.buffers[shard] = [];
     this.sentSinceMeasure++;
+    const acked = this.metrics.publish();
     const p: Promise<void> = this.o.redis
       .xadd(this.keys[shard]!, '*', ...encodeFrame(ticks))
       .then(
         () => {
+          acked();
           this.stats.frames++;
           this.stats.ticks += ticks.length;
         },
@@ -132,6 +137,7 @@ export class Publisher {
     } while (this.backlog > lowWater);
     const paused = Date.now() - started;
     this.stats.pausedMs += paused;
+    this.metrics.paused(paused);
     this.o.log.info({ backlog: this.backlog, pausedMs: paused }, 'backlog drained: resuming');
   }
 

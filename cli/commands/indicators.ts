@@ -7,6 +7,7 @@ import { VALUE_NAMES } from '../../consumers/indicators/compute.ts';
 import { indicatorKey } from '../../consumers/indicators/job.ts';
 import { IndicatorStore } from '../../consumers/indicators/store.ts';
 import { IndicatorService } from '../../consumers/indicators/worker.ts';
+import { startProbes } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
 import { timeframeOption } from './bars.ts';
@@ -114,15 +115,25 @@ async function work(opts: WorkerOpts): Promise<void> {
   const service = new IndicatorService({ config, log, schedule: opts.schedule });
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
+  let probes: Awaited<ReturnType<typeof startProbes>> | undefined;
   handleSignals(
     log,
     async () => {
+      await probes?.close();
       await service.close();
       stopped();
     },
     { timeoutMs: config.consumer.shutdownTimeoutMs },
   );
-  await service.start();
+  try {
+    probes = await startProbes(config, log);
+    probes.setChecks(service.readiness());
+    await service.start();
+  } catch (err) {
+    await probes?.close();
+    await service.close();
+    throw err;
+  }
   log.info(
     { timeframes: config.indicators.timeframes, queue: config.indicators.queueName },
     'indicator worker running',

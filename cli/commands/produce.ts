@@ -1,10 +1,13 @@
 import type { Command } from 'commander';
 import { handleSignals } from '../../shared/lifecycle.ts';
+import { exposeCounters } from '../../shared/metrics.ts';
+import { redisReady } from '../../shared/probes.ts';
 import { RateLine } from '../../shared/progress.ts';
 import { closeRedis, createRedis } from '../../shared/redis.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
+import { startProbes } from '../probes.ts';
 import { duration, makeRuntime, positiveInt, positiveNumber, runCommand } from '../runtime.ts';
 
 export function registerProduce(program: Command): Command {
@@ -57,6 +60,16 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     log: log.child({ component: 'publisher' }),
     signal: abort.signal,
   });
+  exposeCounters('tickstream_producer', { source: config.producer.source }, () => publisher.stats, {
+    ticks: 'Ticks acknowledged by Redis',
+    frames: 'Frames (stream entries) added',
+  });
+  // Serve before the first XADD, so a run that cannot reach Redis is seen as alive but not ready.
+  const probes = await startProbes(config, log).catch(async (err: unknown) => {
+    await closeRedis(redis);
+    throw err;
+  });
+  probes.setChecks([redisReady(redis)]);
   let finished: Promise<unknown> = Promise.resolve();
   // The stop waits for the run to flush, so the forced-exit timeout stays armed while it does.
   handleSignals(
@@ -103,6 +116,7 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     );
   } finally {
     rate.done();
+    await probes.close();
     await closeRedis(redis);
   }
 }
