@@ -73,13 +73,13 @@ export async function groupBacklog(
   redis: RedisClient,
   layout: StreamLayout,
   group: string,
-): Promise<{ stream: string; lag: number | null; pending: number }[]> {
+): Promise<{ stream: string; lag: number | null; pending: number; entriesRead: number | null }[]> {
   const streams = allStreamKeys(layout);
   const replies = await batch(
     redis,
     streams.map((s) => ['XINFO', 'GROUPS', s] as const),
   );
-  const out: { stream: string; lag: number | null; pending: number }[] = [];
+  const out: { stream: string; lag: number | null; pending: number; entriesRead: number | null }[] = [];
   streams.forEach((stream, i) => {
     const [err, groups] = replies[i]!;
     if (err !== null) return;
@@ -87,10 +87,12 @@ export async function groupBacklog(
       const info = pairs(g);
       if (info.get('name') !== group) continue;
       const lag = info.get('lag');
+      const read = info.get('entries-read'); // Redis 7+; nil until the group has read from a known position
       out.push({
         stream,
         lag: lag === null || lag === undefined ? null : Number(lag),
         pending: Number(info.get('pending')),
+        entriesRead: read === null || read === undefined ? null : Number(read),
       });
     }
   });

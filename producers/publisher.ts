@@ -53,7 +53,7 @@ export class Publisher {
 
   constructor(options: PublisherOptions) {
     this.o = options;
-    this.metrics = publisherInstruments(options.settings.source);
+    this.metrics = publisherInstruments(options.settings.source, () => this.stats);
     this.buffers = Array.from({ length: options.layout.shards }, () => []);
     this.keys = Array.from({ length: options.layout.shards }, (_, i) => streamKey(options.layout, i));
   }

@@ -47,6 +47,8 @@ function histogram(name: string, help: string, labelNames: readonly string[], bu
   return new Histogram({ name, help, labelNames, buckets, registers: [register] });
 }
 
+type Sample = { labels: Record<string, string>; value: number };
+
 /**
  * A gauge whose value is read when scraped. `read` may be async (a Redis round trip); when it fails the
  * gauge keeps its last values rather than failing the whole scrape.
@@ -55,24 +57,41 @@ export function scrapedGauge(
   name: string,
   help: string,
   labelNames: readonly string[],
-  read: () => Promise<{ labels: Record<string, string>; value: number }[]>,
+  read: () => Promise<Sample[]>,
 ): Gauge {
-  const existing = register.getSingleMetric(name);
-  if (existing !== undefined) register.removeSingleMetric(name);
+  if (register.getSingleMetric(name) !== undefined) register.removeSingleMetric(name);
   return new Gauge({
     name,
     help,
     labelNames,
     registers: [register],
     async collect() {
-      let values: { labels: Record<string, string>; value: number }[];
-      try {
-        values = await read();
-      } catch {
-        return;
-      }
+      const values = await read().catch(() => undefined);
+      if (values === undefined) return;
       this.reset();
       for (const v of values) this.set(v.labels, v.value);
+    },
+  });
+}
+
+/** A counter kept elsewhere (a server-side count such as a group's entries-read), read when scraped. */
+export function scrapedCounter(
+  name: string,
+  help: string,
+  labelNames: readonly string[],
+  read: () => Promise<Sample[]>,
+): Counter {
+  if (register.getSingleMetric(name) !== undefined) register.removeSingleMetric(name);
+  return new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [register],
+    async collect() {
+      const values = await read().catch(() => undefined);
+      if (values === undefined) return;
+      this.reset();
+      for (const v of values) this.inc(v.labels, Math.max(0, v.value));
     },
   });
 }
@@ -197,8 +216,15 @@ export interface PublisherInstruments {
   paused(ms: number): void;
 }
 
-/** Histograms of a producer, labelled {source}. */
-export function publisherInstruments(source: string): PublisherInstruments {
+/** Histograms of a producer, and its counters read from `stats`, labelled {source}. */
+export function publisherInstruments(
+  source: string,
+  stats: () => { ticks: number; frames: number },
+): PublisherInstruments {
+  exposeCounters('tickstream_producer', { source }, stats, {
+    ticks: 'Ticks acknowledged by Redis',
+    frames: 'Frames (stream entries) added',
+  });
   const latency = histogram(
     'tickstream_producer_publish_seconds',
     'Time from sending a frame (XADD) to Redis acknowledging it',

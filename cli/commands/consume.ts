@@ -7,7 +7,7 @@ import { trimStreams } from '../../shared/retention.ts';
 import type { StreamLayout } from '../../shared/streams.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import { groupBacklog } from '../../consumers/status.ts';
-import { scrapedGauge } from '../../shared/metrics.ts';
+import { scrapedCounter, scrapedGauge } from '../../shared/metrics.ts';
 import { groupReady, redisReady } from '../../shared/probes.ts';
 import { deadLetterKey } from '../../shared/streams.ts';
 import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
@@ -114,7 +114,7 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
 }
 
 /** Lag and pending of this process's group per shard, and the dead-letter stream's length, read when scraped. */
-function exposeGroupGauges(redis: RedisClient, layout: StreamLayout, group: string): void {
+export function exposeGroupGauges(redis: RedisClient, layout: StreamLayout, group: string): void {
   scrapedGauge(
     'tickstream_group_lag',
     'Entries not yet delivered to the group, per shard stream (absent when Redis cannot tell)',
@@ -133,6 +133,15 @@ function exposeGroupGauges(redis: RedisClient, layout: StreamLayout, group: stri
         labels: { group, stream: b.stream },
         value: b.pending,
       })),
+  );
+  scrapedCounter(
+    'tickstream_group_entries_read_total',
+    "Entries the group has read from each shard stream (Redis' entries-read): its rate is the group's throughput per shard",
+    ['group', 'stream'],
+    async () =>
+      (await groupBacklog(redis, layout, group)).flatMap((b) =>
+        b.entriesRead === null ? [] : [{ labels: { group, stream: b.stream }, value: b.entriesRead }],
+      ),
   );
   scrapedGauge(
     'tickstream_dead_letters',

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { handleSignals } from '../../shared/lifecycle.ts';
-import { exposeCounters } from '../../shared/metrics.ts';
 import { redisReady } from '../../shared/probes.ts';
 import { RateLine } from '../../shared/progress.ts';
 import { closeRedis, createRedis } from '../../shared/redis.ts';
@@ -59,10 +58,6 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     settings: config.producer,
     log: log.child({ component: 'publisher' }),
     signal: abort.signal,
-  });
-  exposeCounters('tickstream_producer', { source: config.producer.source }, () => publisher.stats, {
-    ticks: 'Ticks acknowledged by Redis',
-    frames: 'Frames (stream entries) added',
   });
   // Serve before the first XADD, so a run that cannot reach Redis is seen as alive but not ready.
   const probes = await startProbes(config, log).catch(async (err: unknown) => {

@@ -100,7 +100,7 @@ describe('sink instruments', () => {
 
 describe('producer and indicator instruments', () => {
   it('labels publish latency and pauses by source, indicator jobs by queue and outcome', async () => {
-    const p = publisherInstruments('synthetic');
+    const p = publisherInstruments('synthetic', () => ({ ticks: 3, frames: 1 }));
     p.publish()();
     p.paused(1500);
     const latency = await metric('tickstream_producer_publish_seconds');
@@ -108,6 +108,9 @@ describe('producer and indicator instruments', () => {
     expect(countOf(latency, { source: 'synthetic' })).toBe(1);
     const pause = await metric('tickstream_producer_pause_seconds');
     expect(countOf(pause, { source: 'synthetic' })).toBe(1);
+    expect((await metric('tickstream_producer_ticks_total')).values).toEqual([
+      { labels: { source: 'synthetic' }, value: 3 },
+    ]);
     expect(pause.values.find((v) => v.metricName === 'tickstream_producer_pause_seconds_sum')?.value).toBe(
       1.5,
     );
