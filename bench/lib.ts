@@ -22,6 +22,8 @@ export interface BenchReport {
   /** Ratios and targets worth stating, e.g. { 'vs naive': 31.2, target: '>= 20x' }. */
   summary: Record<string, string | number>;
   notes?: string[];
+  /** Anything else worth keeping in the JSON (not printed). */
+  details?: unknown;
 }
 
 export function median(values: readonly number[]): number {

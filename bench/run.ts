@@ -12,6 +12,7 @@ const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport
   questdb: () => import('./questdb.ts'),
   indicators: () => import('./indicators.ts'),
   feed: () => import('./feed.ts'),
+  e2e: () => import('./e2e.ts'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,5 +1,5 @@
 import { backlogOf, groupFacts, streamFacts } from '../shared/backlog.ts';
-import { pairs, type RedisClient } from '../shared/redis.ts';
+import { batch, pairs, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys, type StreamLayout } from '../shared/streams.ts';
 import { countDeadLetters } from './deadletters.ts';
 
@@ -82,4 +82,35 @@ export async function streamsStatus(
     });
   }
   return { shards, deadLetters: await countDeadLetters(redis, layout) };
+}
+
+/** Lag and pending of one group on every shard, in one pipelined round trip (for metrics). */
+export async function groupBacklog(
+  redis: RedisClient,
+  layout: StreamLayout,
+  group: string,
+): Promise<{ stream: string; lag: number | null; pending: number; entriesRead: number | null }[]> {
+  const streams = allStreamKeys(layout);
+  const replies = await batch(
+    redis,
+    streams.map((s) => ['XINFO', 'GROUPS', s] as const),
+  );
+  const out: { stream: string; lag: number | null; pending: number; entriesRead: number | null }[] = [];
+  streams.forEach((stream, i) => {
+    const [err, groups] = replies[i]!;
+    if (err !== null) return;
+    for (const g of groups as unknown[][]) {
+      const info = pairs(g);
+      if (info.get('name') !== group) continue;
+      const lag = info.get('lag');
+      const read = info.get('entries-read'); // Redis 7+; nil until the group has read from a known position
+      out.push({
+        stream,
+        lag: lag === null || lag === undefined ? null : Number(lag),
+        pending: Number(info.get('pending')),
+        entriesRead: read === null || read === undefined ? null : Number(read),
+      });
+    }
+  });
+  return out;
 }

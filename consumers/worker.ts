@@ -9,7 +9,8 @@ import {
 import { errorMessage, isProgramFault, isRetriable } from '../shared/errors.ts';
 import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
 import { waitForStore } from '../shared/startup.ts';
-import type { Metric } from '../shared/metrics.ts';
+import { exposeCounters, sinkInstruments, type SinkInstruments } from '../shared/metrics.ts';
+import { RetryState } from '../shared/probes.ts';
 import type { Logger } from '../shared/logger.ts';
 import { nowNs, type Tick } from '../shared/model.ts';
 import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
@@ -102,6 +103,9 @@ export class GroupWorker {
   private readonly abort = new AbortController();
   private readonly claimCursors = new Map<string, string>();
   private readonly frameLimits: FrameLimits;
+  /** Failing since when, without a success: /readyz reports a worker stuck retrying. */
+  readonly retryState = new RetryState();
+  private readonly metrics: SinkInstruments;
   private loop: Promise<void> | undefined;
   private failure: unknown;
   private stopping = false;
@@ -120,6 +124,13 @@ export class GroupWorker {
       consumer: options.consumer,
       sink: options.sink.name,
     });
+    this.metrics = sinkInstruments(options.group, options.sink.name);
+    exposeCounters(
+      'tickstream_worker',
+      { group: options.group, sink: options.sink.name },
+      () => this.stats,
+      WORKER_COUNTERS,
+    );
   }
 
   /**
@@ -200,10 +211,12 @@ export class GroupWorker {
         const entries = await this.read('>');
         if (entries.length > 0) await this.process(entries);
         failures = 0;
+        this.retryState.ok();
       } catch (err) {
         // Redis trouble outside a sink write (claims, delivery counts, acks): whatever we hold stays pending
         // and is picked up again by drainOwnPending.
         failures++;
+        this.retryState.failing();
         this.log.warn({ err }, 'worker iteration failed: retrying');
         nextClaim = 0;
         await sleep(
@@ -442,11 +455,13 @@ export class GroupWorker {
     }, every);
     try {
       if (ticks.length > 0) {
+        this.metrics.batch(ticks.length);
         const ok = await this.writeDurably(ticks, origins, dead);
         if (!ok) return; // stopping while the sink was down: leave everything pending for another consumer
       }
       this.stats.ticks += ticks.length;
       await this.settle(entries, dead);
+      this.metrics.acked(entries, ticks);
     } finally {
       clearInterval(heartbeat);
     }
@@ -470,8 +485,12 @@ export class GroupWorker {
     let attempt = 0;
     for (;;) {
       try {
+        const wrote = this.metrics.write();
         await sink.write(ticks);
+        wrote();
+        const flushed = this.metrics.flush();
         await sink.flush();
+        flushed();
         return true;
       } catch (err) {
         if (err instanceof RejectedTicksError) {
@@ -499,6 +518,7 @@ export class GroupWorker {
         }
         attempt++;
         this.stats.retries++;
+        this.retryState.failing();
         if (this.stopping && attempt > 1) {
           this.log.warn({ err }, 'stopping while the sink is failing: leaving the batch pending');
           return false;
@@ -612,26 +632,16 @@ export class GroupWorker {
   }
 }
 
-/** The worker's counters for Prometheus (`TICKSTREAM_METRICS_PORT`). */
-export function workerMetrics(worker: GroupWorker, group: string, sink: string): Metric[] {
-  const labels = { group, sink };
-  const counter = (name: string, help: string, value: () => number): Metric => ({
-    name,
-    help,
-    type: 'counter',
-    values: () => [{ labels, value: value() }],
-  });
-  const s = worker.stats;
-  return [
-    counter('tickstream_worker_entries_total', 'Stream entries processed', () => s.entries),
-    counter('tickstream_worker_ticks_total', 'Ticks written to the sink', () => s.ticks),
-    counter('tickstream_worker_acked_total', 'Stream entries acknowledged', () => s.acked),
-    counter('tickstream_worker_dead_lettered_total', 'Entries or ticks dead-lettered', () => s.deadLettered),
-    counter('tickstream_worker_claimed_total', 'Entries claimed from other consumers', () => s.claimed),
-    counter('tickstream_worker_retries_total', 'Retriable sink failures retried', () => s.retries),
-    counter('tickstream_worker_batches_total', 'Batches processed', () => s.batches),
-  ];
-}
+/** The worker's counters for Prometheus, read from its stats when scraped. */
+const WORKER_COUNTERS: { [K in keyof WorkerStats]: string } = {
+  entries: 'Stream entries processed',
+  ticks: 'Ticks written to the sink',
+  acked: 'Stream entries acknowledged',
+  deadLettered: 'Entries or ticks dead-lettered',
+  claimed: 'Entries claimed from other consumers',
+  retries: 'Retriable sink failures retried',
+  batches: 'Batches processed',
+};
 
 function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
   const map = new Map<string, T[]>();

@@ -4,7 +4,7 @@ import { describeKafkaError, type KafkaSettings } from '../shared/kafka.ts';
 import { TickstreamError, errorMessage } from '../shared/errors.ts';
 import { backoffMs, once, sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { Metric } from '../shared/metrics.ts';
+import { exposeCounters } from '../shared/metrics.ts';
 import type { Tick } from '../shared/model.ts';
 import type { RedisClient } from '../shared/redis.ts';
 import { deadLetterKey, type StreamLayout } from '../shared/streams.ts';
@@ -382,25 +382,13 @@ export class KafkaIngest {
 }
 
 /** Prometheus counters of the ingest bridge, read from its stats when scraped. */
-export function ingestMetrics(ingest: KafkaIngest, groupId: string): Metric[] {
-  const labels = { group: groupId };
-  const counter = (name: string, help: string, value: () => number): Metric => ({
-    name,
-    help,
-    type: 'counter',
-    values: () => [{ labels, value: value() }],
+export function exposeIngestMetrics(ingest: KafkaIngest, groupId: string): void {
+  exposeCounters('tickstream_kafka_ingest', { group: groupId }, () => ingest.stats, {
+    messages: 'Kafka messages handled',
+    ticks: 'Ticks XADDed into the shard streams',
+    deadLettered: 'Invalid messages dead-lettered',
+    commits: 'Offset commits',
+    retries: 'Redis writes retried',
+    batches: 'Fetched batches processed',
   });
-  const s = () => ingest.stats;
-  return [
-    counter('tickstream_kafka_ingest_messages_total', 'Kafka messages handled', () => s().messages),
-    counter('tickstream_kafka_ingest_ticks_total', 'Ticks XADDed into the shard streams', () => s().ticks),
-    counter(
-      'tickstream_kafka_ingest_dead_lettered_total',
-      'Invalid messages dead-lettered',
-      () => s().deadLettered,
-    ),
-    counter('tickstream_kafka_ingest_commits_total', 'Offset commits', () => s().commits),
-    counter('tickstream_kafka_ingest_retries_total', 'Redis writes retried', () => s().retries),
-    counter('tickstream_kafka_ingest_batches_total', 'Fetched batches processed', () => s().batches),
-  ];
 }

@@ -3,6 +3,7 @@ import { encodeFrame } from '../shared/codec.ts';
 import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
+import { publisherInstruments } from '../shared/metrics.ts';
 import type { Tick } from '../shared/model.ts';
 import { LagCorrector, slowestGroupBacklog } from '../shared/backlog.ts';
 import type { RedisClient } from '../shared/redis.ts';
@@ -63,6 +64,7 @@ export class Publisher {
   private readonly buffers: Tick[][];
   private readonly keys: string[];
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly metrics: ReturnType<typeof publisherInstruments>;
   private lingerTimer: NodeJS.Timeout | undefined;
   private failure: unknown;
   private measured = 0;
@@ -81,6 +83,7 @@ export class Publisher {
 
   constructor(options: PublisherOptions) {
     this.o = options;
+    this.metrics = publisherInstruments(options.settings.source, () => this.stats);
     this.buffers = Array.from({ length: options.layout.shards }, () => []);
     this.keys = Array.from({ length: options.layout.shards }, (_, i) => streamKey(options.layout, i));
   }
@@ -137,11 +140,13 @@ export class Publisher {
     this.buffers[shard] = [];
     this.sentSinceMeasure++;
     const key = this.keys[shard]!;
+    const acked = this.metrics.publish();
     const added = this.o.redis.xadd(key, '*', ...encodeFrame(ticks));
     const stored = this.o.settings.durability === 'ack' ? added : this.durable(added);
     const p: Promise<void> = stored
       .then(
         () => {
+          acked();
           this.stats.frames++;
           this.stats.ticks += ticks.length;
         },
@@ -229,6 +234,7 @@ export class Publisher {
       this.pausedSince = undefined;
       const paused = Date.now() - started;
       this.stats.pausedMs += paused;
+      this.metrics.paused(paused);
       this.o.log.info(
         { backlog: this.measured, pausedMs: paused, stopped: stopped() },
         stopped() ? 'stopped while paused' : 'backlog drained: resuming',

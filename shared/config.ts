@@ -380,8 +380,12 @@ export const ConfigSchema = z
       .prefault({}),
     metrics: z
       .object({
-        /** Serve Prometheus metrics on this port from long-running commands; 0 = off. */
+        /** Serve /metrics, /healthz and /readyz on this port from long-running commands; 0 = off. */
         port: int(0, 0, 65_535),
+        /** Address the metrics server binds: loopback unless opened on purpose (compose sets 0.0.0.0). */
+        host: z.string().trim().min(1).default('127.0.0.1'),
+        /** /readyz fails once a worker has been retrying without a success for longer than this. */
+        readyStuckMs: int(1000, 60_000),
       })
       .strict()
       .prefault({}),
@@ -538,6 +542,8 @@ export const ENV: Readonly<Record<string, string>> = {
   APCA_API_SECRET_KEY: 'feed.alpacaSecretKey',
   TICKSTREAM_ALPACA_FEED: 'feed.alpacaFeed',
   TICKSTREAM_METRICS_PORT: 'metrics.port',
+  TICKSTREAM_METRICS_HOST: 'metrics.host',
+  TICKSTREAM_READY_STUCK_MS: 'metrics.readyStuckMs',
   LOG_LEVEL: 'log.level',
   LOG_FORMAT: 'log.format',
 };

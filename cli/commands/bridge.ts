@@ -1,12 +1,12 @@
-import type { Server } from 'node:http';
 import type { Command } from 'commander';
 import { consumerName } from '../../shared/config.ts';
 import { createKafka, requireKafka } from '../../shared/kafka.ts';
 import { handleSignals, once } from '../../shared/lifecycle.ts';
 import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
-import { serveMetrics } from '../../shared/metrics.ts';
-import { ingestMetrics, KafkaIngest } from '../../producers/kafka.ts';
+import { redisReady } from '../../shared/probes.ts';
+import { exposeIngestMetrics, KafkaIngest } from '../../producers/kafka.ts';
 import { SINKS } from '../../consumers/sinks/index.ts';
+import { startProbes } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { consume } from './consume.ts';
 
@@ -78,9 +78,9 @@ async function kafkaToRedis(opts: KafkaToRedisOpts): Promise<void> {
     log.info(ingest.stats, 'kafka-to-redis progress');
   }, STATS_EVERY_MS);
   statsTimer.unref();
-  let metrics: Server | undefined;
+  let probes: Awaited<ReturnType<typeof startProbes>> | undefined;
   const stop = once(async () => {
-    metrics?.close();
+    await probes?.close();
     clearInterval(statsTimer);
     dropIfDown(redis);
     await ingest.close();
@@ -88,9 +88,9 @@ async function kafkaToRedis(opts: KafkaToRedisOpts): Promise<void> {
   });
   handleSignals(log, stop, { timeoutMs: config.consumer.shutdownTimeoutMs });
   try {
-    if (config.metrics.port > 0) {
-      metrics = await serveMetrics(config.metrics.port, ingestMetrics(ingest, settings.groupId));
-    }
+    probes = await startProbes(config, log);
+    exposeIngestMetrics(ingest, settings.groupId);
+    probes.setChecks([redisReady(redis)]);
     await ingest.start();
     await ingest.done();
   } catch (err) {

@@ -1,13 +1,17 @@
-import type { Server } from 'node:http';
 import type { Command } from 'commander';
 import { consumerName } from '../../shared/config.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals, once } from '../../shared/lifecycle.ts';
-import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
+import { closeRedis, createRedis, dropIfDown, type RedisClient } from '../../shared/redis.ts';
 import { trimStreams } from '../../shared/retention.ts';
-import { GroupWorker, workerMetrics } from '../../consumers/worker.ts';
-import { serveMetrics } from '../../shared/metrics.ts';
+import type { StreamLayout } from '../../shared/streams.ts';
+import { GroupWorker } from '../../consumers/worker.ts';
+import { groupBacklog } from '../../consumers/status.ts';
+import { scrapedCounter, scrapedGauge } from '../../shared/metrics.ts';
+import { groupReady, redisReady } from '../../shared/probes.ts';
+import { deadLetterKey } from '../../shared/streams.ts';
 import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
+import { startProbes, storeChecks } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 
 export function registerConsume(program: Command): void {
@@ -81,24 +85,71 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
     }, retention.intervalMs);
   }
 
-  let metrics: Server | undefined;
+  const stores = storeChecks(config, definition.stores ?? [], log);
+  let probes: Awaited<ReturnType<typeof startProbes>> | undefined;
   const stop = once(async () => {
-    metrics?.close();
+    await probes?.close();
     if (trimTimer !== undefined) clearInterval(trimTimer);
     dropIfDown(redis, blocking);
     await worker.close();
+    await stores.close();
     await closeRedis(blocking);
     await closeRedis(redis);
   });
   handleSignals(log, stop, { timeoutMs: config.consumer.shutdownTimeoutMs });
   try {
-    if (config.metrics.port > 0) {
-      metrics = await serveMetrics(config.metrics.port, workerMetrics(worker, group, sinkName));
-    }
+    probes = await startProbes(config, log);
+    probes.setChecks([
+      redisReady(redis),
+      groupReady(redis, config.streams, group),
+      ...stores.checks,
+      worker.retryState.check('worker', config.metrics.readyStuckMs),
+    ]);
+    exposeGroupGauges(redis, config.streams, group);
     await worker.start();
     await worker.done();
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** Lag and pending of this process's group per shard, and the dead-letter stream's length, read when scraped. */
+export function exposeGroupGauges(redis: RedisClient, layout: StreamLayout, group: string): void {
+  scrapedGauge(
+    'tickstream_group_lag',
+    'Entries not yet delivered to the group, per shard stream (absent when Redis cannot tell)',
+    ['group', 'stream'],
+    async () =>
+      (await groupBacklog(redis, layout, group)).flatMap((b) =>
+        b.lag === null ? [] : [{ labels: { group, stream: b.stream }, value: b.lag }],
+      ),
+  );
+  scrapedGauge(
+    'tickstream_group_pending',
+    'Entries delivered to the group but not yet acknowledged, per shard stream',
+    ['group', 'stream'],
+    async () =>
+      (await groupBacklog(redis, layout, group)).map((b) => ({
+        labels: { group, stream: b.stream },
+        value: b.pending,
+      })),
+  );
+  scrapedCounter(
+    'tickstream_group_entries_read_total',
+    "Entries the group has read from each shard stream (Redis' entries-read): its rate is the group's throughput per shard",
+    ['group', 'stream'],
+    async () =>
+      (await groupBacklog(redis, layout, group)).flatMap((b) =>
+        b.entriesRead === null ? [] : [{ labels: { group, stream: b.stream }, value: b.entriesRead }],
+      ),
+  );
+  scrapedGauge(
+    'tickstream_dead_letters',
+    'Entries in the dead-letter stream (all groups)',
+    ['stream'],
+    async () => [
+      { labels: { stream: deadLetterKey(layout) }, value: await redis.xlen(deadLetterKey(layout)) },
+    ],
+  );
 }

@@ -8,6 +8,7 @@ import { VALUE_NAMES } from '../../consumers/indicators/compute.ts';
 import { indicatorKey } from '../../consumers/indicators/job.ts';
 import { IndicatorStore } from '../../consumers/indicators/store.ts';
 import { IndicatorService } from '../../consumers/indicators/worker.ts';
+import { startProbes } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
 import { timeframeOption } from './bars.ts';
@@ -116,22 +117,33 @@ async function work(opts: WorkerOpts): Promise<void> {
   let stopped!: () => void;
   const done = new Promise<void>((resolve) => (stopped = resolve));
   const stopping = new AbortController();
+  let probes: Awaited<ReturnType<typeof startProbes>> | undefined;
   handleSignals(
     log,
     async () => {
       stopping.abort();
+      await probes?.close();
       await service.close();
       stopped();
     },
     { timeoutMs: config.consumer.shutdownTimeoutMs },
   );
-  const ready = await waitForStore(() => service.start(), {
-    log,
-    signal: stopping.signal,
-    baseMs: config.consumer.retryBaseMs,
-    maxMs: Math.max(config.consumer.retryMaxMs, 1000),
-    what: 'the indicator worker',
-  });
+  let ready: boolean;
+  try {
+    probes = await startProbes(config, log);
+    probes.setChecks(service.readiness());
+    ready = await waitForStore(() => service.start(), {
+      log,
+      signal: stopping.signal,
+      baseMs: config.consumer.retryBaseMs,
+      maxMs: Math.max(config.consumer.retryMaxMs, 1000),
+      what: 'the indicator worker',
+    });
+  } catch (err) {
+    await probes?.close();
+    await service.close();
+    throw err;
+  }
   if (!ready) return;
   log.info(
     { timeframes: config.indicators.timeframes, queue: config.indicators.queueName },

@@ -2,12 +2,14 @@ import type { Command } from 'commander';
 import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { RateLine } from '../../shared/progress.ts';
-import { closeRedis, createRedis } from '../../shared/redis.ts';
+import { redisReady } from '../../shared/probes.ts';
+import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { createMapper, VENUES } from '../../producers/feeds/index.ts';
 import { CHANNELS, type Channel } from '../../producers/feeds/mapper.ts';
 import { FeedReporter } from '../../producers/feeds/report.ts';
 import { FeedSource } from '../../producers/feeds/source.ts';
+import { startProbes } from '../probes.ts';
 import { duration, makeRuntime, runCommand } from '../runtime.ts';
 
 /**
@@ -91,6 +93,20 @@ async function produceFeed(venue: string, opts: FeedOpts): Promise<void> {
     log,
     onEvent: (e) => reporter.event(venue, e),
   });
+  // /readyz: Redis answers and the venue's socket is open (a feed that is reconnecting is not ready).
+  const probes = await startProbes(config, log).catch(async (err: unknown) => {
+    await closeRedis(redis);
+    throw err;
+  });
+  probes.setChecks([
+    redisReady(redis),
+    {
+      name: 'feed',
+      check: async () => {
+        if (!source.stats.connected) throw new Error(`not connected to ${venue}`);
+      },
+    },
+  ]);
   const startedAt = Date.now();
   const report = () =>
     reporter.report({
@@ -110,6 +126,7 @@ async function produceFeed(venue: string, opts: FeedOpts): Promise<void> {
     log,
     async () => {
       await source.close();
+      dropIfDown(redis);
       await finished;
     },
     { exitAfterStop: false, timeoutMs: config.consumer.shutdownTimeoutMs },
@@ -148,6 +165,7 @@ async function produceFeed(venue: string, opts: FeedOpts): Promise<void> {
     await source.close();
     await report();
     await reporter.flush();
+    await probes.close();
     await closeRedis(redis);
   }
 }

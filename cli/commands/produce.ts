@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
+import { redisReady } from '../../shared/probes.ts';
 import { RateLine } from '../../shared/progress.ts';
 import { closeRedis, createRedis, dropIfDown } from '../../shared/redis.ts';
 import { checkDurability } from '../../producers/durability.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
+import { startProbes } from '../probes.ts';
 import { duration, makeRuntime, positiveInt, positiveNumber, runCommand } from '../runtime.ts';
 
 export function registerProduce(program: Command): Command {
@@ -84,6 +86,12 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     log: log.child({ component: 'publisher' }),
     signal: abort.signal,
   });
+  // Serve before the first XADD, so a run that cannot reach Redis is seen as alive but not ready.
+  const probes = await startProbes(config, log).catch(async (err: unknown) => {
+    await closeRedis(redis);
+    throw err;
+  });
+  probes.setChecks([redisReady(redis)]);
   let finished: Promise<unknown> = Promise.resolve();
   // The stop waits for the run to flush, so the forced-exit timeout stays armed while it does.
   handleSignals(
@@ -131,6 +139,7 @@ async function produceSynthetic(opts: SyntheticOpts): Promise<void> {
     );
   } finally {
     rate.done();
+    await probes.close();
     await closeRedis(redis);
   }
 }

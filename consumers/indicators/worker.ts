@@ -5,6 +5,8 @@ import type { Logger } from '../../shared/logger.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { closePgPool, createPgPool, type PgPool } from '../../shared/pg.ts';
 import { closeRedis, createRedis, dropIfDown, type RedisClient } from '../../shared/redis.ts';
+import { exposeCounters, observeIndicatorJob } from '../../shared/metrics.ts';
+import { postgresReady, redisReady, type ReadinessCheck } from '../../shared/probes.ts';
 import { isTimeframe, runIndicatorJob, type IndicatorJobData, type IndicatorJobResult } from './job.ts';
 import { ensureSchedulers } from './scheduler.ts';
 import { paramsOf, warmupBars } from './compute.ts';
@@ -98,12 +100,20 @@ export class IndicatorService {
       maxStalledCount: 2,
       autorun: false,
     });
+    exposeCounters('tickstream_indicator_jobs', { queue: s.queueName }, () => this.stats, {
+      completed: 'Indicator jobs completed',
+      failed: 'Indicator job attempts failed',
+    });
+    // BullMQ stamps processedOn/finishedOn (ms) on the job; their difference is the processing time.
+    const took = (job: Job | undefined) => ((job?.finishedOn ?? 0) - (job?.processedOn ?? 0)) / 1000;
     this.worker.on('completed', (job, result) => {
       this.stats.completed++;
+      observeIndicatorJob(s.queueName, 'completed', took(job));
       this.log.info({ job: job.id, ...result }, 'indicator job done');
     });
     this.worker.on('failed', (job, err) => {
       this.stats.failed++;
+      if (job?.processedOn !== undefined) observeIndicatorJob(s.queueName, 'failed', took(job));
       this.log.warn({ job: job?.id, attempt: job?.attemptsMade, err }, 'indicator job failed');
     });
     this.worker.on('error', (err) => this.log.warn({ err }, 'worker error'));
@@ -121,6 +131,20 @@ export class IndicatorService {
     this.running = this.worker
       .run()
       .catch((err: unknown) => this.log.error({ err }, 'worker stopped with an error'));
+  }
+
+  /** /readyz: the queue's Redis and PostgreSQL answer, and the BullMQ worker is taking jobs. */
+  readiness(): ReadinessCheck[] {
+    return [
+      redisReady(this.queueRedis),
+      postgresReady(this.pool),
+      {
+        name: 'worker',
+        check: async () => {
+          if (!this.worker.isRunning()) throw new Error('the BullMQ worker is not running');
+        },
+      },
+    ];
   }
 
   readonly close = once(async () => {

@@ -24,6 +24,8 @@ export interface SinkDefinition {
   /** Consumer group used when none is given. */
   readonly group: string;
   readonly description: string;
+  /** Stores besides Redis whose answer /readyz checks (the sink's own connections are its business). */
+  readonly stores?: readonly ('postgres' | 'questdb')[];
   create(deps: SinkDeps): Promise<Sink>;
 }
 
@@ -31,6 +33,7 @@ export const SINKS: Record<string, SinkDefinition> = {
   archive: {
     group: 'archive',
     description: 'durable, idempotent archive of trades and quotes in PostgreSQL/TimescaleDB',
+    stores: ['postgres'],
     create: async ({ config, log }) =>
       new ArchiveSink({ settings: config.postgres, log: log.child({ component: 'sink.archive' }) }),
   },
@@ -43,6 +46,7 @@ export const SINKS: Record<string, SinkDefinition> = {
   questdb: {
     group: 'hot',
     description: 'trades and quotes into QuestDB over ILP (QDB_CLIENT_CONF), deduplicated by tick identity',
+    stores: ['questdb'],
     create: async ({ config, log }) =>
       new QuestDbSink({ settings: config.questdb, log: log.child({ component: 'sink.questdb' }) }),
   },
@@ -56,6 +60,7 @@ export const SINKS: Record<string, SinkDefinition> = {
     group: 'bars',
     description:
       'OHLCV bars (1s/1m/5m/1h) into PostgreSQL, merged exactly once; current bar in Redis bar:<symbol>:<tf>',
+    stores: ['postgres'],
     create: async ({ config, redis, log }) => createBarsSink({ config, redis, log }),
   },
 };

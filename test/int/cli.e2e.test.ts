@@ -75,6 +75,28 @@ describe('tickstream CLI (processes, real Redis)', () => {
     expect(metrics).toMatch(
       new RegExp(`tickstream_worker_ticks_total\\{group="${group}",sink="quotes"\\} 5000`),
     );
+    // Histograms observed by the run: batch sizes adding up to every tick, ack ages from both clocks.
+    expect(metrics).toMatch(
+      new RegExp(`tickstream_sink_batch_ticks_sum\\{group="${group}",sink="quotes"\\} 5000`),
+    );
+    for (const name of ['tickstream_sink_write_seconds_count', 'tickstream_sink_flush_seconds_count']) {
+      expect(metrics).toMatch(new RegExp(`${name}\\{group="${group}",sink="quotes"\\} [1-9]`));
+    }
+    for (const from of ['exchange', 'stream']) {
+      expect(metrics).toMatch(
+        new RegExp(
+          `tickstream_sink_ack_age_seconds_count\\{group="${group}",sink="quotes",from="${from}"\\} [1-9]`,
+        ),
+      );
+    }
+    expect(metrics).toMatch(/^nodejs_eventloop_lag_seconds /m);
+    expect(metrics).toMatch(new RegExp(`tickstream_group_pending\\{group="${group}",stream="[^"]+"\\} 0`));
+    const ready = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({
+      ready: true,
+      checks: { redis: 'ok', [`group ${group}`]: 'ok' },
+    });
 
     consumer.kill('SIGTERM');
     const r = await finished(consumer);

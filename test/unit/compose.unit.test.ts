@@ -47,10 +47,13 @@ const PIPELINE = [
 const KAFKA = ['kafka', 'kafka-init', 'bridge-kafka-to-redis', 'bridge-redis-to-kafka'];
 const STORES = ['redis', 'questdb', 'timescaledb'];
 const FEED = ['feed-coinbase'];
+const MONITORING = ['prometheus', 'grafana', 'redis-exporter', 'postgres-exporter'];
 
 describe('docker-compose.yml', () => {
-  it('has the stores, every pipeline process and the kafka and feed profile services', () => {
-    expect(Object.keys(services).sort()).toEqual([...STORES, ...PIPELINE, ...KAFKA, ...FEED].sort());
+  it('has the stores, every pipeline process, monitoring, and the kafka and feed profile services', () => {
+    expect(Object.keys(services).sort()).toEqual(
+      [...STORES, ...PIPELINE, ...KAFKA, ...FEED, ...MONITORING].sort(),
+    );
   });
 
   it('uses the expected images and publishes the stores’ ports', () => {
@@ -138,11 +141,20 @@ describe('docker-compose.yml', () => {
     ]) {
       expect(svc(name).healthcheck?.test.length, name).toBeGreaterThan(1);
     }
-    // A consumer's healthcheck asks its metrics endpoint, so the port must be configured.
-    for (const [name, s] of Object.entries(services)) {
-      if (s.healthcheck?.test.join(' ').includes(':9464/metrics')) {
-        expect(s.environment?.TICKSTREAM_METRICS_PORT, name).toBe('9464');
-      }
+    // A pipeline process's healthcheck asks its /readyz, so the port must be configured and reachable.
+    for (const name of [
+      'consume-quotes',
+      'consume-archive',
+      'consume-questdb',
+      'consume-bars',
+      'indicators',
+    ]) {
+      expect(svc(name).healthcheck?.test.join(' '), name).toContain('http://127.0.0.1:9464/readyz');
+    }
+    for (const name of [...PIPELINE, 'bridge-kafka-to-redis', 'bridge-redis-to-kafka']) {
+      expect(svc(name).environment?.TICKSTREAM_METRICS_PORT, name).toBe('9464');
+      // Prometheus scrapes from its own container: the default loopback bind would refuse it.
+      expect(svc(name).environment?.TICKSTREAM_METRICS_HOST, name).toBe('0.0.0.0');
     }
     for (const [name, s] of Object.entries(services)) {
       for (const [dep, { condition }] of Object.entries(s.depends_on ?? {})) {
@@ -164,7 +176,7 @@ describe('docker-compose.yml', () => {
 
   it('keeps the Kafka broker and the bridge behind the kafka profile, and nothing else', () => {
     for (const name of KAFKA) expect(svc(name).profiles, name).toEqual(['kafka']);
-    for (const name of [...STORES, ...PIPELINE]) {
+    for (const name of [...STORES, ...PIPELINE, ...MONITORING]) {
       expect(svc(name).profiles, name).toBeUndefined();
       // A default service must not wait for one that only starts with a profile.
       for (const dep of Object.keys(svc(name).depends_on ?? {}))
@@ -182,7 +194,9 @@ describe('docker-compose.yml', () => {
 
   it('keeps data in named volumes, and every bind-mounted file exists in the repo', () => {
     expect(Object.keys(compose.volumes).sort()).toEqual([
+      'grafana-data',
       'kafka-data',
+      'prometheus-data',
       'questdb-data',
       'redis-data',
       'timescale-data',

@@ -38,11 +38,18 @@ describe('replay bounds', () => {
 
   it('gives the archive nanosecond bounds and refuses stream ids there', () => {
     expect(
-      archiveRange(parseBound('2024-03-01T14:30:00.000000001Z', '--from'), parseBound(String(MS), '--to')),
+      archiveRange(
+        parseBound('2024-03-01T14:30:00.000000001Z', '--from'),
+        parseBound(String(MS + 1), '--to'),
+      ),
     ).toEqual({
       from: BigInt(MS) * 1_000_000n + 1n,
-      to: BigInt(MS) * 1_000_000n,
+      to: BigInt(MS + 1) * 1_000_000n,
     });
+    // One nanosecond past the end: an empty range is refused, not reported as a complete replay.
+    expect(() =>
+      archiveRange(parseBound('2024-03-01T14:30:00.000000001Z', '--from'), parseBound(String(MS), '--to')),
+    ).toThrow(/--from is not before --to/);
     expect(archiveRange({ kind: 'open' }, { kind: 'open' })).toEqual({
       from: 0n,
       to: 9_223_372_036_854_775_807n,
