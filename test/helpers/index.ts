@@ -57,6 +57,8 @@ export function testConfig(overrides: ConfigInput = {}): Config {
           retryMaxMs: 100,
         },
         quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
+        bars: { channelPrefix: `${prefix}:bars:` },
+        indicators: { channelPrefix: `${prefix}:indicators:` },
         producer: { lingerMs: 1 },
         log: { level: 'silent' },
       },
