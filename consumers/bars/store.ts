@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import { pgErrorCode, quoteIdent, type PgClient } from '../../shared/pg.ts';
 import type { Trade } from '../../shared/model.ts';
+import { markIndicatorsStale } from '../indicators/store.ts';
 import {
   BarBuilder,
   byBarKey,
@@ -356,14 +357,7 @@ export class BarStore {
     tfs: readonly string[],
     from: readonly bigint[],
   ): Promise<void> {
-    if (symbols.length === 0) return;
-    await client.query(
-      `INSERT INTO ${this.s}.indicator_dirty AS d (symbol, tf, from_ns, rev)
-       SELECT u.symbol, u.tf, u.from_ns, nextval('${this.s}.indicator_dirty_rev')
-         FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(symbol, tf, from_ns)
-       ON CONFLICT (symbol, tf) DO UPDATE SET from_ns = LEAST(d.from_ns, EXCLUDED.from_ns), rev = EXCLUDED.rev`,
-      [[...symbols], [...tfs], from.map(String)],
-    );
+    await markIndicatorsStale(client, this.s, symbols, tfs, from);
   }
 
   /** Every (symbol, tf) with bars starting in [from, to) is stale from `from` on (a rebuild). */

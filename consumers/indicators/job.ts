@@ -4,7 +4,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { inTransaction, withClient, type PgClient, type PgPool } from '../../shared/pg.ts';
 import { batch, orThrow, Script, type RedisClient } from '../../shared/redis.ts';
 import { TIMEFRAME_NS, type TimeframeName } from '../bars/aggregate.ts';
-import { barIdentityFields, INT8_MAX } from '../bars/store.ts';
+import { barIdentityFields } from '../bars/store.ts';
 import {
   historyBars,
   INDICATOR_COUNT,
@@ -14,7 +14,7 @@ import {
   VALUE_NAMES,
   type SeriesPoint,
 } from './compute.ts';
-import { IndicatorStore, rowOf, type IndicatorRow, type SeriesHead } from './store.ts';
+import { IndicatorStore, INT8_MAX, rowOf, type IndicatorRow, type SeriesHead } from './store.ts';
 
 /**
  * One indicator job: for every active symbol (and every symbol whose rows a late trade or a rebuild made

@@ -15,6 +15,9 @@ import {
  * same bar converge on the one row with the same deterministic values.
  */
 
+/** The largest bar start (int8): "no upper bound". */
+export const INT8_MAX = 9_223_372_036_854_775_807n;
+
 export interface IndicatorRow {
   symbol: string;
   tf: TimeframeName;
@@ -362,6 +365,46 @@ export class IndicatorStore {
       );
   }
 
+  /** Every symbol that has bars. */
+  async symbolsWithBars(client: PgClient): Promise<string[]> {
+    const { rows } = await client.query<{ symbol: string }>(
+      `SELECT symbol FROM ${this.s}.bar_symbols ORDER BY symbol`,
+    );
+    return rows.map((r) => r.symbol);
+  }
+
+  /** Closed bars of these symbols in [from, to) (a backfill's total). */
+  async closedBarCount(
+    client: PgClient,
+    tf: TimeframeName,
+    symbols: readonly string[],
+    from: bigint | undefined,
+    to: bigint | undefined,
+  ): Promise<number> {
+    const { rows } = await client.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM ${this.s}.bars
+        WHERE tf = $1 AND closed AND symbol = ANY($2::text[]) AND start_ns >= $3::int8 AND start_ns < $4::int8`,
+      [tf, [...symbols], (from ?? -1n).toString(), (to ?? INT8_MAX).toString()],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** The rows of these series from `from` on are stale (keeps an earlier mark). */
+  async markStale(
+    client: PgClient,
+    tf: TimeframeName,
+    symbols: readonly string[],
+    from: bigint,
+  ): Promise<void> {
+    await markIndicatorsStale(
+      client,
+      this.s,
+      symbols,
+      symbols.map(() => tf),
+      symbols.map(() => from),
+    );
+  }
+
   /** Symbols with a stale mark for this timeframe. */
   async dirtySymbols(client: PgClient, tf: TimeframeName): Promise<string[]> {
     const { rows } = await client.query<{ symbol: string }>(
@@ -393,6 +436,28 @@ export class IndicatorStore {
       computedAt: r.computed_at as Date,
     }));
   }
+}
+
+/**
+ * Mark series stale from a bar on, keeping an earlier mark (infra/migrations/0005). `s` is the quoted schema.
+ * Every writer of bars calls it in the transaction that changes a closed bar.
+ */
+export async function markIndicatorsStale(
+  client: PgClient,
+  s: string,
+  symbols: readonly string[],
+  tfs: readonly string[],
+  from: readonly bigint[],
+): Promise<void> {
+  if (symbols.length === 0) return;
+  await client.query(
+    `INSERT INTO ${s}.indicator_dirty AS d (symbol, tf, from_ns, rev)
+     SELECT u.symbol, u.tf, u.from_ns, nextval('${s}.indicator_dirty_rev')
+       FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(symbol, tf, from_ns)
+      ORDER BY 1, 2
+     ON CONFLICT (symbol, tf) DO UPDATE SET from_ns = LEAST(d.from_ns, EXCLUDED.from_ns), rev = EXCLUDED.rev`,
+    [[...symbols], [...tfs], from.map(String)],
+  );
 }
 
 export function rowOf(symbol: string, tf: TimeframeName, r: IndicatorResult, params: string): IndicatorRow {
