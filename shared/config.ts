@@ -192,6 +192,8 @@ export const ConfigSchema = z
         watermark: z.enum(['symbol', 'shard']).default('symbol'),
         /** Redis hash of the current bar: <keyPrefix><symbol>:<tf>. */
         keyPrefix: z.string().default('bar:'),
+        /** Redis pub/sub channel of bar updates: <channelPrefix><symbol>:<tf>. */
+        channelPrefix: z.string().default('bars:'),
         /** Trades older than their clock by more than this are dead-lettered (and their ledger rows pruned). */
         ledgerHorizonMs: int(60_000, 7_200_000),
         pruneIntervalMs: int(1000, 60_000),
@@ -214,6 +216,8 @@ export const ConfigSchema = z
         bullPrefix: z.string().min(1).default('tickstream:bull'),
         /** Redis hash of the latest values: <keyPrefix><symbol>:<tf>. */
         keyPrefix: z.string().default('ind:'),
+        /** Redis pub/sub channel of new indicator rows: <channelPrefix><symbol>:<tf>. */
+        channelPrefix: z.string().default('indicators:'),
         /** Buckets per computation window; every value of a bar is a function of the window ending at it. */
         window: int(2, 200, 10_000),
         /** Closed bars per symbol (newest first) computed by each job; older ones were done by earlier jobs. */
@@ -456,6 +460,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_BARS_LATENESS_MS: 'bars.allowedLatenessMs',
   TICKSTREAM_BARS_WATERMARK: 'bars.watermark',
   TICKSTREAM_BARS_KEY_PREFIX: 'bars.keyPrefix',
+  TICKSTREAM_BARS_CHANNEL_PREFIX: 'bars.channelPrefix',
   TICKSTREAM_BARS_LEDGER_HORIZON_MS: 'bars.ledgerHorizonMs',
   TICKSTREAM_BARS_PRUNE_INTERVAL_MS: 'bars.pruneIntervalMs',
   TICKSTREAM_BARS_QDB_BATCH: 'bars.questdbBatch',
@@ -464,6 +469,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_IND_QUEUE: 'indicators.queueName',
   TICKSTREAM_IND_BULL_PREFIX: 'indicators.bullPrefix',
   TICKSTREAM_IND_KEY_PREFIX: 'indicators.keyPrefix',
+  TICKSTREAM_INDICATORS_CHANNEL_PREFIX: 'indicators.channelPrefix',
   TICKSTREAM_IND_WINDOW: 'indicators.window',
   TICKSTREAM_IND_RECENT_BARS: 'indicators.recentBars',
   TICKSTREAM_IND_ACTIVE_WINDOW_MS: 'indicators.activeWindowMs',

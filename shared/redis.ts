@@ -337,6 +337,16 @@ export class Script {
     }
     return results;
   }
+
+  /** One call with several keys (all in one slot under Cluster): EVALSHA, or EVAL after NOSCRIPT. */
+  async runKeys(client: RedisClient, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+    try {
+      return await client.call('EVALSHA', this.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return client.call('EVAL', this.lua, keys.length, ...keys, ...args);
+    }
+  }
 }
 
 /** Delete every key under a prefix (SCAN + UNLINK): test and benchmark clean-up, never the hot path. */

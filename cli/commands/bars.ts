@@ -6,6 +6,7 @@ import { RateLine } from '../../shared/progress.ts';
 import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import { TIMEFRAME_NAMES, type TimeframeName } from '../../consumers/bars/aggregate.ts';
 import { alignRange, rebuildBars } from '../../consumers/bars/rebuild.ts';
+import { recomputeStale } from '../../consumers/indicators/backfill.ts';
 import { BarStore } from '../../consumers/bars/store.ts';
 import { readArchive } from '../../consumers/sinks/archive.ts';
 import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
@@ -15,7 +16,8 @@ import { printTable } from '../table.ts';
 
 /**
  * `tickstream bars <SYMBOL>`: the current bar (Redis) and the latest stored bars (PostgreSQL).
- * `tickstream bars rebuild --from --to`: recompute the bars of a range from the PostgreSQL archive.
+ * `tickstream bars rebuild --from --to`: recompute the bars of a range from the PostgreSQL archive, then the
+ * indicator rows of the bars it replaced.
  */
 export function registerBars(program: Command): void {
   const bars = program
@@ -195,6 +197,21 @@ async function rebuild(opts: RebuildOpts): Promise<void> {
       `rebuilt ${nsToIso(result.from)} .. ${nsToIso(result.to)}: ${result.trades} trades → ${result.barsWritten} bars ` +
         `(replaced ${result.deleted.bars} bars; ${result.duplicates} duplicate ticks; ${result.seconds.toFixed(1)} s)\n`,
     );
+    // The rebuild marked the indicator rows of what it replaced as stale (in its transaction); recompute them now
+    // rather than leaving them to the next scheduled job.
+    const redis = await connectRedis(config, { log });
+    try {
+      const recomputed = await recomputeStale(
+        { pool, redis, settings: config.indicators, schema: config.postgres.schema, log },
+        config.indicators.timeframes,
+        symbols,
+      );
+      process.stdout.write(
+        `indicators recomputed: ${recomputed.map((r) => `${r.tf} ${r.computed} bars (${r.written} rows written, ${r.deleted} removed)`).join(', ')}\n`,
+      );
+    } finally {
+      await closeRedis(redis);
+    }
   } finally {
     unhook();
     await closePgPool(pool);

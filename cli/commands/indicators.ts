@@ -11,11 +11,16 @@ import { IndicatorService } from '../../consumers/indicators/worker.ts';
 import { startProbes } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { printTable } from '../table.ts';
-import { timeframeOption } from './bars.ts';
+import { parseTime, timeframeOption } from './bars.ts';
+import { ConfigError } from '../../shared/errors.ts';
+import { backfillIndicators } from '../../consumers/indicators/backfill.ts';
+import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
+import { startProgress, type JobProgress } from '../progress-bar.ts';
 
 /**
  * `tickstream indicators <SYMBOL> --tf 1m`: the latest indicator values (Redis), or the stored history.
  * `tickstream indicators worker`: job schedulers + BullMQ worker, until SIGINT/SIGTERM.
+ * `tickstream indicators backfill`: rows for every closed bar (consumers/indicators/backfill.ts).
  */
 export function registerIndicators(program: Command): void {
   const cmd = program
@@ -36,6 +41,97 @@ export function registerIndicators(program: Command): void {
     .option('--no-schedule', 'only work jobs; leave the schedulers to other processes')
     .option('--concurrency <n>', 'jobs at once (TICKSTREAM_IND_CONCURRENCY)', positiveInt('--concurrency'))
     .action((opts: WorkerOpts) => runCommand(() => work(opts)));
+  cmd
+    .command('backfill')
+    .description(
+      'compute the indicator row of every closed bar (resumable, idempotent); --from recomputes from there',
+    )
+    .option('--from <time>', 'recompute rows of bars from this time on (ISO-8601, a date, ms, or <digits>ns)')
+    .option('--to <time>', 'only bars starting before this time (same forms)')
+    .option('--symbols <list>', 'only these symbols (comma-separated; default: every symbol with bars)')
+    .option('--tf <list>', 'timeframes (comma-separated; default TICKSTREAM_IND_TIMEFRAMES)', (v: string) =>
+      v.split(',').map((t) => timeframeOption(t.trim())),
+    )
+    .action((opts: BackfillOpts) => runCommand(() => backfill(opts)));
+}
+
+interface BackfillOpts {
+  from?: string;
+  to?: string;
+  symbols?: string;
+  tf?: TimeframeName[];
+}
+
+async function backfill(opts: BackfillOpts): Promise<void> {
+  const from = opts.from === undefined ? undefined : parseTime(opts.from, '--from');
+  const to = opts.to === undefined ? undefined : parseTime(opts.to, '--to');
+  if (from !== undefined && to !== undefined && to <= from)
+    throw new ConfigError(`--to must be after --from`);
+  const symbols = opts.symbols
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  const { config, log } = makeRuntime();
+  const tfs = opts.tf ?? config.indicators.timeframes;
+  const pool = createPgPool(config.postgres, {
+    log,
+    max: 2,
+    applicationName: 'tickstream:indicators-backfill',
+  });
+  const redis = await connectRedis(config, { log });
+  let stopping = false;
+  const unhook = handleSignals(
+    log,
+    async () => {
+      // Rows commit pass by pass: stopping keeps what was done, and the next run carries on from there.
+      stopping = true;
+    },
+    { timeoutMs: config.consumer.shutdownTimeoutMs, exitAfterStop: false },
+  );
+  let progress: JobProgress | undefined;
+  let done = 0;
+  try {
+    if (config.postgres.migrateOnStart) await migrate(pool, migrateOptions(config.postgres, log));
+    else await assertSchemaCurrent(pool, config.postgres.schema);
+    const started = Date.now();
+    const results = await backfillIndicators(
+      { pool, redis, settings: config.indicators, schema: config.postgres.schema, log },
+      {
+        tfs,
+        symbols,
+        from,
+        to,
+        onTotal: (total) => (progress = startProgress({ log, unit: 'bars', total })),
+        onProgress: (computed) => {
+          done += computed;
+          progress?.update(done, computed);
+          if (stopping)
+            throw new ConfigError('stopped by a signal: rows written so far are kept; run again to resume');
+        },
+      },
+    );
+    progress?.stop();
+    progress = undefined;
+    printTable(
+      results.map((r) => ({
+        tf: r.tf,
+        symbols: r.symbols,
+        computed: r.computed,
+        written: r.written,
+        warming_up: r.warmingUp,
+        deleted: r.deleted,
+      })),
+    );
+    process.stdout.write(
+      `backfilled ${results.reduce((n, r) => n + r.computed, 0)} bars, ${results.reduce((n, r) => n + r.written, 0)} rows written ` +
+        `(${((Date.now() - started) / 1000).toFixed(1)} s)\n`,
+    );
+  } finally {
+    progress?.stop();
+    unhook();
+    await closeRedis(redis);
+    await closePgPool(pool);
+  }
 }
 
 interface ShowOpts {

@@ -81,6 +81,8 @@ export async function rebuildBars(
   await withClient(pool, (client) =>
     inTransaction(client, async () => {
       await store.lockAll(client);
+      // Indicator rows from `from` on are stale for every series the range had bars of, and (below) has now.
+      await store.markRangeDirty(client, { from, to, symbols: range.symbols });
       result.deleted = await store.deleteRange(client, { from, to, symbols: range.symbols });
       const builder = new BarBuilder(store.settings);
       const pending = new Map<string, Bar>();
@@ -135,6 +137,7 @@ export async function rebuildBars(
       await store.lockClocks(client, [...clockMax.keys()]);
       await store.advanceClocks(client, clockMax, symbolMax);
       await store.closeDue(client, [...clockMax.keys()]);
+      await store.markRangeDirty(client, { from, to, symbols: range.symbols });
     }),
   );
   result.seconds = (Date.now() - started) / 1000;

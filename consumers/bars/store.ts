@@ -1,5 +1,9 @@
-import { quoteIdent, type PgClient } from '../../shared/pg.ts';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { from as copyFrom } from 'pg-copy-streams';
+import { pgErrorCode, quoteIdent, type PgClient } from '../../shared/pg.ts';
 import type { Trade } from '../../shared/model.ts';
+import { markIndicatorsStale } from '../indicators/store.ts';
 import {
   BarBuilder,
   byBarKey,
@@ -149,9 +153,41 @@ function identity(symbol: string, ts: string, seq: string, source: string): stri
   return `${symbol}\u0000${ts}\u0000${seq}\u0000${source}`;
 }
 
+/** Calls that take the staging path straight away after a ledger conflict (duplicates come in runs). */
+const STAGED_RUNS_AFTER_CONFLICT = 8;
+
+/** COPY text rows of trade identities (symbol, ts, seq, source); returns when the server has them. */
+async function copyLines(client: PgClient, sql: string, trades: readonly Trade[]): Promise<void> {
+  const copy = client.query(copyFrom(sql));
+  await pipeline(Readable.from(identityChunks(trades)), copy);
+}
+
+function* identityChunks(trades: readonly Trade[]): Generator<string> {
+  let chunk = '';
+  for (let i = 0; i < trades.length; i++) {
+    const t = trades[i]!;
+    chunk += `${copyText(t.symbol)}\t${t.ts}\t${t.seq}\t${copyText(t.source)}\n`;
+    if (chunk.length > 65_536) {
+      yield chunk;
+      chunk = '';
+    }
+  }
+  if (chunk !== '') yield chunk;
+}
+
+/** Text-format COPY escaping (backslash, tab, newline, carriage return). */
+function copyText(v: string): string {
+  return /[\\\t\n\r]/.test(v)
+    ? v.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
+    : v;
+}
+
 export class BarStore {
   readonly settings: BarStoreSettings;
+  /** How ledger inserts went: straight COPY, or through the staging table (some identities were known). */
+  readonly ledgerStats = { direct: 0, staged: 0 };
   private readonly s: string;
+  private stagedRuns = 0;
 
   constructor(settings: BarStoreSettings) {
     this.settings = settings;
@@ -172,7 +208,6 @@ export class BarStore {
     const clocks = await this.lockClocks(client, keys);
 
     const candidates: Trade[] = [];
-    const seen = new Set<string>();
     trades.forEach((t, index) => {
       if (t.ts > INT8_MAX) {
         result.refused.push({
@@ -191,15 +226,10 @@ export class BarStore {
         });
         return;
       }
-      const id = identity(t.symbol, t.ts.toString(), String(t.seq), t.source);
-      if (seen.has(id)) {
-        result.duplicates++;
-        return;
-      }
-      seen.add(id);
       candidates.push(t);
     });
 
+    // Repeats within the call and trades merged before are both duplicates (insertLedger keeps one of each).
     const fresh = await this.insertLedger(client, candidates);
     result.duplicates += candidates.length - fresh.length;
     if (fresh.length === 0) return result;
@@ -213,6 +243,7 @@ export class BarStore {
     const partials = mergeAll(events.map((e) => e.bar));
     mergeAll(builder.openBars(), partials);
     result.changed = await this.mergeBars(client, [...partials.values()]);
+    await this.markAmended(client, events);
 
     const clockMax = new Map<string, bigint>();
     for (const key of builder.clockKeys()) {
@@ -244,26 +275,104 @@ export class BarStore {
     return new Map(rows.map((r) => [r.wkey, BigInt(r.max_ts)]));
   }
 
-  /** Insert trade identities; returns the trades whose identity was new, in their original order. */
+  /**
+   * Insert trade identities; returns the trades whose identity was new, in their original order (of two equal
+   * identities in one call, the first).
+   *
+   * Optimistic first, as the archive (docs/adr/0003): COPY the identities straight into the ledger inside a
+   * savepoint, which succeeds whenever every trade is new (the steady state) at the speed of COPY and with
+   * nothing sent back. A unique violation means some were merged before (redelivery, replay, a re-loaded file)
+   * or repeat within the call: roll back to the savepoint and COPY into a session-local staging table, then
+   * `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`, which says which ones were new; the next few calls
+   * take that path directly, as duplicates come in runs. Correct either way because ledger rows of a symbol are
+   * only written under its clock's lock (lockClocks), so no other writer can add one between the two steps.
+   */
   async insertLedger(client: PgClient, trades: readonly Trade[]): Promise<Trade[]> {
     if (trades.length === 0) return [];
+    if (this.stagedRuns === 0) {
+      await client.query('SAVEPOINT bar_ledger_direct');
+      try {
+        await copyLines(client, `COPY ${this.s}.bar_ledger (symbol, ts, seq, source) FROM STDIN`, trades);
+        await client.query('RELEASE SAVEPOINT bar_ledger_direct');
+        this.ledgerStats.direct++;
+        return [...trades];
+      } catch (err) {
+        if (pgErrorCode(err) !== '23505') throw err;
+        await client.query('ROLLBACK TO SAVEPOINT bar_ledger_direct');
+        this.stagedRuns = STAGED_RUNS_AFTER_CONFLICT;
+      }
+    } else {
+      this.stagedRuns--;
+    }
+    this.ledgerStats.staged++;
+    const stage = quoteIdent(`stage_${this.settings.schema}_bar_ledger`);
+    await client.query(
+      `CREATE TEMP TABLE IF NOT EXISTS ${stage} (LIKE ${this.s}.bar_ledger) ON COMMIT DELETE ROWS`,
+    );
+    // A rebuild calls this several times in one transaction: empty what an earlier call staged.
+    await client.query(`TRUNCATE ${stage}`);
+    await copyLines(client, `COPY ${stage} (symbol, ts, seq, source) FROM STDIN`, trades);
     const { rows } = await client.query<{ symbol: string; ts: string; seq: string; source: string }>(
       `INSERT INTO ${this.s}.bar_ledger (symbol, ts, seq, source)
-       SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS u(symbol, ts, seq, source)
-       ORDER BY 1, 2, 3, 4
+       SELECT DISTINCT symbol, ts, seq, source FROM ${stage} ORDER BY 1, 2, 3, 4
        ON CONFLICT DO NOTHING
        RETURNING symbol, ts::text AS ts, seq::text AS seq, source`,
-      [
-        trades.map((t) => t.symbol),
-        trades.map((t) => t.ts.toString()),
-        trades.map((t) => String(t.seq)),
-        trades.map((t) => t.source),
-      ],
     );
     const inserted = new Set(rows.map((r) => identity(r.symbol, r.ts, r.seq, r.source)));
     // Deleting on first use keeps one of two equal identities in the same call (the ledger row is one too).
     return trades.filter((t) =>
       inserted.delete(identity(t.symbol, t.ts.toString(), String(t.seq), t.source)),
+    );
+  }
+
+  /**
+   * Mark the indicator rows of amended closed bars (late trades) as stale from the earliest such bar of each
+   * (symbol, timeframe) on, in the same transaction as the amendment (infra/migrations/0005).
+   */
+  async markAmended(client: PgClient, events: readonly BarEvent[]): Promise<void> {
+    const earliest = new Map<string, { symbol: string; tf: TimeframeName; start: bigint }>();
+    for (const e of events) {
+      if (e.kind !== 'amended') continue;
+      const k = `${e.bar.symbol}\u0000${e.bar.tf.name}`;
+      const cur = earliest.get(k);
+      if (cur === undefined || e.bar.start < cur.start)
+        earliest.set(k, { symbol: e.bar.symbol, tf: e.bar.tf.name, start: e.bar.start });
+    }
+    if (earliest.size === 0) return;
+    const marks = [...earliest.values()].sort((a, b) =>
+      a.symbol !== b.symbol ? (a.symbol < b.symbol ? -1 : 1) : a.tf < b.tf ? -1 : a.tf > b.tf ? 1 : 0,
+    );
+    await this.markDirty(
+      client,
+      marks.map((m) => m.symbol),
+      marks.map((m) => m.tf),
+      marks.map((m) => m.start),
+    );
+  }
+
+  /** Indicator rows of these (symbol, tf) are stale from `from` on (keeps an earlier mark). */
+  async markDirty(
+    client: PgClient,
+    symbols: readonly string[],
+    tfs: readonly string[],
+    from: readonly bigint[],
+  ): Promise<void> {
+    await markIndicatorsStale(client, this.s, symbols, tfs, from);
+  }
+
+  /** Every (symbol, tf) with bars starting in [from, to) is stale from `from` on (a rebuild). */
+  async markRangeDirty(
+    client: PgClient,
+    range: { from: bigint; to: bigint; symbols?: readonly string[] | undefined },
+  ): Promise<void> {
+    await client.query(
+      `INSERT INTO ${this.s}.indicator_dirty AS d (symbol, tf, from_ns, rev)
+       SELECT symbol, tf, $1::int8, nextval('${this.s}.indicator_dirty_rev')
+         FROM (SELECT DISTINCT symbol, tf FROM ${this.s}.bars
+                WHERE start_ns >= $1::int8 AND start_ns < $2::int8
+                  AND ($3::text[] IS NULL OR symbol = ANY($3::text[]))) AS k
+       ON CONFLICT (symbol, tf) DO UPDATE SET from_ns = LEAST(d.from_ns, EXCLUDED.from_ns), rev = EXCLUDED.rev`,
+      [range.from.toString(), range.to.toString(), range.symbols === undefined ? null : [...range.symbols]],
     );
   }
 

@@ -1,5 +1,19 @@
 import type { Config } from '../../shared/config.ts';
-import { Atr, Bollinger, Ema, Macd, Rsi, Sma, Vwap, type Computable } from './math.ts';
+import {
+  Atr,
+  Bollinger,
+  Ema,
+  Macd,
+  Rsi,
+  Sma,
+  Vwap,
+  type AtrState,
+  type BandsValue,
+  type Computable,
+  type EmaState,
+  type MacdState,
+  type RsiState,
+} from './math.ts';
 
 /**
  * The indicators of one bar, as a pure function of the bars in the window of `window` buckets ending at it.
@@ -228,4 +242,208 @@ function lowerBound(bars: readonly WindowBar[], start: bigint): number {
     else hi = mid;
   }
   return lo;
+}
+
+/**
+ * What a stored indicator row carries so that the next bar continues its series (infra/migrations/0005): the
+ * recursive indicators' state, and the series' length in buckets, real bars and filled buckets. JSON text
+ * with doubles in shortest round-trip form, so restoring it is exact.
+ */
+export interface SeriesState {
+  v: 1;
+  /** Buckets in the series so far (real + filled). */
+  n: number;
+  bars: number;
+  filled: number;
+  ema: EmaState;
+  rsi: RsiState;
+  macd: MacdState;
+  atr: AtrState;
+}
+
+export function parseState(text: string | null): SeriesState | undefined {
+  if (text === null) return undefined;
+  const s = JSON.parse(text) as SeriesState;
+  return s.v === 1 ? s : undefined;
+}
+
+/** The row before the series continues: its bar start and its state. */
+export interface SeriesPoint {
+  start: bigint;
+  state: SeriesState;
+}
+
+export interface SeriesResult extends IndicatorResult {
+  state: SeriesState;
+}
+
+/**
+ * One (symbol, timeframe) series continued bar by bar, each bar O(1): EMA, RSI, MACD and ATR from the state of
+ * the previous bar's row, SMA, Bollinger and VWAP from the last n buckets. Equal to running TA-Lib over the
+ * whole history of the series, whatever point it is continued from.
+ *
+ * The series starts at the symbol's first bar of the timeframe. Missing buckets: `carry` steps the series
+ * through a flat bar at the previous close with no volume for each (so a window that starts inside a gap holds
+ * those flat bars, carried from the last bar before the gap, however far back that is); `reset` starts a new
+ * series at the first bar after a gap.
+ */
+export class SeriesComputer {
+  private readonly p: IndicatorParams;
+  private readonly tfNs: bigint;
+  private readonly gaps: GapPolicy;
+  /** The last buckets of the series (up to the longest window of SMA, Bollinger, VWAP). */
+  private ring: WindowBar[] = [];
+  private readonly ringSize: number;
+  private ema!: Ema;
+  private rsi!: Rsi;
+  private macd!: Macd;
+  private atr!: Atr;
+  private n = 0;
+  private bars = 0;
+  private filled = 0;
+  private last: WindowBar | undefined;
+
+  /**
+   * `from`: the row the series continues from (none: a new series). `history`: the real bars up to and
+   * including `from.start`, oldest first, at least the newest `historyBars(params)` of them (or all there are).
+   */
+  constructor(
+    params: IndicatorParams,
+    tfNs: bigint,
+    gaps: GapPolicy,
+    from?: SeriesPoint | undefined,
+    history: readonly WindowBar[] = [],
+  ) {
+    this.p = params;
+    this.tfNs = tfNs;
+    this.gaps = gaps;
+    this.ringSize = historyBars(params);
+    if (from === undefined) {
+      this.reset();
+      return;
+    }
+    const s = from.state;
+    this.ema = Ema.restore(params.ema, s.ema);
+    this.rsi = Rsi.restore(params.rsi, s.rsi);
+    this.macd = Macd.restore(params.macdFast, params.macdSlow, params.macdSignal, s.macd);
+    this.atr = Atr.restore(params.atr, s.atr);
+    this.n = s.n;
+    this.bars = s.bars;
+    this.filled = s.filled;
+    // The buckets ending at from.start, gaps filled as the series filled them, as many as the series has.
+    const buckets: WindowBar[] = [];
+    let prev: WindowBar | undefined;
+    for (const bar of history) {
+      if (bar.start > from.start) break;
+      if (prev !== undefined)
+        for (let t = prev.start + tfNs; t < bar.start; t += tfNs) buckets.push(flat(t, prev));
+      buckets.push(bar);
+      prev = bar;
+    }
+    if (prev === undefined || prev.start !== from.start)
+      throw new RangeError(`indicator history does not end at the bar the series continues from`);
+    this.ring = buckets.slice(-Math.min(this.ringSize, this.n));
+    this.last = prev;
+  }
+
+  /** The next real bar (start after every bar before it). */
+  next(bar: WindowBar): SeriesResult {
+    const last = this.last;
+    if (last !== undefined) {
+      if (bar.start <= last.start) throw new RangeError('indicator bars must come in time order');
+      if (bar.start - last.start > this.tfNs) {
+        if (this.gaps === 'reset') this.reset();
+        else
+          for (let t = last.start + this.tfNs; t < bar.start; t += this.tfNs) {
+            this.step(flat(t, last));
+            this.filled++;
+          }
+      }
+    }
+    const carried = this.step(bar);
+    this.bars++;
+    this.last = bar;
+    const window = this.windowValues();
+    const values: IndicatorValues = { ...carried, ...window };
+    const complete = VALUE_NAMES.every((k) => values[k] !== null);
+    return {
+      start: bar.start,
+      values,
+      status: complete ? 'ok' : 'warming_up',
+      bars: this.bars,
+      filled: this.filled,
+      state: {
+        v: 1,
+        n: this.n,
+        bars: this.bars,
+        filled: this.filled,
+        ema: this.ema.state(),
+        rsi: this.rsi.state(),
+        macd: this.macd.state(),
+        atr: this.atr.state(),
+      },
+    };
+  }
+
+  private reset(): void {
+    const p = this.p;
+    this.ema = new Ema(p.ema);
+    this.rsi = new Rsi(p.rsi);
+    this.macd = new Macd(p.macdFast, p.macdSlow, p.macdSignal);
+    this.atr = new Atr(p.atr);
+    this.ring = [];
+    this.n = 0;
+    this.bars = 0;
+    this.filled = 0;
+    this.last = undefined;
+  }
+
+  private step(
+    bar: WindowBar,
+  ): Pick<IndicatorValues, 'ema' | 'rsi' | 'macd' | 'macdSignal' | 'macdHist' | 'atr'> {
+    const c = bar.close;
+    const macd = this.macd.update(c);
+    const out = {
+      ema: this.ema.update(c),
+      rsi: this.rsi.update(c),
+      macd: macd?.macd ?? null,
+      macdSignal: macd?.signal ?? null,
+      macdHist: macd?.hist ?? null,
+      atr: this.atr.update(bar),
+    };
+    this.ring.push(bar);
+    if (this.ring.length > this.ringSize) this.ring.shift();
+    this.n++;
+    return out;
+  }
+
+  private windowValues(): Pick<IndicatorValues, 'sma' | 'bbUpper' | 'bbMiddle' | 'bbLower' | 'vwap'> {
+    const p = this.p;
+    const sma = new Sma(p.sma);
+    const bb = new Bollinger(p.bbPeriod, p.bbStdDev);
+    const vwap = new Vwap(p.vwap);
+    let s: number | null = null;
+    let b: BandsValue | null = null;
+    let v: number | null = null;
+    const r = this.ring;
+    for (let i = Math.max(0, r.length - p.sma); i < r.length; i++) s = sma.update(r[i]!.close);
+    for (let i = Math.max(0, r.length - p.bbPeriod); i < r.length; i++) b = bb.update(r[i]!.close);
+    for (let i = Math.max(0, r.length - p.vwap); i < r.length; i++) v = vwap.update(r[i]!);
+    return {
+      sma: s,
+      bbUpper: b?.upper ?? null,
+      bbMiddle: b?.middle ?? null,
+      bbLower: b?.lower ?? null,
+      vwap: v,
+    };
+  }
+}
+
+/** Real bars a continued series needs before its first new bar (the longest window of SMA, Bollinger, VWAP). */
+export function historyBars(p: IndicatorParams): number {
+  return Math.max(p.sma, p.bbPeriod, p.vwap);
+}
+
+function flat(start: bigint, prev: WindowBar): WindowBar {
+  return { start, high: prev.close, low: prev.close, close: prev.close, volume: 0n, notional: 0n };
 }

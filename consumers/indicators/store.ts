@@ -1,6 +1,12 @@
 import { quoteIdent, type PgClient } from '../../shared/pg.ts';
 import { parseScaled, SCALE_DIGITS, type TimeframeName } from '../bars/aggregate.ts';
-import type { IndicatorResult, IndicatorValues, WindowBar } from './compute.ts';
+import {
+  parseState,
+  type IndicatorResult,
+  type IndicatorValues,
+  type SeriesState,
+  type WindowBar,
+} from './compute.ts';
 
 /**
  * PostgreSQL side of the indicator jobs: reads closed bars (table `bars`), writes `indicators`
@@ -8,6 +14,9 @@ import type { IndicatorResult, IndicatorValues, WindowBar } from './compute.ts';
  * values differ, so recomputing a bar with unchanged inputs writes nothing, and two workers computing the
  * same bar converge on the one row with the same deterministic values.
  */
+
+/** The largest bar start (int8): "no upper bound". */
+export const INT8_MAX = 9_223_372_036_854_775_807n;
 
 export interface IndicatorRow {
   symbol: string;
@@ -18,7 +27,16 @@ export interface IndicatorRow {
   bars: number;
   filled: number;
   params: string;
+  /** What continues the series at the next bar (null: none stored, rows written before state was carried). */
+  state?: SeriesState | null;
   computedAt?: Date;
+}
+
+/** Where a series stands: its newest row, and the earliest bar whose row is stale (indicator_dirty). */
+export interface SeriesHead {
+  symbol: string;
+  newest?: { start: bigint; state: SeriesState | undefined; params: string } | undefined;
+  dirty?: { from: bigint; rev: bigint } | undefined;
 }
 
 const VALUE_COLUMNS = [
@@ -146,7 +164,16 @@ export class IndicatorStore {
 
   /** Insert or update rows whose values changed; returns how many rows were written. */
   async upsert(client: PgClient, tf: TimeframeName, rows: readonly IndicatorRow[]): Promise<number> {
-    if (rows.length === 0) return 0;
+    return (await this.write(client, tf, rows)).length;
+  }
+
+  /** Insert or update rows whose values (or state) changed; returns the rows written. */
+  async write(
+    client: PgClient,
+    tf: TimeframeName,
+    rows: readonly IndicatorRow[],
+  ): Promise<{ symbol: string; start: bigint }[]> {
+    if (rows.length === 0) return [];
     const sorted = [...rows].sort((a, b) =>
       a.symbol !== b.symbol
         ? a.symbol < b.symbol
@@ -168,23 +195,223 @@ export class IndicatorStore {
       sorted.map((r) => r.bars),
       sorted.map((r) => r.filled),
       sorted.map((r) => r.params),
+      sorted.map((r) => (r.state === undefined || r.state === null ? null : JSON.stringify(r.state))),
     ];
     const valueParams = cols.map((_, i) => `$${i + 4}::float8[]`).join(', ');
     const n = cols.length;
-    const result = await client.query(
-      `INSERT INTO ${this.s}.indicators AS i (symbol, tf, start_ns, ${cols.join(', ')}, status, bars, filled, params)
+    const result = await client.query<{ symbol: string; start_ns: string }>(
+      `INSERT INTO ${this.s}.indicators AS i (symbol, tf, start_ns, ${cols.join(', ')}, status, bars, filled, params, state)
        SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], ${valueParams},
-                            $${n + 4}::text[], $${n + 5}::int4[], $${n + 6}::int4[], $${n + 7}::text[])
+                            $${n + 4}::text[], $${n + 5}::int4[], $${n + 6}::int4[], $${n + 7}::text[], $${n + 8}::text[])
        ON CONFLICT (symbol, tf, start_ns) DO UPDATE SET
          ${cols.map((c) => `${c} = EXCLUDED.${c}`).join(', ')},
          status = EXCLUDED.status, bars = EXCLUDED.bars, filled = EXCLUDED.filled, params = EXCLUDED.params,
-         computed_at = now()
-       WHERE (${cols.map((c) => `i.${c}`).join(', ')}, i.status, i.bars, i.filled, i.params)
+         state = EXCLUDED.state, computed_at = now()
+       WHERE (${cols.map((c) => `i.${c}`).join(', ')}, i.status, i.bars, i.filled, i.params, i.state)
              IS DISTINCT FROM
-             (${cols.map((c) => `EXCLUDED.${c}`).join(', ')}, EXCLUDED.status, EXCLUDED.bars, EXCLUDED.filled, EXCLUDED.params)`,
+             (${cols.map((c) => `EXCLUDED.${c}`).join(', ')}, EXCLUDED.status, EXCLUDED.bars, EXCLUDED.filled, EXCLUDED.params, EXCLUDED.state)
+       RETURNING i.symbol, i.start_ns::text AS start_ns`,
       params,
     );
-    return result.rowCount ?? 0;
+    return result.rows.map((r) => ({ symbol: r.symbol, start: BigInt(r.start_ns) }));
+  }
+
+  /**
+   * Serialise the computation of these series with every other writer of them (jobs, backfill, rebuild), until
+   * the transaction ends; ordered by lock key, so two writers never deadlock.
+   */
+  async lockSeries(client: PgClient, tf: TimeframeName, symbols: readonly string[]): Promise<void> {
+    await client.query(
+      `SELECT count(pg_advisory_xact_lock(hashtext($1), k))
+         FROM (SELECT DISTINCT hashtext(s || ':' || $2) AS k FROM unnest($3::text[]) AS s ORDER BY 1) AS l`,
+      [this.schema, tf, [...symbols]],
+    );
+  }
+
+  /** Newest row and stale mark of each series. */
+  async seriesHeads(client: PgClient, tf: TimeframeName, symbols: readonly string[]): Promise<SeriesHead[]> {
+    const { rows } = await client.query<{
+      symbol: string;
+      from_ns: string | null;
+      rev: string | null;
+      start_ns: string | null;
+      state: string | null;
+      params: string | null;
+    }>(
+      `SELECT s.symbol, d.from_ns::text AS from_ns, d.rev::text AS rev, r.start_ns::text AS start_ns, r.state, r.params
+         FROM unnest($2::text[]) AS s(symbol)
+         LEFT JOIN ${this.s}.indicator_dirty d ON d.symbol = s.symbol AND d.tf = $1
+         LEFT JOIN LATERAL (SELECT start_ns, state, params FROM ${this.s}.indicators i
+                             WHERE i.symbol = s.symbol AND i.tf = $1 ORDER BY start_ns DESC LIMIT 1) r ON true`,
+      [tf, [...symbols]],
+    );
+    return rows.map((r) => ({
+      symbol: r.symbol,
+      newest:
+        r.start_ns === null
+          ? undefined
+          : { start: BigInt(r.start_ns), state: parseState(r.state), params: r.params ?? '' },
+      dirty: r.from_ns === null ? undefined : { from: BigInt(r.from_ns), rev: BigInt(r.rev!) },
+    }));
+  }
+
+  /** The newest row of a series starting before `before`. */
+  async rowBefore(
+    client: PgClient,
+    tf: TimeframeName,
+    symbol: string,
+    before: bigint,
+  ): Promise<{ start: bigint; state: SeriesState | undefined; params: string } | undefined> {
+    const { rows } = await client.query<{ start_ns: string; state: string | null; params: string }>(
+      `SELECT start_ns::text AS start_ns, state, params FROM ${this.s}.indicators
+        WHERE symbol = $1 AND tf = $2 AND start_ns < $3::int8 ORDER BY start_ns DESC LIMIT 1`,
+      [symbol, tf, before.toString()],
+    );
+    const r = rows[0];
+    return r === undefined
+      ? undefined
+      : { start: BigInt(r.start_ns), state: parseState(r.state), params: r.params };
+  }
+
+  /**
+   * Closed bars of each series: up to `history` of them at or before `after` (what the continued series needs
+   * of its past), and up to `limit` after it and before `to`; oldest first per symbol.
+   */
+  async seriesBars(
+    client: PgClient,
+    tf: TimeframeName,
+    series: readonly { symbol: string; after: bigint; history: number }[],
+    limit: number,
+    to: bigint,
+  ): Promise<Map<string, WindowBar[]>> {
+    const { rows } = await client.query<{
+      symbol: string;
+      start_ns: string;
+      high: number;
+      low: number;
+      close: number;
+      volume: string;
+      notional: string;
+    }>(
+      `SELECT u.symbol, x.start_ns::text AS start_ns, x.high, x.low, x.close, x.volume::text AS volume,
+              x.notional::text AS notional
+         FROM unnest($2::text[], $3::int8[], $4::int4[]) AS u(symbol, after, hist)
+         CROSS JOIN LATERAL (
+           (SELECT start_ns, high, low, close, volume, notional FROM ${this.s}.bars b
+             WHERE b.symbol = u.symbol AND b.tf = $1 AND b.closed AND b.start_ns <= u.after
+             ORDER BY b.start_ns DESC LIMIT u.hist)
+           UNION ALL
+           (SELECT start_ns, high, low, close, volume, notional FROM ${this.s}.bars b
+             WHERE b.symbol = u.symbol AND b.tf = $1 AND b.closed AND b.start_ns > u.after AND b.start_ns < $6::int8
+             ORDER BY b.start_ns LIMIT $5)
+         ) AS x
+        ORDER BY u.symbol, x.start_ns`,
+      [
+        tf,
+        series.map((x) => x.symbol),
+        series.map((x) => x.after.toString()),
+        series.map((x) => x.history),
+        limit,
+        to.toString(),
+      ],
+    );
+    const out = new Map<string, WindowBar[]>();
+    for (const r of rows) {
+      let list = out.get(r.symbol);
+      if (list === undefined) out.set(r.symbol, (list = []));
+      list.push({
+        start: BigInt(r.start_ns),
+        high: r.high,
+        low: r.low,
+        close: r.close,
+        volume: parseScaled(r.volume, SCALE_DIGITS),
+        notional: parseScaled(r.notional, 2 * SCALE_DIGITS),
+      });
+    }
+    return out;
+  }
+
+  /** Rows after `after` whose bar is gone or no longer closed (a rebuild removed it). */
+  async deleteOrphans(client: PgClient, tf: TimeframeName, symbol: string, after: bigint): Promise<number> {
+    const r = await client.query(
+      `DELETE FROM ${this.s}.indicators i WHERE i.symbol = $1 AND i.tf = $2 AND i.start_ns > $3::int8
+          AND NOT EXISTS (SELECT 1 FROM ${this.s}.bars b
+                           WHERE b.symbol = i.symbol AND b.tf = i.tf AND b.start_ns = i.start_ns AND b.closed)`,
+      [symbol, tf, after.toString()],
+    );
+    return r.rowCount ?? 0;
+  }
+
+  /**
+   * The stale mark of a series after a pass: removed when the pass reached the newest bar, else moved to where
+   * the next pass starts; either only if no writer marked the series again meanwhile (same rev).
+   */
+  async settleDirty(
+    client: PgClient,
+    tf: TimeframeName,
+    symbol: string,
+    rev: bigint,
+    next: bigint | undefined,
+  ): Promise<void> {
+    if (next === undefined)
+      await client.query(
+        `DELETE FROM ${this.s}.indicator_dirty WHERE symbol = $1 AND tf = $2 AND rev = $3::int8`,
+        [symbol, tf, rev.toString()],
+      );
+    else
+      await client.query(
+        `UPDATE ${this.s}.indicator_dirty SET from_ns = $4::int8 WHERE symbol = $1 AND tf = $2 AND rev = $3::int8`,
+        [symbol, tf, rev.toString(), next.toString()],
+      );
+  }
+
+  /** Every symbol that has bars. */
+  async symbolsWithBars(client: PgClient): Promise<string[]> {
+    const { rows } = await client.query<{ symbol: string }>(
+      `SELECT symbol FROM ${this.s}.bar_symbols ORDER BY symbol`,
+    );
+    return rows.map((r) => r.symbol);
+  }
+
+  /** Closed bars of these symbols in [from, to) (a backfill's total). */
+  async closedBarCount(
+    client: PgClient,
+    tf: TimeframeName,
+    symbols: readonly string[],
+    from: bigint | undefined,
+    to: bigint | undefined,
+  ): Promise<number> {
+    const { rows } = await client.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM ${this.s}.bars
+        WHERE tf = $1 AND closed AND symbol = ANY($2::text[]) AND start_ns >= $3::int8 AND start_ns < $4::int8`,
+      [tf, [...symbols], (from ?? -1n).toString(), (to ?? INT8_MAX).toString()],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** The rows of these series from `from` on are stale (keeps an earlier mark). */
+  async markStale(
+    client: PgClient,
+    tf: TimeframeName,
+    symbols: readonly string[],
+    from: bigint,
+  ): Promise<void> {
+    await markIndicatorsStale(
+      client,
+      this.s,
+      symbols,
+      symbols.map(() => tf),
+      symbols.map(() => from),
+    );
+  }
+
+  /** Symbols with a stale mark for this timeframe. */
+  async dirtySymbols(client: PgClient, tf: TimeframeName): Promise<string[]> {
+    const { rows } = await client.query<{ symbol: string }>(
+      `SELECT symbol FROM ${this.s}.indicator_dirty WHERE tf = $1 ORDER BY symbol`,
+      [tf],
+    );
+    return rows.map((r) => r.symbol);
   }
 
   /** Stored rows of one symbol and timeframe, newest first. */
@@ -209,6 +436,28 @@ export class IndicatorStore {
       computedAt: r.computed_at as Date,
     }));
   }
+}
+
+/**
+ * Mark series stale from a bar on, keeping an earlier mark (infra/migrations/0005). `s` is the quoted schema.
+ * Every writer of bars calls it in the transaction that changes a closed bar.
+ */
+export async function markIndicatorsStale(
+  client: PgClient,
+  s: string,
+  symbols: readonly string[],
+  tfs: readonly string[],
+  from: readonly bigint[],
+): Promise<void> {
+  if (symbols.length === 0) return;
+  await client.query(
+    `INSERT INTO ${s}.indicator_dirty AS d (symbol, tf, from_ns, rev)
+     SELECT u.symbol, u.tf, u.from_ns, nextval('${s}.indicator_dirty_rev')
+       FROM unnest($1::text[], $2::text[], $3::int8[]) AS u(symbol, tf, from_ns)
+      ORDER BY 1, 2
+     ON CONFLICT (symbol, tf) DO UPDATE SET from_ns = LEAST(d.from_ns, EXCLUDED.from_ns), rev = EXCLUDED.rev`,
+    [[...symbols], [...tfs], from.map(String)],
+  );
 }
 
 export function rowOf(symbol: string, tf: TimeframeName, r: IndicatorResult, params: string): IndicatorRow {

@@ -2,14 +2,12 @@ import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Config } from '../../shared/config.ts';
 import { once } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { ConfigError } from '../../shared/errors.ts';
 import { closePgPool, createPgPool, type PgPool } from '../../shared/pg.ts';
 import { closeRedis, createRedis, dropIfDown, type RedisClient } from '../../shared/redis.ts';
 import { exposeCounters, observeIndicatorJob } from '../../shared/metrics.ts';
 import { postgresReady, redisReady, type ReadinessCheck } from '../../shared/probes.ts';
 import { isTimeframe, runIndicatorJob, type IndicatorJobData, type IndicatorJobResult } from './job.ts';
 import { ensureSchedulers } from './scheduler.ts';
-import { paramsOf, warmupBars } from './compute.ts';
 import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
 
 /**
@@ -60,13 +58,6 @@ export class IndicatorService {
     this.o = options;
     const { config } = options;
     const s = config.indicators;
-    const warmup = warmupBars(paramsOf(s));
-    if (s.window < warmup) {
-      throw new ConfigError(
-        `TICKSTREAM_IND_WINDOW: ${s.window} buckets cannot hold the longest warm-up of the configured indicators ` +
-          `(${warmup} bars, MACD ${s.macdSlow}+${s.macdSignal}-1); their values would never be available`,
-      );
-    }
     this.log = options.log.child({ component: 'indicators', queue: s.queueName });
     this.ownsPool = options.pool === undefined;
     this.pool =

@@ -12,7 +12,7 @@ import {
   type PgPool,
 } from '../../shared/pg.ts';
 import { barsTable } from '../../shared/questdb.ts';
-import { Script, type RedisClient, type Reply } from '../../shared/redis.ts';
+import { isCluster, Script, type RedisClient } from '../../shared/redis.ts';
 import { shardOf } from '../../shared/streams.ts';
 import { timeframes, type TimeframeName } from '../bars/aggregate.ts';
 import { BarsQuestDbOutbox } from '../bars/questdb.ts';
@@ -40,12 +40,29 @@ import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schem
  * commit that closed or amended bars kicks a push, which runs beside the flush and never fails it.
  */
 
-const PROJECT_BAR = new Script(`
-local cur = redis.call('HMGET', KEYS[1], 'start_key', 'rev_key')
-if cur[1] and (cur[1] > ARGV[1] or (cur[1] == ARGV[1] and cur[2] >= ARGV[2])) then return 0 end
-redis.call('HSET', KEYS[1], 'start_key', ARGV[1], 'rev_key', ARGV[2], unpack(ARGV, 3))
-return 1
+/**
+ * Project many bars in one call. Per key, ARGV holds: start_key, rev_key, channel ('' for none), message, the
+ * number of hash fields (name and value counted apart), then the fields. A bar is written only when it is newer
+ * (bucket, then revision) than what the hash holds, and only then published.
+ */
+const PROJECT_BARS = new Script(`
+local a = 1
+local changed = 0
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[a + 4])
+  local cur = redis.call('HMGET', KEYS[i], 'start_key', 'rev_key')
+  if not (cur[1] and (cur[1] > ARGV[a] or (cur[1] == ARGV[a] and cur[2] >= ARGV[a + 1]))) then
+    redis.call('HSET', KEYS[i], 'start_key', ARGV[a], 'rev_key', ARGV[a + 1], unpack(ARGV, a + 5, a + 4 + n))
+    if ARGV[a + 2] ~= '' then redis.call('PUBLISH', ARGV[a + 2], ARGV[a + 3]) end
+    changed = changed + 1
+  end
+  a = a + 5 + n
+end
+return changed
 `);
+
+/** Bars per projection call on a single Redis (under Cluster, one per call: the keys lie in other slots). */
+const PROJECT_CHUNK = 200;
 
 export interface BarsSinkOptions {
   pool: PgPool;
@@ -54,6 +71,8 @@ export interface BarsSinkOptions {
   redis: RedisClient;
   store: BarStore;
   keyPrefix: string;
+  /** Pub/sub channel prefix of bar updates (`<prefix><symbol>:<tf>`); undefined: no publishing. */
+  channelPrefix?: string | undefined;
   pruneIntervalMs: number;
   /** Migrate the schema on start (else require it to be current). */
   migrate?: { settings: Config['postgres'] } | undefined;
@@ -195,7 +214,10 @@ export class BarsSink implements Sink {
     return this.closing;
   }
 
-  /** Newest row per (symbol, tf) into Redis; failures are retriable (the batch comes back and re-projects). */
+  /**
+   * Newest row per (symbol, tf) into Redis, and published on its channel when it changed the hash; failures
+   * are retriable (the batch comes back and re-projects).
+   */
   private async project(rows: readonly BarRow[]): Promise<void> {
     if (rows.length === 0) return;
     const newest = new Map<string, BarRow>();
@@ -205,28 +227,29 @@ export class BarsSink implements Sink {
       if (cur === undefined || r.start > cur.start || (r.start === cur.start && r.rev > cur.rev))
         newest.set(k, r);
     }
-    const calls = [...newest.values()].map(
-      (r) =>
-        [
-          barKeyOf(this.o.keyPrefix, r.symbol, r.tf),
-          r.start.toString().padStart(20, '0'),
-          r.rev.toString().padStart(20, '0'),
-          ...barFields(r),
-        ] as [string, ...string[]],
-    );
-    let results: Reply[];
+    const chunk = isCluster(this.o.redis) ? 1 : PROJECT_CHUNK;
+    const all = [...newest.values()];
+    const prefix = this.o.channelPrefix;
     try {
-      results = await PROJECT_BAR.runMany(this.o.redis, calls);
+      for (let i = 0; i < all.length; i += chunk) {
+        const keys: string[] = [];
+        const args: string[] = [];
+        for (const r of all.slice(i, i + chunk)) {
+          const fields = barFields(r);
+          keys.push(barKeyOf(this.o.keyPrefix, r.symbol, r.tf));
+          args.push(
+            r.start.toString().padStart(20, '0'),
+            r.rev.toString().padStart(20, '0'),
+            prefix === undefined ? '' : barKeyOf(prefix, r.symbol, r.tf),
+            prefix === undefined ? '' : barMessage(fields),
+            String(fields.length),
+            ...fields,
+          );
+        }
+        this.stats.projected += Number(await PROJECT_BARS.runKeys(this.o.redis, keys, args));
+      }
     } catch (err) {
       throw new SinkError('bars: projecting into Redis failed', { retriable: true, cause: err });
-    }
-    for (const [err, changed] of results) {
-      if (err !== null)
-        throw new SinkError(`bars: projecting into Redis failed: ${err.message}`, {
-          retriable: true,
-          cause: err,
-        });
-      if (changed === 1) this.stats.projected++;
     }
   }
 
@@ -265,6 +288,14 @@ export function barFields(r: BarRow): string[] {
     'rev',
     r.rev.toString(),
   ];
+}
+
+/** The pub/sub message of a bar: its hash fields as stored, `closed` as a boolean. */
+export function barMessage(fields: readonly string[]): string {
+  const o: Record<string, string | boolean> = {};
+  for (let i = 0; i < fields.length; i += 2) o[fields[i]!] = fields[i + 1]!;
+  o.closed = o.closed === '1';
+  return JSON.stringify(o);
 }
 
 /** "12.500000000" → "12.5", "300.000000000" → "300". */
@@ -315,6 +346,7 @@ export async function createBarsSink(deps: {
     store,
     questdb,
     keyPrefix: config.bars.keyPrefix,
+    channelPrefix: config.bars.channelPrefix,
     pruneIntervalMs: config.bars.pruneIntervalMs,
     migrate: config.postgres.migrateOnStart ? { settings: config.postgres } : undefined,
     log: child,

@@ -57,6 +57,8 @@ export function testConfig(overrides: ConfigInput = {}): Config {
           retryMaxMs: 100,
         },
         quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
+        bars: { channelPrefix: `${prefix}:bars:` },
+        indicators: { channelPrefix: `${prefix}:indicators:` },
         producer: { lingerMs: 1 },
         // Tests archive fixed dates years back (2021, 2023, 2024): the default window would refuse them.
         postgres: { archiveDaysBack: 30_000 },
