@@ -6,6 +6,8 @@ import { countDeadLetters } from './deadletters.ts';
 export interface ShardStatus {
   stream: string;
   length: number;
+  /** Entries ever added (XINFO STREAM entries-added): the producers' throughput is its rate. */
+  entriesAdded: number | null;
   firstId: string | null;
   lastId: string | null;
   groups: GroupStatus[];
@@ -15,6 +17,8 @@ export interface GroupStatus {
   group: string;
   lag: number | null;
   pending: number;
+  /** Entries the group has read (XINFO GROUPS entries-read): its throughput is the rate of this. */
+  entriesRead: number | null;
   lastDeliveredId: string;
   consumers: { name: string; pending: number; idleMs: number }[];
 }
@@ -31,7 +35,7 @@ export async function streamsStatus(redis: RedisClient, layout: StreamLayout): P
     try {
       info = pairs((await redis.call('XINFO', 'STREAM', stream)) as unknown[]);
     } catch {
-      shards.push({ stream, length: 0, firstId: null, lastId: null, groups: [] });
+      shards.push({ stream, length: 0, entriesAdded: null, firstId: null, lastId: null, groups: [] });
       continue;
     }
     const first = info.get('first-entry') as [string, unknown] | null;
@@ -49,10 +53,12 @@ export async function streamsStatus(redis: RedisClient, layout: StreamLayout): P
         };
       });
       const lag = gi.get('lag');
+      const read = gi.get('entries-read');
       groups.push({
         group: name,
         lag: lag === null || lag === undefined ? null : Number(lag),
         pending: Number(gi.get('pending')),
+        entriesRead: read === null || read === undefined ? null : Number(read),
         lastDeliveredId: String(gi.get('last-delivered-id')),
         consumers,
       });
@@ -60,6 +66,7 @@ export async function streamsStatus(redis: RedisClient, layout: StreamLayout): P
     shards.push({
       stream,
       length: Number(info.get('length')),
+      entriesAdded: info.has('entries-added') ? Number(info.get('entries-added')) : null,
       firstId: first?.[0] ?? null,
       lastId: last?.[0] ?? null,
       groups,

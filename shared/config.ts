@@ -142,6 +142,8 @@ export const ConfigSchema = z
         watermark: z.enum(['symbol', 'shard']).default('symbol'),
         /** Redis hash of the current bar: <keyPrefix><symbol>:<tf>. */
         keyPrefix: z.string().default('bar:'),
+        /** Pub/sub channel of bar updates: <channelPrefix><SYMBOL>:<tf>. */
+        channelPrefix: z.string().default('bars:'),
         /** Trades older than their clock by more than this are dead-lettered (and their ledger rows pruned). */
         ledgerHorizonMs: int(60_000, 7_200_000),
         pruneIntervalMs: int(1000, 60_000),
@@ -164,6 +166,8 @@ export const ConfigSchema = z
         bullPrefix: z.string().min(1).default('tickstream:bull'),
         /** Redis hash of the latest values: <keyPrefix><symbol>:<tf>. */
         keyPrefix: z.string().default('ind:'),
+        /** Pub/sub channel of new indicator values: <channelPrefix><SYMBOL>:<tf>. */
+        channelPrefix: z.string().default('indicators:'),
         /** Buckets per computation window; every value of a bar is a function of the window ending at it. */
         window: int(2, 200, 10_000),
         /** Closed bars per symbol (newest first) computed by each job; older ones were done by earlier jobs. */
@@ -301,6 +305,41 @@ export const ConfigSchema = z
         }
       })
       .prefault({}),
+    /** `tickstream serve`: the read API, live push and dashboard (server/, docs/serve.md). */
+    api: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: int(0, 8080, 65_535),
+        /** Bearer token for the admin routes (POST /v1/cache/clear); unset: those routes are off. */
+        adminToken: z.string().min(16, 'at least 16 characters').optional(),
+        /** Allowed CORS origins ("*" for any); empty: CORS off. */
+        corsOrigins: list.default([]),
+        /** L1 time to live per kind. */
+        quoteTtlMs: int(1, 5000),
+        barsTtlMs: int(1, 60_000),
+        indicatorsTtlMs: int(1, 60_000),
+        historyTtlMs: int(1, 300_000),
+        /** L1 entries per kind (least recently used evicted first). */
+        cacheMax: int(1, 10_000, 10_000_000),
+        /** A Redis / PostgreSQL / QuestDB read slower than this counts as failed (grace: stale or 503). */
+        tierTimeoutMs: int(10, 500, 60_000),
+        /** Seconds in Retry-After of a 503 (nothing cached, store down). */
+        retryAfterS: int(1, 2, 3600),
+        /** Symbols whose quotes, bars and indicators are loaded into L1 at start (most active first). */
+        warmSymbols: int(0, 50, 10_000),
+        maxBatch: int(1, 100, 1000),
+        maxLimit: int(1, 1000, 100_000),
+        /** Longest from/to range, in bars of the requested timeframe. */
+        maxRangeBars: int(1, 5000, 1_000_000),
+        /** Live push: a client's socket buffer above this is "backed up" (updates are conflated). */
+        wsHighWaterBytes: int(1024, 1_048_576),
+        /** A client backed up for longer than this is disconnected. */
+        wsStuckMs: int(100, 10_000),
+        wsHeartbeatMs: int(100, 15_000),
+        maxSubscriptions: int(1, 1000, 100_000),
+      })
+      .strict()
+      .prefault({}),
     metrics: z
       .object({
         /** Serve Prometheus metrics on this port from long-running commands; 0 = off. */
@@ -352,6 +391,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_BARS_LATENESS_MS: 'bars.allowedLatenessMs',
   TICKSTREAM_BARS_WATERMARK: 'bars.watermark',
   TICKSTREAM_BARS_KEY_PREFIX: 'bars.keyPrefix',
+  TICKSTREAM_BARS_CHANNEL_PREFIX: 'bars.channelPrefix',
   TICKSTREAM_BARS_LEDGER_HORIZON_MS: 'bars.ledgerHorizonMs',
   TICKSTREAM_BARS_PRUNE_INTERVAL_MS: 'bars.pruneIntervalMs',
   TICKSTREAM_BARS_QDB_BATCH: 'bars.questdbBatch',
@@ -360,6 +400,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_IND_QUEUE: 'indicators.queueName',
   TICKSTREAM_IND_BULL_PREFIX: 'indicators.bullPrefix',
   TICKSTREAM_IND_KEY_PREFIX: 'indicators.keyPrefix',
+  TICKSTREAM_INDICATORS_CHANNEL_PREFIX: 'indicators.channelPrefix',
   TICKSTREAM_IND_WINDOW: 'indicators.window',
   TICKSTREAM_IND_RECENT_BARS: 'indicators.recentBars',
   TICKSTREAM_IND_ACTIVE_WINDOW_MS: 'indicators.activeWindowMs',
@@ -423,10 +464,32 @@ export const ENV: Readonly<Record<string, string>> = {
   KAFKA_RETRIES: 'kafka.retries',
   KAFKA_RETRY_INITIAL_MS: 'kafka.retryInitialMs',
   KAFKA_RETRY_MAX_MS: 'kafka.retryMaxMs',
+  TICKSTREAM_API_HOST: 'api.host',
+  TICKSTREAM_API_PORT: 'api.port',
+  TICKSTREAM_API_ADMIN_TOKEN: 'api.adminToken',
+  TICKSTREAM_API_CORS_ORIGINS: 'api.corsOrigins',
+  TICKSTREAM_API_QUOTE_TTL_MS: 'api.quoteTtlMs',
+  TICKSTREAM_API_BARS_TTL_MS: 'api.barsTtlMs',
+  TICKSTREAM_API_INDICATORS_TTL_MS: 'api.indicatorsTtlMs',
+  TICKSTREAM_API_HISTORY_TTL_MS: 'api.historyTtlMs',
+  TICKSTREAM_API_CACHE_MAX: 'api.cacheMax',
+  TICKSTREAM_API_TIER_TIMEOUT_MS: 'api.tierTimeoutMs',
+  TICKSTREAM_API_RETRY_AFTER_S: 'api.retryAfterS',
+  TICKSTREAM_API_WARM_SYMBOLS: 'api.warmSymbols',
+  TICKSTREAM_API_MAX_BATCH: 'api.maxBatch',
+  TICKSTREAM_API_MAX_LIMIT: 'api.maxLimit',
+  TICKSTREAM_API_MAX_RANGE_BARS: 'api.maxRangeBars',
+  TICKSTREAM_API_WS_HIGH_WATER_BYTES: 'api.wsHighWaterBytes',
+  TICKSTREAM_API_WS_STUCK_MS: 'api.wsStuckMs',
+  TICKSTREAM_API_WS_HEARTBEAT_MS: 'api.wsHeartbeatMs',
+  TICKSTREAM_API_MAX_SUBSCRIPTIONS: 'api.maxSubscriptions',
   TICKSTREAM_METRICS_PORT: 'metrics.port',
   LOG_LEVEL: 'log.level',
   LOG_FORMAT: 'log.format',
 };
+
+/** Values never echoed in an error message. */
+const SECRET_PATHS = new Set(['api.adminToken', 'kafka.saslPassword']);
 
 const PATH_TO_ENV = new Map(Object.entries(ENV).map(([k, v]) => [v, k]));
 
@@ -475,7 +538,10 @@ export function loadConfig(options: LoadOptions = {}): Config {
       const where =
         origin.get(path) ?? PATH_TO_ENV.get(path) ?? (path === '' ? 'configuration' : `key "${path}"`);
       const value = getPath(tree, path);
-      const shown = value === undefined || typeof value === 'object' ? '' : ` (got ${JSON.stringify(value)})`;
+      const shown =
+        value === undefined || typeof value === 'object' || SECRET_PATHS.has(path)
+          ? ''
+          : ` (got ${JSON.stringify(value)})`;
       return `${where}: ${issue.message}${shown}`;
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);

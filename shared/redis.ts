@@ -11,6 +11,11 @@ export interface RedisOptions {
   blocking?: boolean;
   /** Name shown by CLIENT LIST, to tell processes apart when operating. */
   connectionName?: string;
+  /**
+   * Commands fail at once while disconnected instead of queueing until the server is back (the read API
+   * serves what it cached instead of waiting).
+   */
+  failFast?: boolean;
   log?: Logger;
 }
 
@@ -22,7 +27,8 @@ export interface RedisOptions {
 export function createRedis(config: Pick<Config, 'redis'>, options: RedisOptions = {}): RedisClient {
   const common = {
     connectionName: options.connectionName ?? 'tickstream',
-    maxRetriesPerRequest: null as null,
+    maxRetriesPerRequest: options.failFast === true ? 0 : (null as null),
+    enableOfflineQueue: options.failFast !== true,
     // Under Cluster, multi-key batches are sent as concurrent commands (see `batch`); auto-pipelining packs
     // them per node. A blocking connection runs one command at a time and gains nothing from it.
     enableAutoPipelining: config.redis.clusterNodes.length > 0 && options.blocking !== true,
