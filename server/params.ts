@@ -18,10 +18,19 @@ export function parseTime(name: string, text: string): bigint {
 
 /** Comma-separated symbols of a batch, each checked, duplicates dropped. */
 export function parseSymbols(name: string, text: string, pattern: RegExp, max: number): string[] {
-  const symbols = [...new Set(text.split(',').map((s) => s.trim()).filter((s) => s !== ''))];
+  const symbols = [
+    ...new Set(
+      text
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== ''),
+    ),
+  ];
   if (symbols.length === 0) throw badRequest(`${name}: at least one symbol`);
-  if (symbols.length > max) throw badRequest(`${name}: at most ${max} symbols per request (got ${symbols.length})`);
+  if (symbols.length > max)
+    throw badRequest(`${name}: at most ${max} symbols per request (got ${symbols.length})`);
   const bad = symbols.find((s) => !pattern.test(s));
-  if (bad !== undefined) throw badRequest(`${name}: "${bad.slice(0, 70)}" is not a symbol (letters, digits, ._:/^=-)`);
+  if (bad !== undefined)
+    throw badRequest(`${name}: "${bad.slice(0, 70)}" is not a symbol (letters, digits, ._:/^=-)`);
   return symbols;
 }

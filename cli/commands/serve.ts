@@ -6,7 +6,9 @@ import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 export function registerServe(program: Command): void {
   program
     .command('serve')
-    .description('the read API (quotes, bars, indicators, trades, status), live push on /v1/stream, dashboard at /')
+    .description(
+      'the read API (quotes, bars, indicators, trades, status), live push on /v1/stream, dashboard at /',
+    )
     .option('--host <address>', 'listen address (TICKSTREAM_API_HOST)')
     .option('--port <port>', 'listen port (TICKSTREAM_API_PORT)', positiveInt('--port'))
     .action((opts: { host?: string; port?: number }) =>

@@ -20,9 +20,13 @@ export function errorHandling(app: FastifyInstance): void {
       return reply.code(err.statusCode).send({ error: { code: 'bad_request', message: err.message } });
     }
     req.log.error({ err }, 'request failed');
-    return reply.code(500).send({ error: { code: 'internal', message: 'internal error (see the server log)' } });
+    return reply
+      .code(500)
+      .send({ error: { code: 'internal', message: 'internal error (see the server log)' } });
   });
   app.setNotFoundHandler((req, reply) =>
-    reply.code(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } }),
+    reply
+      .code(404)
+      .send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` } }),
   );
 }

@@ -37,7 +37,10 @@ const SYMBOL = /^[A-Za-z0-9._:/^=-]{1,64}$/;
 const RequestSchema = z.object({
   op: z.enum(['subscribe', 'unsubscribe', 'ping']),
   channel: z.enum(['quotes', 'bars', 'indicators']).optional(),
-  symbols: z.array(z.string().regex(SYMBOL, 'symbols: letters, digits and ._:/^=- only, 1 to 64')).max(1000).optional(),
+  symbols: z
+    .array(z.string().regex(SYMBOL, 'symbols: letters, digits and ._:/^=- only, 1 to 64'))
+    .max(1000)
+    .optional(),
   tf: z.string().optional(),
 });
 
@@ -100,7 +103,14 @@ export class Hub {
     });
     ws.on('close', () => this.remove(c));
     ws.on('error', () => this.remove(c));
-    this.direct(c, JSON.stringify({ type: 'hello', channels: ['quotes', 'bars', 'indicators'], timeframes: this.s.timeframes }));
+    this.direct(
+      c,
+      JSON.stringify({
+        type: 'hello',
+        channels: ['quotes', 'bars', 'indicators'],
+        timeframes: this.s.timeframes,
+      }),
+    );
   }
 
   /** Fan an update out to the clients subscribed to its topic. */
@@ -132,28 +142,44 @@ export class Hub {
     }
     const req = parsed.data;
     if (req.op === 'ping') return this.direct(c, JSON.stringify({ type: 'pong', ts: Date.now() }));
-    if (req.channel === undefined) return this.error(c, 'bad_request', 'channel: required (quotes, bars or indicators)');
-    if (req.symbols === undefined || req.symbols.length === 0) return this.error(c, 'bad_request', 'symbols: required');
+    if (req.channel === undefined)
+      return this.error(c, 'bad_request', 'channel: required (quotes, bars or indicators)');
+    if (req.symbols === undefined || req.symbols.length === 0)
+      return this.error(c, 'bad_request', 'symbols: required');
     if (req.channel !== 'quotes' && (req.tf === undefined || !this.s.timeframes.includes(req.tf)))
-      return this.error(c, 'bad_request', `tf: required for ${req.channel}, one of ${this.s.timeframes.join(', ')}`);
+      return this.error(
+        c,
+        'bad_request',
+        `tf: required for ${req.channel}, one of ${this.s.timeframes.join(', ')}`,
+      );
     const topics: Topic[] = req.symbols.map((symbol) => {
       const tf = req.channel === 'quotes' ? undefined : req.tf;
       return { channel: req.channel!, symbol, tf, key: topicKey(req.channel!, symbol, tf) };
     });
     if (req.op === 'unsubscribe') {
       for (const t of topics) this.unsubscribe(c, t.key);
-      return this.direct(c, JSON.stringify({ type: 'unsubscribed', channel: req.channel, symbols: req.symbols, tf: req.tf }));
+      return this.direct(
+        c,
+        JSON.stringify({ type: 'unsubscribed', channel: req.channel, symbols: req.symbols, tf: req.tf }),
+      );
     }
     const fresh = topics.filter((t) => !c.topics.has(t.key));
     if (c.topics.size + fresh.length > this.s.maxSubscriptions)
-      return this.error(c, 'too_many_subscriptions', `at most ${this.s.maxSubscriptions} subscriptions per connection`);
+      return this.error(
+        c,
+        'too_many_subscriptions',
+        `at most ${this.s.maxSubscriptions} subscriptions per connection`,
+      );
     for (const t of fresh) {
       c.topics.add(t.key);
       let set = this.byTopic.get(t.key);
       if (set === undefined) this.byTopic.set(t.key, (set = new Set()));
       set.add(c);
     }
-    this.direct(c, JSON.stringify({ type: 'subscribed', channel: req.channel, symbols: req.symbols, tf: req.tf }));
+    this.direct(
+      c,
+      JSON.stringify({ type: 'subscribed', channel: req.channel, symbols: req.symbols, tf: req.tf }),
+    );
     if (this.s.snapshot !== undefined && fresh.length > 0) {
       try {
         for (const m of await this.s.snapshot(fresh)) this.deliver(c, m.topic, m.payload);
@@ -200,7 +226,10 @@ export class Hub {
       } else if (now - (c.backedUpSince ?? now) > this.s.stuckMs) {
         this.stats.slowDisconnects++;
         dropped.inc({ reason: 'slow' });
-        this.log.info({ bufferedBytes: c.ws.bufferedAmount, stuckMs: this.s.stuckMs }, 'disconnecting a stuck stream client');
+        this.log.info(
+          { bufferedBytes: c.ws.bufferedAmount, stuckMs: this.s.stuckMs },
+          'disconnecting a stuck stream client',
+        );
         c.ws.close(1008, 'client too slow');
         // A client that is not reading will not complete the close handshake either.
         setTimeout(() => c.ws.terminate(), 1000).unref();

@@ -24,10 +24,11 @@ export interface SubscriberSettings {
 
 const Message = z.looseObject({ symbol: z.string().min(1) });
 
-const received = counter('tickstream_api_pubsub_messages_total', 'pub/sub messages received, by kind and outcome', [
-  'kind',
-  'outcome',
-]);
+const received = counter(
+  'tickstream_api_pubsub_messages_total',
+  'pub/sub messages received, by kind and outcome',
+  ['kind', 'outcome'],
+);
 const resubscribes = counter(
   'tickstream_api_pubsub_resubscribes_total',
   'pub/sub reconnections (L1 pushed kinds invalidated)',
@@ -116,7 +117,10 @@ export class Subscriber {
       this.stats.indicators++;
       received.inc({ kind, outcome: 'ok' });
       this.model.pushIndicators(v);
-      this.hub?.publish(topicKey('indicators', v.symbol, v.tf), JSON.stringify({ type: 'indicators', data: v }));
+      this.hub?.publish(
+        topicKey('indicators', v.symbol, v.tf),
+        JSON.stringify({ type: 'indicators', data: v }),
+      );
     }
   }
 
@@ -124,6 +128,9 @@ export class Subscriber {
     this.stats.bad++;
     received.inc({ kind, outcome: 'bad' });
     if (this.stats.bad <= 10 || this.stats.bad % 1000 === 0)
-      this.log.warn({ channel, bad: this.stats.bad }, 'pub/sub message without the fields of its kind: skipped');
+      this.log.warn(
+        { channel, bad: this.stats.bad },
+        'pub/sub message without the fields of its kind: skipped',
+      );
   }
 }

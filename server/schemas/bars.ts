@@ -6,7 +6,11 @@ export function getBars(timeframes: readonly string[], maxLimit: number) {
     querystring: {
       type: 'object',
       properties: {
-        tf: { type: 'string', enum: [...timeframes], default: timeframes.includes('1m') ? '1m' : timeframes[0] },
+        tf: {
+          type: 'string',
+          enum: [...timeframes],
+          default: timeframes.includes('1m') ? '1m' : timeframes[0],
+        },
         limit: { type: 'integer', minimum: 1, maximum: maxLimit, default: Math.min(100, maxLimit) },
         from: timeParam,
         to: timeParam,
@@ -22,7 +26,11 @@ export function getIndicators(timeframes: readonly string[]) {
     querystring: {
       type: 'object',
       properties: {
-        tf: { type: 'string', enum: [...timeframes], default: timeframes.includes('1m') ? '1m' : timeframes[0] },
+        tf: {
+          type: 'string',
+          enum: [...timeframes],
+          default: timeframes.includes('1m') ? '1m' : timeframes[0],
+        },
       },
       additionalProperties: false,
     },

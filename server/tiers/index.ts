@@ -70,22 +70,30 @@ export class ReadModel {
     const { redis, postgres } = this.d;
     const [list, open] = await Promise.all([
       this.memory
-        .getMany<BarView[]>('bars', [`${id}:${limit}`], [
-          {
-            tier: 'postgres',
-            load: async (keys) => {
-              const rows = await postgres.recentBars(symbol, tf, limit);
-              return rows.length === 0 ? new Map() : new Map([[keys[0]!, rows]]);
+        .getMany<BarView[]>(
+          'bars',
+          [`${id}:${limit}`],
+          [
+            {
+              tier: 'postgres',
+              load: async (keys) => {
+                const rows = await postgres.recentBars(symbol, tf, limit);
+                return rows.length === 0 ? new Map() : new Map([[keys[0]!, rows]]);
+              },
             },
-          },
-        ])
+          ],
+        )
         .then((m) => m.get(`${id}:${limit}`)!),
       this.memory
         .getMany<BarView>('bar', [id], [{ tier: 'redis', load: (keys) => redis.openBars(keys) }])
         .then((m) => m.get(id)!),
     ]);
     if (list.status !== 'ok' && open.status !== 'ok') {
-      return list.status === 'unavailable' ? list : open.status === 'unavailable' ? open : { status: 'missing' };
+      return list.status === 'unavailable'
+        ? list
+        : open.status === 'unavailable'
+          ? open
+          : { status: 'missing' };
     }
     const bars = list.status === 'ok' ? [...list.value] : [];
     if (open.status === 'ok') mergeBar(bars, open.value, limit);
@@ -121,10 +129,14 @@ export class ReadModel {
     const { redis, postgres } = this.d;
     const key = `${symbol}:${tf}`;
     return (
-      await this.memory.getMany<IndicatorView>('indicators', [key], [
-        { tier: 'redis', load: (keys) => redis.indicators(keys) },
-        { tier: 'postgres', load: (keys) => postgres.indicators(keys) },
-      ])
+      await this.memory.getMany<IndicatorView>(
+        'indicators',
+        [key],
+        [
+          { tier: 'redis', load: (keys) => redis.indicators(keys) },
+          { tier: 'postgres', load: (keys) => postgres.indicators(keys) },
+        ],
+      )
     ).get(key)!;
   }
 
@@ -136,14 +148,19 @@ export class ReadModel {
         const value = await withTimeout(postgres.trades(q), this.d.timeoutMs, 'postgres');
         return { status: 'ok', value, stale: false, ageMs: 0, source: 'postgres' };
       } catch (err) {
-        return { status: 'unavailable', reason: `postgres: ${err instanceof Error ? err.message : String(err)}` };
+        return {
+          status: 'unavailable',
+          reason: `postgres: ${err instanceof Error ? err.message : String(err)}`,
+        };
       }
     }
     const key = JSON.stringify([q.symbol, q.fromNs.toString(), q.toNs.toString(), q.limit, q.after ?? null]);
     return (
-      await this.memory.getMany<TradePage>('trades', [key], [
-        { tier: 'postgres', load: async (keys) => new Map([[keys[0]!, await postgres.trades(q)]]) },
-      ])
+      await this.memory.getMany<TradePage>(
+        'trades',
+        [key],
+        [{ tier: 'postgres', load: async (keys) => new Map([[keys[0]!, await postgres.trades(q)]]) }],
+      )
     ).get(key)!;
   }
 
@@ -157,7 +174,9 @@ export class ReadModel {
     await Promise.all([
       this.quotes(symbols),
       this.memory.getMany<BarView>('bar', keys, [{ tier: 'redis', load: (k) => redis.openBars(k) }]),
-      this.memory.getMany<IndicatorView>('indicators', keys, [{ tier: 'redis', load: (k) => redis.indicators(k) }]),
+      this.memory.getMany<IndicatorView>('indicators', keys, [
+        { tier: 'redis', load: (k) => redis.indicators(k) },
+      ]),
     ]);
     return { symbols: symbols.length };
   }

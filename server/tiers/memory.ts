@@ -116,7 +116,13 @@ export class MemoryTier {
       if (e !== undefined) {
         stats.hits++;
         requests.inc({ kind, result: 'hit' });
-        out.set(key, { status: 'ok', value: e.value, stale: false, ageMs: this.now() - e.at, source: 'memory' });
+        out.set(key, {
+          status: 'ok',
+          value: e.value,
+          stale: false,
+          ageMs: this.now() - e.at,
+          source: 'memory',
+        });
         continue;
       }
       const pending = this.inflight.get(flightId(kind, key)) as Promise<Outcome<V>> | undefined;
@@ -181,7 +187,13 @@ export class MemoryTier {
           }
           stats.stale++;
           requests.inc({ kind, result: 'stale' });
-          out.set(key, { status: 'ok', value: e.value, stale: true, ageMs: this.now() - e.at, source: 'memory' });
+          out.set(key, {
+            status: 'ok',
+            value: e.value,
+            stale: true,
+            ageMs: this.now() - e.at,
+            source: 'memory',
+          });
         }
         remaining = next;
         continue;
@@ -202,7 +214,10 @@ export class MemoryTier {
       remaining = next;
     }
     for (const key of remaining) {
-      out.set(key, failures.length > 0 ? { status: 'unavailable', reason: failures.join(', ') } : { status: 'missing' });
+      out.set(
+        key,
+        failures.length > 0 ? { status: 'unavailable', reason: failures.join(', ') } : { status: 'missing' },
+      );
     }
     return out;
   }
@@ -276,7 +291,8 @@ export class MemoryTier {
   private storeStats(tier: TierName, kind: Kind): StoreTierStats {
     const id = `${tier}:${kind}`;
     let s = this.tierStats.get(id);
-    if (s === undefined) this.tierStats.set(id, (s = { reads: 0, keys: 0, found: 0, errors: 0, timeouts: 0 }));
+    if (s === undefined)
+      this.tierStats.set(id, (s = { reads: 0, keys: 0, found: 0, errors: 0, timeouts: 0 }));
     return s;
   }
 }

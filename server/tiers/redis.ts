@@ -63,7 +63,12 @@ export class RedisTier {
   }
 
   private async hashes(keys: readonly string[]): Promise<(Record<string, unknown> | undefined)[]> {
-    const replies = orThrow(await batch(this.redis, keys.map((k) => ['HGETALL', k] as const)));
+    const replies = orThrow(
+      await batch(
+        this.redis,
+        keys.map((k) => ['HGETALL', k] as const),
+      ),
+    );
     return replies.map((r) => {
       const flat = r as string[] | null;
       return flat === null || flat.length === 0 ? undefined : Object.fromEntries(pairs(flat));
@@ -145,7 +150,8 @@ export function indicatorsFromFields(h: Fields): IndicatorView | undefined {
   const start = nsText(h.start) ?? nsText(h.start_ns);
   if (symbol === null || tf === null || start === null) return undefined;
   // Values come flat (the hash) or under `values` (a message may nest them).
-  const nested = h.values !== null && typeof h.values === 'object' ? (h.values as Record<string, unknown>) : {};
+  const nested =
+    h.values !== null && typeof h.values === 'object' ? (h.values as Record<string, unknown>) : {};
   const values = {} as Record<IndicatorName, number | null>;
   for (const k of INDICATOR_FIELDS) values[k] = num(nested[k] ?? h[k]);
   return { symbol, tf, start, time: nsToIso(start), status: str(h.status) ?? 'ok', values };

@@ -15,7 +15,10 @@ export async function externalPlugins(app: FastifyInstance): Promise<void> {
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   if (webRoot !== undefined) {
     if (!existsSync(`${webRoot}/dist/app.js`))
-      log.warn({ webRoot }, 'dashboard bundle missing: run `npm run build:web` (the page at / will not work)');
+      log.warn(
+        { webRoot },
+        'dashboard bundle missing: run `npm run build:web` (the page at / will not work)',
+      );
     await app.register(fastifyStatic, { root: webRoot, prefix: '/', index: 'index.html' });
   }
 }

@@ -42,7 +42,8 @@ export default async function bars(app: FastifyInstance): Promise<void> {
       }
       const tfNs = TIMEFRAME_NS[tf];
       const to = req.query.to === undefined ? BigInt(Date.now()) * 1_000_000n : parseTime('to', req.query.to);
-      const from = req.query.from === undefined ? to - BigInt(limit) * tfNs : parseTime('from', req.query.from);
+      const from =
+        req.query.from === undefined ? to - BigInt(limit) * tfNs : parseTime('from', req.query.from);
       if (from >= to) throw badRequest('from: must be before to');
       const span = (to - from + tfNs - 1n) / tfNs;
       if (span > BigInt(maxRangeBars)) {

@@ -32,7 +32,10 @@ export default async function cache(app: FastifyInstance): Promise<void> {
           ? undefined
           : (key: string) => key === symbol || key.startsWith(`${symbol}:`) || key.startsWith(`["${symbol}"`);
       const cleared = model.memory.invalidate(kinds, match);
-      app.ctx.log.info({ kind: kind ?? 'all', symbol: symbol ?? 'all', cleared }, 'L1 cleared by admin request');
+      app.ctx.log.info(
+        { kind: kind ?? 'all', symbol: symbol ?? 'all', cleared },
+        'L1 cleared by admin request',
+      );
       return { cleared, kind: kind ?? 'all', symbol: symbol ?? null };
     },
   );
@@ -50,8 +53,13 @@ function authorize(req: FastifyRequest, token: string | undefined): void {
   const a = Buffer.from(given);
   const b = Buffer.from(token);
   if (a.length !== b.length || !timingSafeEqual(a, b)) {
-    throw new HttpError(401, 'unauthorized', 'a valid bearer token is required (Authorization: Bearer <token>)', {
-      'www-authenticate': 'Bearer',
-    });
+    throw new HttpError(
+      401,
+      'unauthorized',
+      'a valid bearer token is required (Authorization: Bearer <token>)',
+      {
+        'www-authenticate': 'Bearer',
+      },
+    );
   }
 }

@@ -33,7 +33,8 @@ export default async function quotes(app: FastifyInstance): Promise<void> {
         reason = o.reason;
       }
     }
-    if (body.quotes.length === 0 && body.unavailable.length > 0) throw unavailable(reason, config.api.retryAfterS);
+    if (body.quotes.length === 0 && body.unavailable.length > 0)
+      throw unavailable(reason, config.api.retryAfterS);
     return body;
   });
 }

@@ -35,7 +35,11 @@ export default async function status(app: FastifyInstance): Promise<void> {
   async function collect(): Promise<Status> {
     const [streams, newest, redisState, pgState] = await Promise.all([
       withTimeout(streamsStatus(redis, config.streams), timeout, 'redis'),
-      withTimeout(redis.call('XREVRANGE', deadLetterKey(config.streams), '+', '-', 'COUNT', '5'), timeout, 'redis'),
+      withTimeout(
+        redis.call('XREVRANGE', deadLetterKey(config.streams), '+', '-', 'COUNT', '5'),
+        timeout,
+        'redis',
+      ),
       probe(() => redisTier.ping()),
       probe(() => postgresTier.ping()),
     ]);
@@ -62,7 +66,10 @@ export default async function status(app: FastifyInstance): Promise<void> {
       last = await flight;
       return last;
     } catch (err) {
-      throw unavailable(`status: ${err instanceof Error ? err.message : String(err)}`, config.api.retryAfterS);
+      throw unavailable(
+        `status: ${err instanceof Error ? err.message : String(err)}`,
+        config.api.retryAfterS,
+      );
     }
   });
 }

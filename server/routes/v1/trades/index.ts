@@ -30,7 +30,8 @@ export default async function trades(app: FastifyInstance): Promise<void> {
       if (from >= to) throw badRequest('from: must be before to');
       if (to - from > MAX_TRADE_RANGE_NS) throw badRequest('from/to: at most 24 hours per request');
       const after = req.query.cursor === undefined ? undefined : decodeCursor(req.query.cursor);
-      if (req.query.cursor !== undefined && after === undefined) throw badRequest('cursor: not a cursor this API returned');
+      if (req.query.cursor !== undefined && after === undefined)
+        throw badRequest('cursor: not a cursor this API returned');
       const o = await model.trades({ symbol, fromNs: from, toNs: to, limit: req.query.limit, after });
       if (o.status === 'unavailable') throw unavailable(o.reason, config.api.retryAfterS);
       const page = o.status === 'ok' ? o.value : { trades: [], next_cursor: null };
