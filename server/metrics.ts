@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, register } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, register } from 'prom-client';
 
 /**
  * The server's Prometheus metrics, on prom-client's default registry (GET /metrics also shows its default
@@ -29,4 +29,9 @@ export function histogram<L extends string>(
   buckets: number[],
 ): Histogram<L> {
   return reuse(name, () => new Histogram({ name, help, labelNames, buckets }));
+}
+
+/** prom-client's default process metrics, once per process (another component may have started them). */
+export function ensureDefaultMetrics(): void {
+  if (register.getSingleMetric('process_cpu_user_seconds_total') === undefined) collectDefaultMetrics();
 }

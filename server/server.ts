@@ -7,6 +7,7 @@ import { closePgPool, createPgPool } from '../shared/pg.ts';
 import { createQuestDbHttp } from '../shared/questdb.ts';
 import { closeRedis, createRedis } from '../shared/redis.ts';
 import { buildApp } from './app.ts';
+import { ensureDefaultMetrics } from './metrics.ts';
 import type { ServerContext } from './context.ts';
 import { Hub, topicKey } from './push/hub.ts';
 import { Subscriber } from './push/subscriber.ts';
@@ -34,6 +35,7 @@ export interface RunningServer {
  * (cli/commands/serve.ts) handles signals; it calls `close`.
  */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  ensureDefaultMetrics();
   const redis = createRedis(config, { log, connectionName: 'tickstream:serve', failFast: true });
   const sub = createRedis(config, { log, connectionName: 'tickstream:serve:pubsub' });
   const pool = createPgPool(config.postgres, { log, applicationName: 'tickstream:serve' });

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import { counter, gauge } from '../metrics.ts';
+import { counter, gauge, histogram } from '../metrics.ts';
 import { TierError, withTimeout, type Kind, type Loader, type Outcome, type TierName } from './port.ts';
 
 /**
@@ -64,6 +64,13 @@ const tierReads = counter('tickstream_api_tier_reads_total', 'reads from a store
   'kind',
   'outcome',
 ]);
+
+const tierSeconds = histogram(
+  'tickstream_api_tier_read_seconds',
+  'latency of one (batched) read from a store tier',
+  ['tier', 'kind'],
+  [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+);
 
 export class MemoryTier {
   private readonly caches = new Map<Kind, LRUCache<string, Entry<unknown>>>();
@@ -169,8 +176,10 @@ export class MemoryTier {
       ts.reads++;
       ts.keys += remaining.length;
       let found: Map<string, V>;
+      const end = tierSeconds.startTimer({ tier: loader.tier, kind });
       try {
         found = await withTimeout(loader.load(remaining), this.options.timeoutMs, loader.tier);
+        end();
       } catch (err) {
         const timeout = err instanceof TierError && err.timeout;
         if (timeout) ts.timeouts++;
