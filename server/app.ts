@@ -9,6 +9,7 @@ import indicators from './routes/v1/indicators/index.ts';
 import quotes from './routes/v1/quotes/index.ts';
 import status from './routes/v1/status/index.ts';
 import stream from './routes/v1/stream/index.ts';
+import symbols from './routes/v1/symbols/index.ts';
 import trades from './routes/v1/trades/index.ts';
 
 /**
@@ -31,6 +32,7 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   await app.register(bars, { prefix: '/v1/bars' });
   await app.register(indicators, { prefix: '/v1/indicators' });
   await app.register(trades, { prefix: '/v1/trades' });
+  await app.register(symbols, { prefix: '/v1/symbols' });
   await app.register(status, { prefix: '/v1/status' });
   await app.register(cache, { prefix: '/v1/cache' });
   await app.register(stream, { prefix: '/v1/stream' });
