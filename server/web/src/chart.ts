@@ -42,7 +42,10 @@ export class Chart {
   symbol = '';
   tf = '';
 
-  constructor(el: HTMLElement) {
+  constructor(
+    el: HTMLElement,
+    private readonly indicatorTimeframes: readonly string[],
+  ) {
     this.chart = createChart(el, {
       autoSize: true,
       layout: {
@@ -98,6 +101,7 @@ export class Chart {
     const r = await getJson<{ bars: Bar[] }>(`/v1/bars/${encodeURIComponent(symbol)}?tf=${tf}&limit=300`);
     this.bars = r.bars;
     this.render(true);
+    this.chart.timeScale().fitContent();
     await this.legend();
   }
 
@@ -120,7 +124,7 @@ export class Chart {
 
   async legend(values?: Record<string, number | null>): Promise<void> {
     let v = values;
-    if (v === undefined) {
+    if (v === undefined && this.indicatorTimeframes.includes(this.tf)) {
       try {
         v = (
           await getJson<{ values: Record<string, number | null> }>(
@@ -134,7 +138,7 @@ export class Chart {
     const fmt = (x: number | null | undefined) => (x === null || x === undefined ? '-' : x.toFixed(2));
     document.getElementById('legend')!.textContent =
       v === undefined
-        ? 'no stored indicators for this timeframe'
+        ? `no stored indicators for ${this.tf} (overlays computed here)`
         : `stored: SMA ${fmt(v.sma)} · EMA ${fmt(v.ema)} · RSI ${fmt(v.rsi)} · MACD ${fmt(v.macd)}`;
   }
 

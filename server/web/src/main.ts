@@ -14,10 +14,12 @@ async function main(): Promise<void> {
     .get('symbols')
     ?.split(',')
     .filter((s) => s !== '');
-  const meta = await getJson<{ symbols: string[]; timeframes: string[] }>('/v1/symbols?limit=20');
+  const meta = await getJson<{ symbols: string[]; timeframes: string[]; indicatorTimeframes: string[] }>(
+    '/v1/symbols?limit=20',
+  );
   const symbols = fromUrl ?? meta.symbols;
   const board = new Board(symbols);
-  const chart = new Chart(document.getElementById('chart')!);
+  const chart = new Chart(document.getElementById('chart')!, meta.indicatorTimeframes);
   const stream = new Stream();
   const conn = document.getElementById('conn')!;
   stream.onState = (open) => {
@@ -41,13 +43,14 @@ async function main(): Promise<void> {
   const select = async () => {
     if (chart.symbol !== '') {
       stream.unsubscribe('bars', [chart.symbol], chart.tf);
-      stream.unsubscribe('indicators', [chart.symbol], chart.tf);
+      if (meta.indicatorTimeframes.includes(chart.tf))
+        stream.unsubscribe('indicators', [chart.symbol], chart.tf);
     }
     const symbol = symbolSelect.value;
     const tf = tfSelect.value;
     if (symbol === '') return;
     stream.subscribe('bars', [symbol], tf);
-    stream.subscribe('indicators', [symbol], tf);
+    if (meta.indicatorTimeframes.includes(tf)) stream.subscribe('indicators', [symbol], tf);
     try {
       await chart.load(symbol, tf);
     } catch {

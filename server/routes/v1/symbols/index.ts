@@ -2,7 +2,10 @@ import type { FastifyInstance } from 'fastify';
 import { unavailable } from '../../../errors.ts';
 import { withTimeout } from '../../../tiers/port.ts';
 
-/** GET /v1/symbols?limit=N: the most recently traded symbols (bars' symbol table) and the timeframes served. */
+/**
+ * GET /v1/symbols?limit=N: the most recently traded symbols (bars' symbol table), the bar timeframes served and
+ * those with indicators.
+ */
 export default async function symbols(app: FastifyInstance): Promise<void> {
   const { postgresTier, config } = app.ctx;
   const timeframes = config.bars.timeframes;
@@ -33,7 +36,7 @@ export default async function symbols(app: FastifyInstance): Promise<void> {
             throw unavailable(err instanceof Error ? err.message : String(err), config.api.retryAfterS);
         }
       }
-      return { symbols: cached.symbols, timeframes };
+      return { symbols: cached.symbols, timeframes, indicatorTimeframes: config.indicators.timeframes };
     },
   );
 }
