@@ -48,8 +48,17 @@ const KAFKA = ['kafka', 'kafka-init', 'bridge-kafka-to-redis', 'bridge-redis-to-
 const STORES = ['redis', 'questdb', 'timescaledb'];
 
 describe('docker-compose.yml', () => {
+  it('runs tickstream serve with its port published and a healthcheck on /readyz', () => {
+    const serve = svc('serve');
+    expect(serve.command).toEqual(['node', 'bin/tickstream.js', 'serve']);
+    expect(serve.ports).toEqual(['8080:8080']);
+    expect(serve.environment).toMatchObject({ TICKSTREAM_API_HOST: '0.0.0.0', TICKSTREAM_API_PORT: '8080' });
+    expect(serve.healthcheck?.test.join(' ')).toContain('http://127.0.0.1:8080/readyz');
+    expect(Object.keys(serve.depends_on ?? {}).sort()).toEqual(['redis', 'timescaledb']);
+  });
+
   it('has the stores, every pipeline process and the kafka profile services', () => {
-    expect(Object.keys(services).sort()).toEqual([...STORES, ...PIPELINE, ...KAFKA].sort());
+    expect(Object.keys(services).sort()).toEqual([...STORES, ...PIPELINE, 'serve', ...KAFKA].sort());
   });
 
   it('uses the expected images and publishes the stores’ ports', () => {
