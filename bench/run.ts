@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport
   indicators: () => import('./indicators.ts'),
   feed: () => import('./feed.ts'),
   e2e: () => import('./e2e.ts'),
+  serve: () => import('./serve.ts'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -11,6 +11,7 @@ import { registerProduceFeed } from './commands/produce-feed.ts';
 import { registerProduceFile } from './commands/produce-file.ts';
 import { registerQuote } from './commands/quote.ts';
 import { registerReplay } from './commands/replay.ts';
+import { registerServe } from './commands/serve.ts';
 import { registerSql } from './commands/sql.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerTrim } from './commands/trim.ts';
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerTrim(program);
   registerDemo(program);
   registerMigrate(program);
+  registerServe(program);
   return program;
 }
 

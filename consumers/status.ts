@@ -7,6 +7,8 @@ import { countDeadLetters } from './deadletters.ts';
 export interface ShardStatus {
   stream: string;
   length: number;
+  /** Entries ever added (XINFO STREAM entries-added): the producers' throughput is its rate. */
+  entriesAdded: number | null;
   firstId: string | null;
   lastId: string | null;
   groups: GroupStatus[];
@@ -19,6 +21,8 @@ export interface GroupStatus {
   /** What Redis reports as lag (null for nil); differs from `lag` when it was overruled. */
   redisLag: number | null;
   pending: number;
+  /** Entries the group has read (XINFO GROUPS entries-read): its throughput is the rate of this. */
+  entriesRead: number | null;
   lastDeliveredId: string;
   /** `idle`: not seen for longer than the idle threshold; removed by live consumers once nothing is pending. */
   consumers: { name: string; pending: number; idleMs: number; idle: boolean }[];
@@ -44,7 +48,7 @@ export async function streamsStatus(
     try {
       reply = (await redis.call('XINFO', 'STREAM', stream)) as unknown[];
     } catch {
-      shards.push({ stream, length: 0, firstId: null, lastId: null, groups: [] });
+      shards.push({ stream, length: 0, entriesAdded: null, firstId: null, lastId: null, groups: [] });
       continue;
     }
     const info = pairs(reply);
@@ -69,6 +73,7 @@ export async function streamsStatus(
         lag: b.undelivered,
         redisLag: b.redisLag,
         pending: g.pending,
+        entriesRead: g.entriesRead ?? null,
         lastDeliveredId: g.lastDeliveredId,
         consumers,
       });
@@ -76,6 +81,7 @@ export async function streamsStatus(
     shards.push({
       stream,
       length: Number(info.get('length')),
+      entriesAdded: info.has('entries-added') ? Number(info.get('entries-added')) : null,
       firstId: first?.[0] ?? null,
       lastId: last?.[0] ?? null,
       groups,

@@ -26,6 +26,8 @@ export interface StreamFacts {
 
 export interface GroupFacts {
   lastDeliveredId: string;
+  /** Entries the group has read (its throughput is the rate of this); null when Redis cannot say. */
+  entriesRead?: number | null;
   /** Redis's own figure, null when it reports nil. */
   lag: number | null;
   pending: number;
@@ -77,8 +79,10 @@ export function groupFacts(xinfoGroups: readonly unknown[][]): Map<string, Group
   for (const g of xinfoGroups) {
     const info = pairs(g);
     const lag = info.get('lag');
+    const read = info.get('entries-read');
     out.set(String(info.get('name')), {
       lastDeliveredId: String(info.get('last-delivered-id') ?? '0-0'),
+      entriesRead: read === null || read === undefined ? null : Number(read),
       lag: lag === null || lag === undefined ? null : Number(lag),
       pending: Number(info.get('pending') ?? 0),
     });

@@ -382,6 +382,41 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** `tickstream serve`: the read API, live push and dashboard (server/, docs/serve.md). */
+    api: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: int(0, 8080, 65_535),
+        /** Bearer token for the admin routes (POST /v1/cache/clear); unset: those routes are off. */
+        adminToken: z.string().min(16, 'at least 16 characters').optional(),
+        /** Allowed CORS origins ("*" for any); empty: CORS off. */
+        corsOrigins: list.default([]),
+        /** L1 time to live per kind. */
+        quoteTtlMs: int(1, 5000),
+        barsTtlMs: int(1, 60_000),
+        indicatorsTtlMs: int(1, 60_000),
+        historyTtlMs: int(1, 300_000),
+        /** L1 entries per kind (least recently used evicted first). */
+        cacheMax: int(1, 10_000, 10_000_000),
+        /** A Redis / PostgreSQL / QuestDB read slower than this counts as failed (grace: stale or 503). */
+        tierTimeoutMs: int(10, 500, 60_000),
+        /** Seconds in Retry-After of a 503 (nothing cached, store down). */
+        retryAfterS: int(1, 2, 3600),
+        /** Symbols whose quotes, bars and indicators are loaded into L1 at start (most active first). */
+        warmSymbols: int(0, 50, 10_000),
+        maxBatch: int(1, 100, 1000),
+        maxLimit: int(1, 1000, 100_000),
+        /** Longest from/to range, in bars of the requested timeframe. */
+        maxRangeBars: int(1, 5000, 1_000_000),
+        /** Live push: a client's socket buffer above this is "backed up" (updates are conflated). */
+        wsHighWaterBytes: int(1024, 1_048_576),
+        /** A client backed up for longer than this is disconnected. */
+        wsStuckMs: int(100, 10_000),
+        wsHeartbeatMs: int(100, 15_000),
+        maxSubscriptions: int(1, 1000, 100_000),
+      })
+      .strict()
+      .prefault({}),
     metrics: z
       .object({
         /** Serve /metrics, /healthz and /readyz on this port from long-running commands; 0 = off. */
@@ -547,6 +582,25 @@ export const ENV: Readonly<Record<string, string>> = {
   APCA_API_KEY_ID: 'feed.alpacaKeyId',
   APCA_API_SECRET_KEY: 'feed.alpacaSecretKey',
   TICKSTREAM_ALPACA_FEED: 'feed.alpacaFeed',
+  TICKSTREAM_API_HOST: 'api.host',
+  TICKSTREAM_API_PORT: 'api.port',
+  TICKSTREAM_API_ADMIN_TOKEN: 'api.adminToken',
+  TICKSTREAM_API_CORS_ORIGINS: 'api.corsOrigins',
+  TICKSTREAM_API_QUOTE_TTL_MS: 'api.quoteTtlMs',
+  TICKSTREAM_API_BARS_TTL_MS: 'api.barsTtlMs',
+  TICKSTREAM_API_INDICATORS_TTL_MS: 'api.indicatorsTtlMs',
+  TICKSTREAM_API_HISTORY_TTL_MS: 'api.historyTtlMs',
+  TICKSTREAM_API_CACHE_MAX: 'api.cacheMax',
+  TICKSTREAM_API_TIER_TIMEOUT_MS: 'api.tierTimeoutMs',
+  TICKSTREAM_API_RETRY_AFTER_S: 'api.retryAfterS',
+  TICKSTREAM_API_WARM_SYMBOLS: 'api.warmSymbols',
+  TICKSTREAM_API_MAX_BATCH: 'api.maxBatch',
+  TICKSTREAM_API_MAX_LIMIT: 'api.maxLimit',
+  TICKSTREAM_API_MAX_RANGE_BARS: 'api.maxRangeBars',
+  TICKSTREAM_API_WS_HIGH_WATER_BYTES: 'api.wsHighWaterBytes',
+  TICKSTREAM_API_WS_STUCK_MS: 'api.wsStuckMs',
+  TICKSTREAM_API_WS_HEARTBEAT_MS: 'api.wsHeartbeatMs',
+  TICKSTREAM_API_MAX_SUBSCRIPTIONS: 'api.maxSubscriptions',
   TICKSTREAM_METRICS_PORT: 'metrics.port',
   TICKSTREAM_METRICS_HOST: 'metrics.host',
   TICKSTREAM_READY_STUCK_MS: 'metrics.readyStuckMs',

@@ -18,7 +18,7 @@ let processMetricsOn = false;
 
 /** prom-client's default process metrics: CPU, memory, event-loop lag, GC, handles. Idempotent. */
 export function startProcessMetrics(): void {
-  if (processMetricsOn) return;
+  if (processMetricsOn || register.getSingleMetric('process_cpu_user_seconds_total') !== undefined) return;
   processMetricsOn = true;
   // 10 ms resolution for the event-loop lag histogram: the tail we are after is a few milliseconds wide.
   collectDefaultMetrics({ register, eventLoopMonitoringPrecision: 10 });

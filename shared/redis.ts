@@ -18,6 +18,11 @@ export interface RedisOptions {
   blocking?: boolean;
   /** Name shown by CLIENT LIST, to tell processes apart when operating. */
   connectionName?: string;
+  /**
+   * Commands fail at once while disconnected instead of queueing until the server is back (the read API
+   * serves what it cached instead of waiting).
+   */
+  failFast?: boolean;
   log?: Logger;
   /**
    * Called once when the server refuses something retrying cannot fix: the credentials (WRONGPASS, NOAUTH) or
@@ -143,7 +148,8 @@ function build(
   const common: IORedisOptions = {
     ...serverOptions(r),
     connectionName: options.connectionName ?? 'tickstream',
-    maxRetriesPerRequest: null,
+    maxRetriesPerRequest: options.failFast === true ? 0 : (null as null),
+    enableOfflineQueue: options.failFast !== true,
     connectTimeout: r.connectTimeoutMs ?? 10_000,
     retryStrategy,
     ...(oneShot ? { lazyConnect: true } : {}),

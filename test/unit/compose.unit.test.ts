@@ -50,10 +50,19 @@ const FEED = ['feed-coinbase'];
 const MONITORING = ['prometheus', 'grafana', 'redis-exporter', 'postgres-exporter'];
 
 describe('docker-compose.yml', () => {
-  it('has the stores, every pipeline process, monitoring, and the kafka and feed profile services', () => {
+  it('has the stores, every pipeline process, serve, monitoring, and the kafka and feed profile services', () => {
     expect(Object.keys(services).sort()).toEqual(
-      [...STORES, ...PIPELINE, ...KAFKA, ...FEED, ...MONITORING].sort(),
+      [...STORES, ...PIPELINE, 'serve', ...KAFKA, ...FEED, ...MONITORING].sort(),
     );
+  });
+
+  it('runs tickstream serve with its port published and a healthcheck on /readyz', () => {
+    const serve = svc('serve');
+    expect(serve.command).toEqual(['node', 'bin/tickstream.js', 'serve']);
+    expect(serve.ports).toEqual(['8080:8080']);
+    expect(serve.environment).toMatchObject({ TICKSTREAM_API_HOST: '0.0.0.0', TICKSTREAM_API_PORT: '8080' });
+    expect(serve.healthcheck?.test.join(' ')).toContain('http://127.0.0.1:8080/readyz');
+    expect(Object.keys(serve.depends_on ?? {}).sort()).toEqual(['redis', 'timescaledb']);
   });
 
   it('uses the expected images and publishes the stores’ ports', () => {

@@ -1,0 +1,230 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import autocannon from 'autocannon';
+import { WebSocket } from 'ws';
+import { ArchiveSink } from '../consumers/sinks/archive.ts';
+import { QuotesSink } from '../consumers/sinks/quotes.ts';
+import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
+import { loadConfig, type Config, type ConfigInput } from '../shared/config.ts';
+import { silentLogger } from '../shared/logger.ts';
+import { closePgPool, createPgPool } from '../shared/pg.ts';
+import { closeRedis, createRedis, deleteByPrefix } from '../shared/redis.ts';
+import { measurement, median, percentile, type BenchReport } from './lib.ts';
+
+/**
+ * `tickstream serve` read path, all in one run, the server in a child process (bench/serve-server.ts):
+ * - GET /v1/quotes/:symbol from L1 vs the naive cache-aside (one Redis read per request) vs straight from
+ *   PostgreSQL, same Fastify stack, autocannon: requests/s, p50, p99 (medians of REPS runs).
+ * - Coalescing: 1,000 concurrent requests for a cold key → how many reads reached Redis.
+ * - Push: 1,000 WebSocket clients (one symbol each, 1,000 symbols) while 20,000 quote updates/s are published
+ *   on pub/sub → p99 publish-to-client latency; the generator, the clients and the server share the 2 cores.
+ */
+type LoadResult = Awaited<ReturnType<typeof autocannon>>;
+
+const SYMBOLS = 100;
+const REPS = 3;
+const LOAD_S = 4;
+const CONNECTIONS = 50;
+const WS_CLIENTS = 1000;
+const PUSH_RATE = 20_000;
+const PUSH_S = 5;
+
+export default async function serveBench(): Promise<BenchReport> {
+  const id = randomBytes(4).toString('hex');
+  const prefix = `bench_serve_${id}`;
+  const overrides: ConfigInput = {
+    streams: { prefix },
+    quotes: { keyPrefix: `${prefix}:quote:`, channelPrefix: `${prefix}:quotes:` },
+    bars: { keyPrefix: `${prefix}:bar:`, channelPrefix: `${prefix}:bars:` },
+    indicators: { keyPrefix: `${prefix}:ind:`, channelPrefix: `${prefix}:indicators:` },
+    postgres: { schema: prefix, partitionsAhead: 0 },
+    api: { port: 0, warmSymbols: 0, tierTimeoutMs: 2000 },
+    log: { level: 'silent' },
+  };
+  const config = loadConfig({ overrides });
+  const log = silentLogger();
+  const redis = createRedis(config, { log });
+  const pool = createPgPool(config.postgres, { log, max: 1 });
+  let child: ChildProcess | undefined;
+  try {
+    const symbols = symbolNames(SYMBOLS);
+    const ticks = new SyntheticMarket({
+      symbols: [...symbols, 'COLD0', 'COLD1', 'COLD2'],
+      seed: 5,
+      source: 'bench',
+    }).next(20_000);
+    const quotes = new QuotesSink({ redis, settings: config.quotes, log });
+    const archive = new ArchiveSink({ settings: config.postgres, log });
+    await archive.start();
+    for (const sink of [quotes, archive]) {
+      await sink.write(ticks);
+      await sink.flush();
+    }
+    await archive.close();
+
+    child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(import.meta.dirname, 'serve-server.ts'), JSON.stringify(overrides)],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+    const { url, baseline } = JSON.parse(line) as { url: string; baseline: string };
+    await fetch(`${url}/v1/quotes?symbols=${symbols.join(',')}`); // L1 holds every symbol
+
+    const load = async (base: string, path: (s: string) => string) => {
+      const r = await autocannon({
+        url: base,
+        connections: CONNECTIONS,
+        duration: LOAD_S,
+        requests: [
+          {
+            method: 'GET',
+            setupRequest: (req) => ({ ...req, path: path(symbols[Math.floor(Math.random() * SYMBOLS)]!) }),
+          },
+        ],
+      });
+      if (r.non2xx > 0 || r.errors > 0) throw new Error(`${base}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+      return r;
+    };
+    const runs = {
+      l1: [] as LoadResult[],
+      naive: [] as LoadResult[],
+      pg: [] as LoadResult[],
+    };
+    for (let rep = 0; rep < REPS; rep++) {
+      runs.l1.push(await load(url, (s) => `/v1/quotes/${s}`));
+      runs.naive.push(await load(baseline, (s) => `/naive/${s}`));
+      runs.pg.push(await load(baseline, (s) => `/pg/${s}`));
+    }
+
+    // Coalescing: 1,000 concurrent requests for a key L1 has never held.
+    const reads: number[] = [];
+    const coalesced: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      const before = await stats(url);
+      const answers = await Promise.all(
+        Array.from({ length: 1000 }, () => fetch(`${url}/v1/quotes/COLD${rep}`).then((r) => r.status)),
+      );
+      if (answers.some((s) => s !== 200)) throw new Error('coalescing: a request failed');
+      const after = await stats(url);
+      reads.push(after.reads - before.reads);
+      coalesced.push(after.coalesced - before.coalesced);
+    }
+
+    const push = await pushRun(url, config);
+
+    const rps = (r: LoadResult[]) => r.map((x) => x.requests.average);
+    const p50 = (r: LoadResult[]) => r.map((x) => x.latency.p50);
+    const p99 = (r: LoadResult[]) => r.map((x) => x.latency.p99);
+    const l1 = median(rps(runs.l1));
+    return {
+      name: 'serve',
+      measurements: [
+        measurement('quote from L1: requests/s', 'req/s', rps(runs.l1)),
+        measurement('quote from L1: p50', 'ms', p50(runs.l1)),
+        measurement('quote from L1: p99', 'ms', p99(runs.l1)),
+        measurement('naive cache-aside (Redis per request): requests/s', 'req/s', rps(runs.naive)),
+        measurement('naive cache-aside: p50', 'ms', p50(runs.naive)),
+        measurement('naive cache-aside: p99', 'ms', p99(runs.naive)),
+        measurement('straight PostgreSQL: requests/s', 'req/s', rps(runs.pg)),
+        measurement('straight PostgreSQL: p50', 'ms', p50(runs.pg)),
+        measurement('straight PostgreSQL: p99', 'ms', p99(runs.pg)),
+        measurement('1,000 concurrent cold requests: Redis reads', 'reads', reads),
+        measurement('1,000 concurrent cold requests: coalesced waits', 'waits', coalesced),
+        measurement(`push p50 (${WS_CLIENTS} clients, ${PUSH_RATE}/s)`, 'ms', [push.p50]),
+        measurement(`push p99 (${WS_CLIENTS} clients, ${PUSH_RATE}/s)`, 'ms', [push.p99]),
+        measurement('push: updates published per second (achieved)', 'msg/s', [push.publishedRate]),
+        measurement('push: updates delivered / published', 'ratio', [push.delivered]),
+      ],
+      summary: {
+        'L1 vs naive cache-aside': `${(l1 / median(rps(runs.naive))).toFixed(1)}x (target >= 3x)`,
+        'L1 vs straight PostgreSQL': `${(l1 / median(rps(runs.pg))).toFixed(1)}x`,
+        'L1 target': '>= 20,000 req/s, p99 <= 5 ms',
+        'push target': 'p99 <= 50 ms',
+      },
+      notes: [
+        `autocannon ${CONNECTIONS} connections, ${LOAD_S} s per run, ${REPS} runs per variant, random symbol of ${SYMBOLS}`,
+        'load generator, server (child process), Redis and PostgreSQL share 2 cores with other engineers: figures are noisy',
+        'push: publisher, 1,000 ws clients and the server all on this machine; delivered < 1 means conflation dropped superseded updates',
+      ],
+    };
+  } finally {
+    if (child !== undefined && child.exitCode === null) {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+    await pool.query(`DROP SCHEMA IF EXISTS "${prefix}" CASCADE`).catch(() => undefined);
+    await closePgPool(pool);
+    await deleteByPrefix(redis, prefix);
+    await closeRedis(redis);
+  }
+}
+
+async function stats(url: string): Promise<{ reads: number; coalesced: number }> {
+  const s = (await (await fetch(`${url}/v1/cache/stats`)).json()) as {
+    memory: { quote: { coalesced: number } };
+    tiers: Record<string, { reads: number }>;
+  };
+  return { reads: s.tiers['redis:quote']?.reads ?? 0, coalesced: s.memory.quote.coalesced };
+}
+
+function nowNs(): bigint {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+}
+
+async function pushRun(url: string, config: Config) {
+  const channelPrefix = config.quotes.channelPrefix;
+  const wsUrl = `${url.replace(/^http/, 'ws')}/v1/stream`;
+  const latencies: number[] = [];
+  const clients: WebSocket[] = [];
+  let subscribed = 0;
+  for (let i = 0; i < WS_CLIENTS; i++) {
+    const ws = new WebSocket(wsUrl);
+    clients.push(ws);
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString()) as { type: string; data?: { ts: string } };
+      if (m.type === 'quote' && m.data !== undefined)
+        latencies.push(Number(nowNs() - BigInt(m.data.ts)) / 1e6);
+      else if (m.type === 'subscribed') subscribed++;
+    });
+    ws.on('open', () => ws.send(JSON.stringify({ op: 'subscribe', channel: 'quotes', symbols: [`P${i}`] })));
+    ws.on('error', () => undefined);
+  }
+  const deadline = Date.now() + 60_000;
+  while (subscribed < WS_CLIENTS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const pub = createRedis(config, { log: silentLogger() });
+  let published = 0;
+  const started = performance.now();
+  while (performance.now() - started < PUSH_S * 1000) {
+    const due = Math.floor(((performance.now() - started) / 1000) * PUSH_RATE) - published;
+    if (due > 0) {
+      const p = pub.pipeline();
+      for (let k = 0; k < due; k++) {
+        const s = `P${(published + k) % WS_CLIENTS}`;
+        const ts = nowNs().toString();
+        p.publish(
+          `${channelPrefix}${s}`,
+          JSON.stringify({ symbol: s, ts, bid: '10', ask: '10.1', updated_at: String(Date.now()) }),
+        );
+      }
+      await p.exec();
+      published += due;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const elapsed = (performance.now() - started) / 1000;
+  await new Promise((r) => setTimeout(r, 1000));
+  for (const ws of clients) ws.terminate();
+  await closeRedis(pub);
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    publishedRate: published / elapsed,
+    delivered: latencies.length / Math.max(1, published),
+  };
+}
