@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../shared/config.ts';
 import { once } from '../shared/lifecycle.ts';
