@@ -179,8 +179,9 @@ function build(
   }
   holder.client = client;
   client.on('error', (err: Error) => {
+    // A Cluster's own error ("Failed to refresh slots cache") carries the node's, which says why.
     const last = (err as { lastNodeError?: unknown }).lastNodeError;
-    onConnectionError(last instanceof Error && isFatalRedisError(last) ? last : err);
+    onConnectionError(last instanceof Error ? last : err);
   });
   client.on('ready', () => {
     if (log !== undefined && downSince !== 0) {
