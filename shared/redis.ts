@@ -168,7 +168,6 @@ function build(
       scaleReads: 'master',
       clusterRetryStrategy: retryStrategy,
       lazyConnect: oneShot,
-      enableAutoPipelining: common.enableAutoPipelining ?? false,
     };
     const cluster = new Cluster(nodes, clusterOptions);
     // A node's own error (NOAUTH from one node, a TLS failure) says more than the cluster's summary.
