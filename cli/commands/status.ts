@@ -70,7 +70,7 @@ export function registerStatus(program: Command): void {
         try {
           const status = await streamsStatus(redis, config.streams);
           const sections: Record<string, Record<string, unknown>[]> = {};
-          // A configured store that cannot be read makes the status a failure (exit 1), after printing it all.
+          // A configured store that cannot be read makes the status a failure (exit 1); the rest is printed.
           const unreadable: string[] = [];
           for (const section of STATUS_SECTIONS) {
             try {
