@@ -38,10 +38,10 @@ describe('replay bounds', () => {
 
   it('gives the archive nanosecond bounds and refuses stream ids there', () => {
     expect(
-      archiveRange(parseBound('2024-03-01T14:30:00.000000001Z', '--from'), parseBound(String(MS), '--to')),
+      archiveRange(parseBound(String(MS), '--from'), parseBound('2024-03-01T14:30:00.000000001Z', '--to')),
     ).toEqual({
-      from: BigInt(MS) * 1_000_000n + 1n,
-      to: BigInt(MS) * 1_000_000n,
+      from: BigInt(MS) * 1_000_000n,
+      to: BigInt(MS) * 1_000_000n + 1n,
     });
     expect(archiveRange({ kind: 'open' }, { kind: 'open' })).toEqual({
       from: 0n,
