@@ -174,7 +174,6 @@ function build(
       scaleReads: 'master',
       clusterRetryStrategy: retryStrategy,
       lazyConnect: oneShot,
-      enableAutoPipelining: common.enableAutoPipelining ?? false,
     };
     const cluster = new Cluster(nodes, clusterOptions);
     // A node's own error (NOAUTH from one node, a TLS failure) says more than the cluster's summary.
@@ -185,8 +184,9 @@ function build(
   }
   holder.client = client;
   client.on('error', (err: Error) => {
+    // A Cluster's own error ("Failed to refresh slots cache") carries the node's, which says why.
     const last = (err as { lastNodeError?: unknown }).lastNodeError;
-    onConnectionError(last instanceof Error && isFatalRedisError(last) ? last : err);
+    onConnectionError(last instanceof Error ? last : err);
   });
   client.on('ready', () => {
     if (log !== undefined && downSince !== 0) {

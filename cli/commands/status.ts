@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../../shared/config.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import { redactText } from '../../shared/redact.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { closeRedis, connectRedis, type RedisClient } from '../../shared/redis.ts';
 import { streamsStatus } from '../../consumers/status.ts';
@@ -94,13 +96,20 @@ export function registerStatus(program: Command): void {
         try {
           const status = await streamsStatus(redis, config.streams, idleAfterMs(config));
           const sections: Record<string, Record<string, unknown>[]> = {};
+          // A configured store that cannot be read makes the status a failure (exit 1); the rest is printed.
+          const unreadable: string[] = [];
           for (const section of STATUS_SECTIONS) {
             try {
               const rows = await section.collect({ config, redis, log });
               if (rows !== undefined) sections[section.title] = rows;
             } catch (err) {
-              sections[section.title] = [{ error: err instanceof Error ? err.message : String(err) }];
+              unreadable.push(section.title);
+              sections[section.title] = [{ error: redactText(errorMessage(err)) }];
             }
+          }
+          if (unreadable.length > 0) {
+            process.exitCode = 1;
+            process.stderr.write(`tickstream: status: could not read ${unreadable.join(', ')}\n`);
           }
           if (opts.json === true) {
             process.stdout.write(`${JSON.stringify({ ...status, sections }, null, 2)}\n`);

@@ -18,7 +18,7 @@ export function clusterBinariesAvailable(): boolean {
   }
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
@@ -34,7 +34,9 @@ export interface LocalCluster {
   stop(): Promise<void>;
 }
 
-export async function startLocalCluster(): Promise<LocalCluster> {
+/** With `password`, every node requires it (requirepass) and uses it towards the others (masterauth). */
+export async function startLocalCluster(options: { password?: string } = {}): Promise<LocalCluster> {
+  const auth = options.password === undefined ? [] : ['-a', options.password, '--no-auth-warning'];
   const dir = mkdtempSync(join(tmpdir(), 'tickstream-cluster-'));
   const ports: number[] = [];
   // Cluster bus ports are port + 10000: pick ports whose bus port is below 65536.
@@ -60,6 +62,9 @@ export async function startLocalCluster(): Promise<LocalCluster> {
         'no',
         '--dir',
         dir,
+        ...(options.password === undefined
+          ? []
+          : ['--requirepass', options.password, '--masterauth', options.password]),
       ],
       { stdio: 'ignore' },
     ),
@@ -69,10 +74,11 @@ export async function startLocalCluster(): Promise<LocalCluster> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    for (const port of ports) await waitFor(() => ping(port), `redis-server on ${port}`);
+    for (const port of ports) await waitFor(() => ping(port, auth), `redis-server on ${port}`);
     execFileSync(
       'redis-cli',
       [
+        ...auth,
         '--cluster',
         'create',
         ...ports.map((p) => `127.0.0.1:${p}`),
@@ -85,9 +91,9 @@ export async function startLocalCluster(): Promise<LocalCluster> {
     for (const port of ports) {
       await waitFor(
         () =>
-          execFileSync('redis-cli', ['-p', String(port), 'cluster', 'info'], { encoding: 'utf8' }).includes(
-            'cluster_state:ok',
-          ),
+          execFileSync('redis-cli', [...auth, '-p', String(port), 'cluster', 'info'], {
+            encoding: 'utf8',
+          }).includes('cluster_state:ok'),
         `cluster state ok on ${port}`,
       );
     }
@@ -98,9 +104,11 @@ export async function startLocalCluster(): Promise<LocalCluster> {
   return { nodes: ports.map((p) => `127.0.0.1:${p}`), stop };
 }
 
-function ping(port: number): boolean {
+function ping(port: number, auth: string[] = []): boolean {
   try {
-    return execFileSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).trim() === 'PONG';
+    return (
+      execFileSync('redis-cli', [...auth, '-p', String(port), 'ping'], { encoding: 'utf8' }).trim() === 'PONG'
+    );
   } catch {
     return false;
   }
