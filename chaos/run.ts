@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { ALL_FAULTS, runChaos, type Fault, type Row } from './suite.ts';
+import { ALL_FAULTS, formatRows, runChaos, type Fault } from './suite.ts';
 
 /**
  * `npm run chaos [-- --ticks N --kills N --faults a,b --seed N --short]`: the fault suite (docs/chaos.md).
@@ -48,26 +48,6 @@ const rows = await runChaos({
   drainTimeoutMs: 180_000,
   say: (line) => process.stderr.write(`${line}\n`),
 });
-
-export function formatRows(rs: readonly Row[]): string {
-  const head = ['fault', 'expected', 'stored', 'duplicates', 'dead letters', 'time to drain', 'result'];
-  const body = rs.map((r) => [
-    r.fault,
-    r.expected.toLocaleString('en-US'),
-    r.stored.toLocaleString('en-US'),
-    String(r.duplicates),
-    `${r.deadLetters} (expected ${r.expectedDeadLetters})`,
-    `${(r.drainMs / 1000).toFixed(1)} s`,
-    r.problems.length === 0 ? 'ok' : `${r.problems.length} difference(s)`,
-  ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => c.padEnd(widths[i]!))
-      .join('  ')
-      .trimEnd();
-  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
-}
 
 process.stdout.write(`${formatRows(rows)}\n`);
 for (const r of rows) for (const p of r.problems) process.stdout.write(`  ${r.fault}: ${p}\n`);

@@ -221,6 +221,27 @@ export async function runChaos(o: ChaosOptions): Promise<Row[]> {
   }
 }
 
+/** The report: one line per fault phase. */
+export function formatRows(rs: readonly Row[]): string {
+  const head = ['fault', 'expected', 'stored', 'duplicates', 'dead letters', 'time to drain', 'result'];
+  const body = rs.map((r) => [
+    r.fault,
+    r.expected.toLocaleString('en-US'),
+    r.stored.toLocaleString('en-US'),
+    String(r.duplicates),
+    `${r.deadLetters} (expected ${r.expectedDeadLetters})`,
+    `${(r.drainMs / 1000).toFixed(1)} s`,
+    r.problems.length === 0 ? 'ok' : `${r.problems.length} difference(s)`,
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
