@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -160,6 +160,26 @@ export function postgresAvailable(): boolean {
   return existsSync(join(PG_BIN, 'initdb')) && existsSync(join(PG_BIN, 'pg_ctl'));
 }
 
+/**
+ * PostgreSQL refuses to run as root: as root, its binaries run as the `postgres` account (runuser), in a
+ * directory handed over to it.
+ */
+const AS_ROOT = process.getuid?.() === 0;
+
+function pg(bin: string, args: string[]): void {
+  const [cmd, argv] = AS_ROOT
+    ? ['runuser', ['-u', 'postgres', '--', join(PG_BIN, bin), ...args]]
+    : [join(PG_BIN, bin), args];
+  execFileSync(cmd, argv, { stdio: 'ignore' });
+}
+
+function handOver(dir: string): void {
+  if (!AS_ROOT) return;
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+  chownSync(dir, uid, gid);
+}
+
 /** A PostgreSQL cluster of its own (initdb, trust auth on loopback), stopped and started with pg_ctl. */
 export class PostgresServer {
   readonly port: number;
@@ -175,19 +195,22 @@ export class PostgresServer {
     const port = await freePort();
     const server = new PostgresServer(port, root);
     try {
-      execFileSync(
-        join(PG_BIN, 'initdb'),
-        ['-D', server.data, '-U', 'postgres', '--auth', 'trust', '--no-sync', '-E', 'UTF8', '--locale', 'C'],
-        { stdio: 'ignore' },
-      );
+      handOver(root);
+      pg('initdb', [
+        '-D',
+        server.data,
+        '-U',
+        'postgres',
+        '--auth',
+        'trust',
+        '--no-sync',
+        '-E',
+        'UTF8',
+        '--locale',
+        'C',
+      ]);
       await server.startServer();
-      execFileSync(
-        join(PG_BIN, 'createdb'),
-        ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'chaos'],
-        {
-          stdio: 'ignore',
-        },
-      );
+      pg('createdb', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'chaos']);
     } catch (err) {
       await server.remove();
       throw err;
@@ -204,35 +227,27 @@ export class PostgresServer {
   }
 
   async startServer(): Promise<void> {
-    execFileSync(
-      join(PG_BIN, 'pg_ctl'),
-      [
-        '-D',
-        this.data,
-        '-l',
-        join(this.dir, 'log'),
-        '-w',
-        '-o',
-        `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60`,
-        'start',
-      ],
-      { stdio: 'ignore' },
-    );
+    pg('pg_ctl', [
+      '-D',
+      this.data,
+      '-l',
+      join(this.dir, 'log'),
+      '-w',
+      '-o',
+      `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60`,
+      'start',
+    ]);
   }
 
   /** pg_ctl stop -m immediate: connections drop at once, and recovery runs at the next start. */
   async stopServer(): Promise<void> {
-    execFileSync(join(PG_BIN, 'pg_ctl'), ['-D', this.data, '-m', 'immediate', '-w', 'stop'], {
-      stdio: 'ignore',
-    });
+    pg('pg_ctl', ['-D', this.data, '-m', 'immediate', '-w', 'stop']);
   }
 
   async remove(): Promise<void> {
     try {
       if (existsSync(join(this.data, 'postmaster.pid'))) {
-        execFileSync(join(PG_BIN, 'pg_ctl'), ['-D', this.data, '-m', 'immediate', '-w', 'stop'], {
-          stdio: 'ignore',
-        });
+        pg('pg_ctl', ['-D', this.data, '-m', 'immediate', '-w', 'stop']);
       }
     } finally {
       rmSync(this.dir, { recursive: true, force: true });

@@ -126,7 +126,7 @@ export class Publisher {
     await this.applyBackpressure(signal);
   }
 
-  /** Send partial frames and wait until Redis has acknowledged every tick. */
+  /** Send partial frames and wait until Redis has acknowledged every tick (and confirmed it durable, per the settings). */
   async flush(): Promise<void> {
     if (this.lingerTimer !== undefined) clearTimeout(this.lingerTimer);
     this.lingerTimer = undefined;

@@ -9,6 +9,7 @@ import { tickKey } from '../../shared/model.ts';
 import { closeRedis, createRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys, streamKey } from '../../shared/streams.ts';
 import { trimStreams } from '../../shared/retention.ts';
+import { groupBacklogs } from '../../shared/backlog.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { clusterBinariesAvailable, startLocalCluster, type LocalCluster } from '../helpers/cluster.ts';
@@ -164,6 +165,70 @@ describe.runIf(canRun)(
         Date.now() + 60_000,
       );
       expect(results).toHaveLength(6);
+    });
+
+    it('retention trims around entries still pending on every node, and the backlog sums over the shards', async () => {
+      const redis = client();
+      const group = uniqueName('pend');
+      // Streams of its own: the other tests' groups must not be the ones holding the trim back.
+      const layout = { prefix: uniqueName('ret'), shards: config.streams.shards };
+      const keys = allStreamKeys(layout);
+      for (const key of keys) await redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM');
+      const publisher = new Publisher({
+        redis,
+        layout,
+        settings: { ...config.producer, frameSize: 5 },
+        log: silentLogger(),
+      });
+      await publisher.publish(
+        new SyntheticMarket({
+          symbols: ['P1', 'P2', 'P3', 'P4', 'P5', 'P6', 'P7', 'P8'],
+          seed: 8,
+          source: 'cl3',
+        }).next(480),
+      );
+      await publisher.flush();
+      // Per shard: read three entries, acknowledge the first; the other two stay pending.
+      const pending: [string, string][] = [];
+      let read = 0;
+      for (const key of keys) {
+        const reply = (await redis.call(
+          'XREADGROUP',
+          'GROUP',
+          group,
+          'c',
+          'COUNT',
+          '3',
+          'STREAMS',
+          key,
+          '>',
+        )) as [string, [string, unknown][]][] | null;
+        const ids = reply?.[0]?.[1].map(([id]) => id) ?? [];
+        read += ids.length;
+        if (ids[0] !== undefined) await redis.xack(key, group, ids[0]);
+        for (const id of ids.slice(1)) pending.push([key, id]);
+      }
+      expect(pending.length).toBeGreaterThan(4);
+      const before = await groupBacklogs(redis, keys);
+      const mine = before.find((g) => g.group === group)!;
+      expect(mine.pending).toBe(pending.length);
+      expect(mine.entries).toBe(publisher.stats.frames - (read - pending.length));
+
+      // Everything is older than the age bound: only what the group no longer needs may go.
+      const results = await trimStreams(
+        redis,
+        layout,
+        { maxAgeMs: 1, maxLen: 0, intervalMs: 1000 },
+        Date.now() + 60_000,
+      );
+      for (const [key, id] of pending) expect(await redis.xrange(key, id, id)).toHaveLength(1);
+      for (const r of results) {
+        if (pending.some(([k]) => k === r.stream)) {
+          expect(r.heldBackBy).toBe(group);
+          expect(r.minId).toBe(pending.find(([k]) => k === r.stream)![1]);
+        }
+      }
+      expect(results.reduce((n, r) => n + r.trimmed, 0)).toBeGreaterThan(0);
     });
   },
 );

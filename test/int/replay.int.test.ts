@@ -275,6 +275,53 @@ describe('replay from the Redis streams', () => {
     expect(sink.stored.size).toBe(produced.length);
   });
 
+  it('a crash between a page’s flush and its checkpoint replays that page once more; the archive holds each tick once', async () => {
+    const ctx = setup(true);
+    const produced = await loadSynthetic(ctx, 600);
+    const sink = archiveSink(ctx);
+    /** The process "dies" right after the 4th page reached the store, before its checkpoint is written. */
+    class CrashingCheckpoint extends ReplayCheckpoint {
+      saves = 0;
+      override async save(part: string, position: string, ticks: number): Promise<void> {
+        if (++this.saves === 4) throw new Error('killed between flush and checkpoint');
+        await super.save(part, position, ticks);
+      }
+    }
+    const crashing = new CrashingCheckpoint(ctx.redis, ctx.config.streams.prefix, 'gap');
+    const state = await crashing.create(
+      await streamReplayMeta(ctx.redis, ctx.config.streams, { from: MIN_ID, to: MAX_ID }, sink.name),
+    );
+    await expect(
+      replayStreams({
+        redis: ctx.redis,
+        layout: ctx.config.streams,
+        sink,
+        checkpoint: crashing,
+        state,
+        log,
+        retry: RETRY,
+        pageSize: 5,
+      }),
+    ).rejects.toThrow(/killed between flush and checkpoint/);
+    const flushedBeforeCrash = sink.stats.inserted;
+    const saved = (await new ReplayCheckpoint(ctx.redis, ctx.config.streams.prefix, 'gap').load())!;
+    // Four pages are in the archive, three are checkpointed.
+    expect(saved.ticks).toBeGreaterThan(0);
+    expect(flushedBeforeCrash).toBeGreaterThan(saved.ticks);
+
+    const rest = await streamReplay(ctx, sink, 'gap', { resume: true });
+    expect(rest.complete).toBe(true);
+    // The resumed run starts after the last checkpoint, so it writes the uncheckpointed page again...
+    expect(saved.ticks + rest.ticks).toBe(produced.length);
+    expect(sink.stats.duplicates).toBe(flushedBeforeCrash - saved.ticks);
+    // ...and the store keeps one copy of every tick.
+    const counts = await archiveCounts(ctx.pool!, ctx.schema!);
+    expect(counts.trades + counts.quotes).toBe(produced.length);
+    expect(sink.stats.inserted).toBe(produced.length);
+    const done = await new ReplayCheckpoint(ctx.redis, ctx.config.streams.prefix, 'gap').load();
+    expect(done).toMatchObject({ status: 'complete', ticks: produced.length });
+  });
+
   it('--symbols reads only the shards holding them and writes only those symbols', async () => {
     const ctx = setup();
     const produced = await loadSynthetic(ctx, 600);

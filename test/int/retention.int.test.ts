@@ -6,7 +6,8 @@ import { trimStream, trimStreams } from '../../shared/retention.ts';
 import { streamKey } from '../../shared/streams.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
-import { cleanupPrefix, testConfig, testRedis, uniqueName } from '../helpers/index.ts';
+import { runCli, startCli } from '../helpers/cli.ts';
+import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
 const open: RedisClient[] = [];
 afterEach(async () => {
@@ -144,6 +145,122 @@ describe('retention (real Redis)', () => {
     // Every tick was delivered exactly once: none was trimmed before the group read it.
     expect(seen.length).toBe(produced.length);
     expect(new Set(seen).size).toBe(produced.length);
+    await cleanupPrefix(redis, config.streams.prefix);
+  });
+});
+
+describe('retention in the commands (processes, real Redis)', () => {
+  const children: ReturnType<typeof startCli>[] = [];
+  afterEach(async () => {
+    for (const c of children.splice(0)) {
+      if (c.exitCode === null && c.signalCode === null) {
+        const exited = new Promise((r) => c.once('exit', r));
+        c.kill('SIGKILL');
+        await exited;
+      }
+    }
+  });
+
+  async function readSome(
+    redis: RedisClient,
+    stream: string,
+    group: string,
+    count: number,
+  ): Promise<string[]> {
+    const reply = (await redis.call(
+      'XREADGROUP',
+      'GROUP',
+      group,
+      'c',
+      'COUNT',
+      String(count),
+      'STREAMS',
+      stream,
+      '>',
+    )) as [string, [string][]][] | null;
+    return reply?.[0]?.[1].map(([id]) => id) ?? [];
+  }
+
+  it('`tickstream trim` trims and names the group that held it back', async () => {
+    const config = testConfig({ streams: { shards: 2 } });
+    const redis = testRedis(config);
+    open.push(redis);
+    const [s0, s1] = [streamKey(config.streams, 0), streamKey(config.streams, 1)];
+    await fill(redis, s0, ['1-0', '2-0', '3-0', '4-0', '5-0', '6-0']);
+    await fill(redis, s1, ['1-0', '2-0', '3-0']);
+    const slow = uniqueName('slow');
+    await redis.call('XGROUP', 'CREATE', s0, slow, '0');
+    await redis.call('XGROUP', 'CREATE', s1, slow, '0');
+    // s0: 1-0 acknowledged, 2-0 and 3-0 pending. s1: everything read and acknowledged.
+    await readSome(redis, s0, slow, 3);
+    await redis.xack(s0, slow, '1-0');
+    await redis.xack(s1, slow, ...(await readSome(redis, s1, slow, 10)));
+
+    const r = await runCli(['trim', '--max-len', '1'], {
+      REDIS_URL,
+      TICKSTREAM_STREAM_PREFIX: config.streams.prefix,
+      TICKSTREAM_SHARDS: '2',
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const rows = r.stdout
+      .trim()
+      .split('\n')
+      .slice(2)
+      .map((l) => l.split(/\s+/));
+    expect(rows).toEqual([
+      [s0, '6', '1', '2-0', slow],
+      [s1, '3', '2', '2-1', '-'],
+    ]);
+    expect((await redis.xrange(s0, '-', '+')).map(([id]) => id)).toEqual(['2-0', '3-0', '4-0', '5-0', '6-0']);
+    expect((await redis.xrange(s1, '-', '+')).map(([id]) => id)).toEqual(['3-0']);
+    await cleanupPrefix(redis, config.streams.prefix);
+  });
+
+  it('`tickstream consume` trims on its interval, never past another group’s pending entries', async () => {
+    const config = testConfig({ streams: { shards: 1 } });
+    const redis = testRedis(config);
+    open.push(redis);
+    const stream = streamKey(config.streams, 0);
+    const slow = uniqueName('slow');
+    await redis.call('XGROUP', 'CREATE', stream, slow, '0', 'MKSTREAM');
+    await redis.call('XGROUP', 'CREATE', stream, 'quotes', '0');
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: { ...config.producer, frameSize: 5 },
+      log: silentLogger(),
+    });
+    await publisher.publish(
+      new SyntheticMarket({ symbols: ['A', 'B'], seed: 6, source: uniqueName('s') }).next(200),
+    );
+    await publisher.flush();
+    expect(await redis.xlen(stream)).toBe(40);
+    // The slow group holds the 4th entry onwards: 3 read and acknowledged, then 2 read and left pending.
+    await redis.xack(stream, slow, ...(await readSome(redis, stream, slow, 3)));
+    const pending = await readSome(redis, stream, slow, 2);
+
+    children.push(
+      startCli(['consume', 'quotes'], {
+        REDIS_URL,
+        TICKSTREAM_STREAM_PREFIX: config.streams.prefix,
+        TICKSTREAM_SHARDS: '1',
+        TICKSTREAM_QUOTE_KEY_PREFIX: config.quotes.keyPrefix,
+        TICKSTREAM_QUOTE_CHANNEL_PREFIX: config.quotes.channelPrefix,
+        TICKSTREAM_RETENTION_MAX_LEN: '1',
+        TICKSTREAM_RETENTION_INTERVAL_MS: '100',
+      }),
+    );
+    // The quotes group reads and acknowledges everything; the trim stops at the slow group's oldest pending.
+    await waitUntil(
+      async () => (await redis.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0] === pending[0],
+      'a trim up to the slow group',
+    );
+    expect(await redis.xlen(stream)).toBe(37);
+    for (const id of pending) expect(await redis.xrange(stream, id, id)).toHaveLength(1);
+
+    // Once the slow group is done, a later pass of the interval trims down to the size bound.
+    await redis.xack(stream, slow, ...pending, ...(await readSome(redis, stream, slow, 100)));
+    await waitUntil(async () => (await redis.xlen(stream)) === 1, 'a later trim down to one entry');
     await cleanupPrefix(redis, config.streams.prefix);
   });
 });
