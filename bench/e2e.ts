@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type Config } from '../shared/config.ts';
 import { silentLogger } from '../shared/logger.ts';
@@ -246,7 +247,11 @@ export default async function e2e(): Promise<BenchReport> {
   const procs: Proc[] = [];
   const steps: StepResult[] = [];
   const notes: string[] = [
-    'shared 2-core machine with other engineers at work: figures are noisy; rerun on a quiet machine',
+    `load average at start ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(
+        ' / ',
+      )} on ${cpus().length} cores: with other work on the machine the figures are noisy; rerun on a quiet one`,
     `step ${STEP_S} s; sustained = producer ≥ 95% of target and every group ≤ 1 s of input behind over the step's last quarter`,
     `questdb sink: ${QDB === undefined ? 'the in-process stand-in (test/helpers/questdb-standin.ts), NOT QuestDB' : 'real QuestDB (QDB_CLIENT_CONF)'}`,
   ];
@@ -295,7 +300,6 @@ export default async function e2e(): Promise<BenchReport> {
           LOG_LEVEL: 'info', // for its closing summary: ticks and seconds
         },
       );
-      await waitReady(producer);
       const t0 = performance.now();
       const samples: { t: number; backlog: Map<string, number> }[] = [];
       // A fresh process: its counters start at zero.
@@ -305,10 +309,12 @@ export default async function e2e(): Promise<BenchReport> {
       // Sample backlogs until the producer is done, keeping its last scrape (it exits after the run).
       while (producer.child.exitCode === null) {
         samples.push({ t: performance.now() - t0, backlog: await groupBacklogs(redis, config) });
+        // Not listening yet (starting) or already gone (finished): either way, keep the last good scrape.
         const s = await scrape(producer).catch(() => undefined);
-        if (s === undefined) break;
-        prodAfter = s;
-        prodAt = performance.now();
+        if (s !== undefined) {
+          prodAfter = s;
+          prodAt = performance.now();
+        }
         await sleep(500);
       }
       const elapsedS = (performance.now() - t0) / 1000;

@@ -8,6 +8,8 @@ export interface ShardStatus {
   length: number;
   firstId: string | null;
   lastId: string | null;
+  /** Entries ever added to the stream (Redis 7 `entries-added`), for rates; null when unknown. */
+  entriesAdded: number | null;
   groups: GroupStatus[];
 }
 
@@ -16,6 +18,8 @@ export interface GroupStatus {
   lag: number | null;
   pending: number;
   lastDeliveredId: string;
+  /** Entries the group has read (Redis 7 `entries-read`), for rates; null when unknown. */
+  entriesRead: number | null;
   consumers: { name: string; pending: number; idleMs: number }[];
 }
 
@@ -31,7 +35,7 @@ export async function streamsStatus(redis: RedisClient, layout: StreamLayout): P
     try {
       info = pairs((await redis.call('XINFO', 'STREAM', stream)) as unknown[]);
     } catch {
-      shards.push({ stream, length: 0, firstId: null, lastId: null, groups: [] });
+      shards.push({ stream, length: 0, firstId: null, lastId: null, entriesAdded: null, groups: [] });
       continue;
     }
     const first = info.get('first-entry') as [string, unknown] | null;
@@ -49,7 +53,9 @@ export async function streamsStatus(redis: RedisClient, layout: StreamLayout): P
         };
       });
       const lag = gi.get('lag');
+      const read = gi.get('entries-read');
       groups.push({
+        entriesRead: read === null || read === undefined ? null : Number(read),
         group: name,
         lag: lag === null || lag === undefined ? null : Number(lag),
         pending: Number(gi.get('pending')),
@@ -62,6 +68,7 @@ export async function streamsStatus(redis: RedisClient, layout: StreamLayout): P
       length: Number(info.get('length')),
       firstId: first?.[0] ?? null,
       lastId: last?.[0] ?? null,
+      entriesAdded: info.has('entries-added') ? Number(info.get('entries-added')) : null,
       groups,
     });
   }
