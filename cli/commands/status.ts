@@ -11,7 +11,8 @@ import { questdbStatusRows } from '../../shared/questdb.ts';
 import { indicatorQueueStatus } from '../../consumers/indicators/worker.ts';
 import { barsOutboxStatus } from '../../consumers/sinks/bars.ts';
 import { feedsStatus } from '../../producers/feeds/report.ts';
-import { makeRuntime, runCommand } from '../runtime.ts';
+import { makeRuntime, positiveNumber, runCommand } from '../runtime.ts';
+import { watchStatus } from '../status-watch.ts';
 import { printTable } from '../table.ts';
 
 /**
@@ -89,9 +90,34 @@ export function registerStatus(program: Command): void {
       'per shard: length, first/last id; per group: lag, pending, consumers, idle; dead letters; stores',
     )
     .option('--json', 'print JSON')
-    .action((opts: { json?: boolean }) =>
+    .option(
+      '--watch [seconds]',
+      'redraw streams and groups in place every few seconds (default 2), with rates per second',
+    )
+    .action((opts: { json?: boolean; watch?: boolean | string }) =>
       runCommand(async () => {
         const { config, log } = makeRuntime();
+        if (opts.watch !== undefined) {
+          const seconds = opts.watch === true ? 2 : positiveNumber('--watch')(opts.watch as string);
+          const redis = await connectRedis(config, { log });
+          const abort = new AbortController();
+          const stop = () => abort.abort();
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+          try {
+            await watchStatus({
+              redis,
+              layout: config.streams,
+              intervalMs: seconds * 1000,
+              signal: abort.signal,
+            });
+          } finally {
+            process.off('SIGINT', stop);
+            process.off('SIGTERM', stop);
+            await closeRedis(redis);
+          }
+          return;
+        }
         const redis = await connectRedis(config, { log });
         try {
           const status = await streamsStatus(redis, config.streams, idleAfterMs(config));

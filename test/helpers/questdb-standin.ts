@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
  * - POST /write: parses ILP (protocol 1 text and protocol 2 binary doubles) and records every row; keeps a
  *   deduplicated view per table keyed by the table's DEDUP UPSERT KEYS, like the real server. A request is
  *   all or nothing, as QuestDB's ILP/HTTP is for a single table.
- * - GET /exec: canned answers for `select build()`, CREATE TABLE IF NOT EXISTS (it remembers the columns,
+ * - GET /exec: canned answers for `select 1`, `select build()`, CREATE TABLE IF NOT EXISTS (it remembers the columns,
  *   designated timestamp and upsert keys), `table_columns('x')` and `wal_tables()`; `onExec` adds more.
  * - GET /settings (the client asks which ILP versions the server speaks) and /ping.
  * - Failure on demand: 5xx for /write, a 400 with QuestDB's error JSON for rows a predicate rejects, dropped
@@ -306,6 +306,8 @@ export class QuestDbStandin {
         [[`Build Information: QuestDB ${this.options.version}, JDK 17.0.9, Commit Hash stand-in`]],
       );
     }
+    // The readiness probe of the hot writer (shared/probes.ts).
+    if (lower === 'select 1') return query(q, [{ name: '1', type: 'INT' }], [[1]]);
     if (lower.startsWith('create table')) return this.createTable(q);
     const tc = /^select \* from table_columns\('([^']+)'\)$/i.exec(q);
     if (tc !== null) {
