@@ -64,7 +64,11 @@ export class LineSplitter {
 
   private add(piece: string): void {
     this.length += piece.length;
-    if (this.excerpt !== undefined) return;
+    if (this.excerpt !== undefined) {
+      if (this.excerpt.length < EXCERPT_CHARS)
+        this.excerpt += piece.slice(0, EXCERPT_CHARS - this.excerpt.length);
+      return;
+    }
     if (this.length > this.max) {
       this.parts.push(piece.slice(0, EXCERPT_CHARS));
       this.excerpt = this.parts.join('').slice(0, EXCERPT_CHARS);
