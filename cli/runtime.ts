@@ -1,6 +1,7 @@
 import { loadConfig, type Config, type ConfigInput } from '../shared/config.ts';
 import { ConfigError, errorMessage } from '../shared/errors.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
+import { escapeLines } from './table.ts';
 
 /**
  * The edge of every command: parse the configuration once (env, optional file, then flags), build the
@@ -22,13 +23,14 @@ export async function runCommand(fn: () => Promise<void>): Promise<void> {
     await fn();
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`tickstream: ${err.message}\n`);
+      process.stderr.write(`tickstream: ${escapeLines(err.message)}\n`);
       process.exitCode = 2;
       return;
     }
-    process.stderr.write(`tickstream: ${errorMessage(err)}\n`);
+    // Messages can quote input (a file's row, a symbol): never let it drive the terminal.
+    process.stderr.write(`tickstream: ${escapeLines(errorMessage(err))}\n`);
     if (err instanceof Error && err.cause !== undefined)
-      process.stderr.write(`  cause: ${errorMessage(err.cause)}\n`);
+      process.stderr.write(`  cause: ${escapeLines(errorMessage(err.cause))}\n`);
     process.exitCode = 1;
   }
 }

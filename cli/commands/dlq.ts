@@ -3,7 +3,7 @@ import { ConfigError } from '../../shared/errors.ts';
 import { closeRedis, createRedis } from '../../shared/redis.ts';
 import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
-import { printTable } from '../table.ts';
+import { escapeText, printTable } from '../table.ts';
 
 export function registerDlq(program: Command): void {
   const dlq = program.command('dlq').description('inspect and requeue dead letters');
@@ -65,7 +65,7 @@ export function registerDlq(program: Command): void {
             );
           }
           if (result.missing.length > 0) {
-            process.stderr.write(`not found: ${result.missing.join(', ')}\n`);
+            process.stderr.write(`not found: ${result.missing.map(escapeText).join(', ')}\n`);
             process.exitCode = 1;
           }
         } finally {

@@ -8,7 +8,7 @@ import { indicatorKey } from '../../consumers/indicators/job.ts';
 import { IndicatorStore } from '../../consumers/indicators/store.ts';
 import { IndicatorService } from '../../consumers/indicators/worker.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
-import { printTable } from '../table.ts';
+import { escapeText, printTable } from '../table.ts';
 import { timeframeOption } from './bars.ts';
 
 /**
@@ -85,7 +85,7 @@ async function show(symbol: string, opts: ShowOpts): Promise<void> {
   try {
     const h = await redis.hgetall(indicatorKey(config.indicators.keyPrefix, symbol, opts.tf));
     if (Object.keys(h).length === 0) {
-      process.stderr.write(`no ${opts.tf} indicators yet for ${symbol}\n`);
+      process.stderr.write(`no ${opts.tf} indicators yet for ${escapeText(symbol)}\n`);
       process.exitCode = 1;
       return;
     }
@@ -99,7 +99,7 @@ async function show(symbol: string, opts: ShowOpts): Promise<void> {
       return;
     }
     process.stdout.write(
-      `${symbol} ${opts.tf}, bar ${h.time ?? '?'} (${h.status ?? '?'}; ${h.params ?? ''})\n`,
+      `${escapeText(symbol)} ${opts.tf}, bar ${h.time ?? '?'} (${h.status ?? '?'}; ${h.params ?? ''})\n`,
     );
     printTable(VALUE_NAMES.map((k) => ({ indicator: k, value: cell(h[k]) })));
   } finally {
