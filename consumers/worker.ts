@@ -347,12 +347,13 @@ export class GroupWorker {
   }
 
   /** Decode, write, flush, then dead-letter and acknowledge. Leaves everything pending if the sink stays down. */
-  private async process(entries: Entry[]): Promise<void> {
-    if (entries.length > 1) {
-      // Bounded by bytes as well as by COUNT: decoded ticks take several times their payload in memory.
+  private async process(entries: Entry[], held: Entry[] = entries): Promise<void> {
+    if (entries.length > 1 && held === entries) {
+      // Bounded by bytes as well as by COUNT: decoded ticks take several times their payload in memory. The
+      // whole read stays claimed (heartbeat over `held`) while its runs are written one after the other.
       const runs = splitByBytes(entries, this.o.settings.batchBytes);
       if (runs.length > 1) {
-        for (const run of runs) await this.process(run);
+        for (const run of runs) await this.process(run, entries);
         return;
       }
     }
@@ -401,7 +402,7 @@ export class GroupWorker {
     const every = Math.max(10, Math.floor(this.o.settings.claimMinIdleMs / 3));
     const giveUpAt = Date.now() + 10 * this.o.settings.claimMinIdleMs;
     const heartbeat = setInterval(() => {
-      if (Date.now() < giveUpAt) void this.keepClaimed(entries, every);
+      if (Date.now() < giveUpAt) void this.keepClaimed(held, every);
       else clearInterval(heartbeat);
     }, every);
     try {
