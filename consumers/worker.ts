@@ -7,7 +7,7 @@ import type { Logger } from '../shared/logger.ts';
 import { nowNs, type Tick } from '../shared/model.ts';
 import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys, deadLetterKey, type StreamLayout } from '../shared/streams.ts';
-import { futureReason, splitByBytes } from './admission.ts';
+import { entrySize, futureReason, splitByBytes } from './admission.ts';
 import { RejectedTicksError, type Sink } from './sink.ts';
 
 /**
@@ -91,6 +91,8 @@ export class GroupWorker {
   private readonly abort = new AbortController();
   private readonly claimCursors = new Map<string, string>();
   private readonly frameLimits: FrameLimits;
+  /** COUNT of the next read: batchSize, or fewer while entries are so large that a read would pass batchBytes. */
+  private readCount: number;
   private loop: Promise<void> | undefined;
   private failure: unknown;
   private stopping = false;
@@ -99,6 +101,7 @@ export class GroupWorker {
     this.o = options;
     this.streams = allStreamKeys(options.layout);
     this.dlq = deadLetterKey(options.layout);
+    this.readCount = options.settings.batchSize;
     this.frameLimits = {
       maxTicks: options.settings.maxFrameTicks,
       maxBytes: options.settings.maxFrameBytes,
@@ -210,7 +213,7 @@ export class GroupWorker {
       group,
       consumer,
       'COUNT',
-      String(settings.batchSize),
+      String(this.readCount),
       ...(withBlock ? ['BLOCK', String(settings.blockMs)] : []),
       'STREAMS',
       ...keys,
@@ -219,7 +222,7 @@ export class GroupWorker {
     try {
       if (!isCluster(this.o.blocking)) {
         const reply = (await this.o.blocking.call('XREADGROUP', ...args(this.streams, block))) as StreamReply;
-        return await this.entriesOf([reply]);
+        return this.sized(await this.entriesOf([reply]));
       }
       // Under Cluster a blocking read per shard would serialise on each node's connection, so poll the shards
       // without BLOCK and back off briefly when all were empty.
@@ -230,7 +233,9 @@ export class GroupWorker {
         ),
       );
       const failed = settled.find((r) => r.status === 'rejected');
-      const entries = await this.entriesOf(settled.map((r) => (r.status === 'fulfilled' ? r.value : null)));
+      const entries = this.sized(
+        await this.entriesOf(settled.map((r) => (r.status === 'fulfilled' ? r.value : null))),
+      );
       if (failed !== undefined && entries.length === 0) throw failed.reason;
       if (entries.length === 0 && block) await sleep(Math.min(50, settings.blockMs), this.abort.signal);
       return entries;
@@ -246,6 +251,19 @@ export class GroupWorker {
       await sleep(backoffMs(1, this.o.settings.retryBaseMs, this.o.settings.retryMaxMs), this.abort.signal);
       return [];
     }
+  }
+
+  /**
+   * Adapt the next read's COUNT to the size of the entries just read, so that a read holds about
+   * batchBytes (TICKSTREAM_BATCH_BYTES) of payload at most: COUNT bounds entries, not bytes.
+   */
+  private sized(entries: Entry[]): Entry[] {
+    if (entries.length === 0) return entries;
+    let bytes = 0;
+    for (const e of entries) bytes += entrySize(e);
+    const fits = Math.floor(this.o.settings.batchBytes / Math.max(1, bytes / entries.length));
+    this.readCount = Math.max(1, Math.min(this.o.settings.batchSize, fits));
+    return entries;
   }
 
   /**
