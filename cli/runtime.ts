@@ -3,6 +3,7 @@ import { ConfigError, errorMessage } from '../shared/errors.ts';
 import { createLogger, type Logger } from '../shared/logger.ts';
 import { redactText } from '../shared/redact.ts';
 import { onFatalRedisError } from '../shared/redis.ts';
+import { escapeLines } from './table.ts';
 
 /**
  * The edge of every command: parse the configuration once (env, optional file, then flags), build the
@@ -38,11 +39,12 @@ export async function runCommand(fn: () => Promise<void>): Promise<void> {
 /** The one error path of the CLI, for configuration, flags and run-time failures alike. */
 export function reportError(err: unknown): void {
   if (err instanceof ConfigError) {
-    process.stderr.write(`tickstream: ${redactText(err.message)}\n`);
+    process.stderr.write(`tickstream: ${escapeLines(redactText(err.message))}\n`);
     process.exitCode = EXIT.usage;
     return;
   }
-  process.stderr.write(`tickstream: ${redactText(errorMessage(err))}\n`);
+  // Messages can quote input (a file's row, a symbol): never let it drive the terminal.
+  process.stderr.write(`tickstream: ${escapeLines(redactText(errorMessage(err)))}\n`);
   if (err instanceof Error && err.cause !== undefined) {
     const cause = redactText(errorMessage(err.cause));
     if (!errorMessage(err).includes(cause)) process.stderr.write(`  cause: ${cause}\n`);

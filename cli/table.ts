@@ -34,6 +34,11 @@ const UNPRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/gu;
  * Names are refused at the edge when they hold such characters (shared/model.ts), but the stores may hold
  * older data, and a terminal must never run what a tick carried.
  */
+/** escapeText for messages of several lines: their line breaks are kept, everything else is escaped. */
+export function escapeLines(s: string): string {
+  return s.split('\n').map(escapeText).join('\n');
+}
+
 export function escapeText(s: string): string {
   return s.replace(UNPRINTABLE, (c) => {
     const cp = c.codePointAt(0)!;

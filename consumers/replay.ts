@@ -1,8 +1,9 @@
-import { decodeFrame } from '../shared/codec.ts';
+import { futureReason } from './admission.ts';
+import { decodeFrame, frameLimitReason, type FrameLimits } from '../shared/codec.ts';
 import { ConfigError, errorMessage, isRetriable, TickstreamError } from '../shared/errors.ts';
 import { backoffMs, sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { Tick } from '../shared/model.ts';
+import { nowNs, type Tick } from '../shared/model.ts';
 import type { PgPool } from '../shared/pg.ts';
 import type { RedisClient } from '../shared/redis.ts';
 import {
@@ -330,6 +331,11 @@ export interface StreamReplayOptions extends ReplayOptions {
   layout: StreamLayout;
   /** Stream entries per XRANGE (each entry is a frame of up to TICKSTREAM_FRAME_SIZE ticks). */
   pageSize: number;
+  /**
+   * The live consumers' stream-boundary checks, so a replay stores nothing they refused: frames over these
+   * caps and ticks further ahead of the clock than `maxFutureMs` are left out and counted as undecodable.
+   */
+  admission?: { frame: FrameLimits; maxFutureMs: number };
 }
 
 /** What to record for a new stream replay: `+` becomes the newest id now, so a live stream cannot run away. */
@@ -418,10 +424,26 @@ export async function replayStreams(o: StreamReplayOptions): Promise<ReplaySumma
       const entries = await o.redis.xrange(key, start, meta.to, 'COUNT', o.pageSize);
       if (entries.length === 0) break;
       const ticks: Tick[] = [];
+      const now = nowNs();
       for (const [id, fields] of entries) {
+        const tooLarge = o.admission === undefined ? undefined : frameLimitReason(fields, o.admission.frame);
+        if (tooLarge !== undefined) {
+          summary.undecodable++;
+          if (logged++ < LOGGED_PROBLEMS) log.warn({ stream: key, id, reason: tooLarge }, 'entry left out');
+          continue;
+        }
         try {
           const frame = decodeFrame(fields);
-          for (const t of frame.ticks) if (symbols === undefined || symbols.has(t.symbol)) ticks.push(t);
+          for (const t of frame.ticks) {
+            if (symbols !== undefined && !symbols.has(t.symbol)) continue;
+            const future =
+              o.admission === undefined ? undefined : futureReason(t, now, o.admission.maxFutureMs);
+            if (future === undefined) ticks.push(t);
+            else {
+              summary.undecodable++;
+              if (logged++ < LOGGED_PROBLEMS) log.warn({ stream: key, id, reason: future }, 'tick left out');
+            }
+          }
           summary.undecodable += frame.failures.length;
           for (const f of frame.failures)
             if (logged++ < LOGGED_PROBLEMS)

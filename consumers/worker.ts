@@ -15,7 +15,7 @@ import type { Logger } from '../shared/logger.ts';
 import { nowNs, type Tick } from '../shared/model.ts';
 import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys, retryStreamKey, type StreamLayout } from '../shared/streams.ts';
-import { futureReason, splitByBytes } from './admission.ts';
+import { entrySize, futureReason, splitByBytes } from './admission.ts';
 import { deadLetterCommands, type NewDeadLetter } from './deadletters.ts';
 import { RejectedTicksError, type Sink } from './sink.ts';
 
@@ -106,6 +106,8 @@ export class GroupWorker {
   /** Failing since when, without a success: /readyz reports a worker stuck retrying. */
   readonly retryState = new RetryState();
   private readonly metrics: SinkInstruments;
+  /** COUNT of the next read: batchSize, or fewer while entries are so large that a read would pass batchBytes. */
+  private readCount: number;
   private loop: Promise<void> | undefined;
   private failure: unknown;
   private stopping = false;
@@ -114,6 +116,7 @@ export class GroupWorker {
     this.o = options;
     this.retry = retryStreamKey(options.layout, options.group);
     this.streams = [...allStreamKeys(options.layout), this.retry];
+    this.readCount = options.settings.batchSize;
     this.frameLimits = {
       maxTicks: options.settings.maxFrameTicks,
       maxBytes: options.settings.maxFrameBytes,
@@ -245,7 +248,7 @@ export class GroupWorker {
       group,
       consumer,
       'COUNT',
-      String(settings.batchSize),
+      String(this.readCount),
       ...(withBlock ? ['BLOCK', String(settings.blockMs)] : []),
       'STREAMS',
       ...keys,
@@ -257,7 +260,7 @@ export class GroupWorker {
           'XREADGROUP',
           ...args(this.streams, block),
         )) as StreamReply;
-        return await this.entriesOf([reply]);
+        return this.sized(await this.entriesOf([reply]));
       }
       // Under Cluster a blocking read per shard would serialise on each node's connection, so poll the shards
       // without BLOCK and back off briefly when all were empty.
@@ -268,7 +271,9 @@ export class GroupWorker {
         ),
       );
       const failed = settled.find((r) => r.status === 'rejected');
-      const entries = await this.entriesOf(settled.map((r) => (r.status === 'fulfilled' ? r.value : null)));
+      const entries = this.sized(
+        await this.entriesOf(settled.map((r) => (r.status === 'fulfilled' ? r.value : null))),
+      );
       if (failed !== undefined && entries.length === 0) throw failed.reason;
       if (entries.length === 0 && block) await sleep(Math.min(50, settings.blockMs), this.abort.signal);
       return entries;
@@ -284,6 +289,19 @@ export class GroupWorker {
       await sleep(backoffMs(1, this.o.settings.retryBaseMs, this.o.settings.retryMaxMs), this.abort.signal);
       return [];
     }
+  }
+
+  /**
+   * Adapt the next read's COUNT to the size of the entries just read, so that a read holds about
+   * batchBytes (TICKSTREAM_BATCH_BYTES) of payload at most: COUNT bounds entries, not bytes.
+   */
+  private sized(entries: Entry[]): Entry[] {
+    if (entries.length === 0) return entries;
+    let bytes = 0;
+    for (const e of entries) bytes += entrySize(e);
+    const fits = Math.floor(this.o.settings.batchBytes / Math.max(1, bytes / entries.length));
+    this.readCount = Math.max(1, Math.min(this.o.settings.batchSize, fits));
+    return entries;
   }
 
   /**
@@ -389,12 +407,13 @@ export class GroupWorker {
   }
 
   /** Decode, write, flush, then dead-letter and acknowledge. Leaves everything pending if the sink stays down. */
-  private async process(entries: Entry[]): Promise<void> {
-    if (entries.length > 1) {
-      // Bounded by bytes as well as by COUNT: decoded ticks take several times their payload in memory.
+  private async process(entries: Entry[], held: Entry[] = entries): Promise<void> {
+    if (entries.length > 1 && held === entries) {
+      // Bounded by bytes as well as by COUNT: decoded ticks take several times their payload in memory. The
+      // whole read stays claimed (heartbeat over `held`) while its runs are written one after the other.
       const runs = splitByBytes(entries, this.o.settings.batchBytes);
       if (runs.length > 1) {
-        for (const run of runs) await this.process(run);
+        for (const run of runs) await this.process(run, entries);
         return;
       }
     }
@@ -450,7 +469,7 @@ export class GroupWorker {
     const every = Math.max(10, Math.floor(this.o.settings.claimMinIdleMs / 3));
     const giveUpAt = Date.now() + 10 * this.o.settings.claimMinIdleMs;
     const heartbeat = setInterval(() => {
-      if (Date.now() < giveUpAt) void this.keepClaimed(entries, every);
+      if (Date.now() < giveUpAt) void this.keepClaimed(held, every);
       else clearInterval(heartbeat);
     }, every);
     try {

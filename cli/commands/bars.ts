@@ -12,7 +12,7 @@ import { readArchive } from '../../consumers/sinks/archive.ts';
 import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
 import { barStoreSettings, readCurrentBar, trimDecimal } from '../../consumers/sinks/bars.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
-import { printTable } from '../table.ts';
+import { escapeText, printTable } from '../table.ts';
 
 /**
  * `tickstream bars <SYMBOL>`: the current bar (Redis) and the latest stored bars (PostgreSQL).
@@ -97,7 +97,7 @@ async function show(symbol: string, opts: ShowOpts): Promise<void> {
       return;
     }
     process.stdout.write(
-      `Current ${opts.tf} bar of ${symbol} (Redis ${config.bars.keyPrefix}${symbol}:${opts.tf})\n`,
+      `Current ${opts.tf} bar of ${escapeText(symbol)} (Redis ${escapeText(config.bars.keyPrefix + symbol)}:${opts.tf})\n`,
     );
     if (current === undefined) process.stdout.write('(none yet)\n');
     else {

@@ -3,7 +3,7 @@ import { ConfigError } from '../../shared/errors.ts';
 import { closeRedis, connectRedis } from '../../shared/redis.ts';
 import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
-import { printTable } from '../table.ts';
+import { escapeText, printTable } from '../table.ts';
 
 /** A stream entry id: milliseconds-sequence. */
 const DEAD_LETTER_ID = /^\d{1,20}-\d{1,20}$/;
@@ -93,7 +93,7 @@ export function registerDlq(program: Command): void {
             );
           }
           if (result.missing.length > 0) {
-            process.stderr.write(`not found: ${result.missing.join(', ')}\n`);
+            process.stderr.write(`not found: ${result.missing.map(escapeText).join(', ')}\n`);
             process.exitCode = 1;
           }
         } finally {

@@ -10,7 +10,7 @@ import { IndicatorStore } from '../../consumers/indicators/store.ts';
 import { IndicatorService } from '../../consumers/indicators/worker.ts';
 import { startProbes } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
-import { printTable } from '../table.ts';
+import { escapeText, printTable } from '../table.ts';
 import { parseTime, timeframeOption } from './bars.ts';
 import { ConfigError } from '../../shared/errors.ts';
 import { backfillIndicators } from '../../consumers/indicators/backfill.ts';
@@ -183,7 +183,7 @@ async function show(symbol: string, opts: ShowOpts): Promise<void> {
   try {
     const h = await redis.hgetall(indicatorKey(config.indicators.keyPrefix, symbol, opts.tf));
     if (Object.keys(h).length === 0) {
-      process.stderr.write(`no ${opts.tf} indicators yet for ${symbol}\n`);
+      process.stderr.write(`no ${opts.tf} indicators yet for ${escapeText(symbol)}\n`);
       process.exitCode = 1;
       return;
     }
@@ -197,7 +197,7 @@ async function show(symbol: string, opts: ShowOpts): Promise<void> {
       return;
     }
     process.stdout.write(
-      `${symbol} ${opts.tf}, bar ${h.time ?? '?'} (${h.status ?? '?'}; ${h.params ?? ''})\n`,
+      `${escapeText(symbol)} ${opts.tf}, bar ${h.time ?? '?'} (${h.status ?? '?'}; ${h.params ?? ''})\n`,
     );
     printTable(VALUE_NAMES.map((k) => ({ indicator: k, value: cell(h[k]) })));
   } finally {

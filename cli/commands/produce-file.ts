@@ -37,6 +37,12 @@ export function registerProduceFile(produce: Command): void {
       positiveNumber('--speed'),
     )
     .option('--rejects <path>', 'write rejected rows here as NDJSON {file, line, reason, raw}')
+    .option('--force', 'overwrite the --rejects file if it exists (never an input file)')
+    .option(
+      '--max-gzip-ratio <n>',
+      'refuse a gzip file that decompresses to more than n times its size (default 100, at least 64 MiB)',
+      positiveNumber('--max-gzip-ratio'),
+    )
     .action((paths: string[], opts: FileOpts) => runCommand(() => produceFiles(paths, opts)));
 }
 
@@ -48,6 +54,8 @@ interface FileOpts {
   delimiter?: string;
   speed?: number;
   rejects?: string;
+  force?: boolean;
+  maxGzipRatio?: number;
 }
 
 async function produceFiles(paths: string[], opts: FileOpts): Promise<void> {
@@ -75,6 +83,8 @@ async function produceFiles(paths: string[], opts: FileOpts): Promise<void> {
     ...(opts.format !== undefined ? { format: opts.format as FileFormat } : {}),
     ...(delimiter !== undefined ? { delimiter } : {}),
     ...(opts.rejects !== undefined ? { rejectsPath: opts.rejects } : {}),
+    overwriteRejects: opts.force === true,
+    ...(opts.maxGzipRatio !== undefined ? { maxGzipRatio: opts.maxGzipRatio } : {}),
     signal: abort.signal,
     log: fileLog,
     onReject: (r: Rejection) => {

@@ -171,6 +171,10 @@ async function replay(opts: ReplayOpts, cmd: Command): Promise<void> {
           redis,
           layout: config.streams,
           pageSize: opts.page ?? 100,
+          admission: {
+            frame: { maxTicks: config.consumer.maxFrameTicks, maxBytes: config.consumer.maxFrameBytes },
+            maxFutureMs: config.consumer.maxFutureMs,
+          },
         });
       } else {
         summary = await replayArchive({ ...common, pool: pool!, pageSize: opts.page ?? 5000 });

@@ -4,9 +4,17 @@ export { decodeRow, type DecodeContext } from './decoding.ts';
 export { DEFAULT_COLUMNS, FIELDS, parseColumnMap, RowError, type ColumnMap, type Field } from './fields.ts';
 export { loadFiles, type LoadOptions, type LoadSummary } from './loading.ts';
 export { paced, type PaceOptions } from './pacing.ts';
-export { splitCsv, splitCsvInto } from './readers.ts';
+export {
+  EXCERPT_CHARS,
+  LineSplitter,
+  MAX_RECORD_CHARS,
+  splitCsv,
+  splitCsvInto,
+  type Overlong,
+} from './readers.ts';
 export {
   FileSource,
+  gzipLimit,
   sourceNameFromPath,
   type FileFormat,
   type FileSourceOptions,

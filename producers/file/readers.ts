@@ -21,7 +21,82 @@ export interface ReaderHost {
   reject(file: string, line: number, err: RowError | string, raw: string, keyword?: string): void;
 }
 
+/** A record (a line, or a CSV record spanning lines) longer than this is rejected without being kept. */
 export const MAX_RECORD_CHARS = 1 << 20;
+
+/** What is kept of a record too long to keep whole: its beginning, for the reject. */
+export const EXCERPT_CHARS = 1024;
+
+/** A line cut at MAX_RECORD_CHARS as it was read: only its beginning and its length are kept. */
+export interface Overlong {
+  readonly excerpt: string;
+  readonly length: number;
+}
+
+/**
+ * Text chunks → lines, in time linear in the input: each chunk is split once, and a line that runs on over
+ * several chunks is kept as a list of pieces joined once when it ends. Once a line passes `max` characters its
+ * pieces are dropped (only an excerpt is kept) and the rest of it is skipped up to the next newline, so a file
+ * without newlines costs neither quadratic time nor memory.
+ */
+export class LineSplitter {
+  private parts: string[] = [];
+  private length = 0;
+  private excerpt: string | undefined;
+
+  constructor(private readonly max = MAX_RECORD_CHARS) {}
+
+  /** The lines this chunk completes, in order. */
+  push(chunk: string, out: (string | Overlong)[]): void {
+    const pieces = chunk.split('\n');
+    const last = pieces.length - 1;
+    for (let i = 0; i < last; i++) {
+      this.add(pieces[i]!);
+      out.push(this.take());
+    }
+    this.add(pieces[last]!);
+  }
+
+  /** The last line, when the input does not end with a newline. */
+  end(out: (string | Overlong)[]): void {
+    if (this.length > 0 || this.excerpt !== undefined) out.push(this.take());
+  }
+
+  private add(piece: string): void {
+    this.length += piece.length;
+    if (this.excerpt !== undefined) {
+      if (this.excerpt.length < EXCERPT_CHARS)
+        this.excerpt += piece.slice(0, EXCERPT_CHARS - this.excerpt.length);
+      return;
+    }
+    if (this.length > this.max) {
+      this.parts.push(piece.slice(0, EXCERPT_CHARS));
+      this.excerpt = this.parts.join('').slice(0, EXCERPT_CHARS);
+      this.parts = [];
+      return;
+    }
+    if (piece.length > 0 || this.parts.length === 0) this.parts.push(piece);
+  }
+
+  private take(): string | Overlong {
+    const line: string | Overlong =
+      this.excerpt !== undefined
+        ? { excerpt: this.excerpt, length: this.length }
+        : this.parts.length === 1
+          ? this.parts[0]!
+          : this.parts.join('');
+    this.parts = [];
+    this.length = 0;
+    this.excerpt = undefined;
+    return line;
+  }
+}
+
+function countQuotes(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf('"'); i !== -1; i = s.indexOf('"', i + 1)) n++;
+  return n;
+}
 
 // CSV
 
@@ -97,13 +172,31 @@ export class FileLevelError extends TickstreamError {
 
 export interface RowReader {
   line(line: string, lineNo: number, out: Tick[]): void;
+  /** A line longer than MAX_RECORD_CHARS: rejected, and nothing of it decoded. */
+  overlong(line: Overlong, lineNo: number): void;
   end(out: Tick[]): void;
+}
+
+function tooLong(length: number): string {
+  return `record longer than ${MAX_RECORD_CHARS} characters (${length}); nothing of it was decoded`;
+}
+
+/** The beginning of a record held as lines, without joining all of it. */
+function excerptOf(lines: readonly string[]): string {
+  let out = '';
+  for (let i = 0; i < lines.length && out.length < EXCERPT_CHARS; i++) {
+    out += `${i === 0 ? '' : '\n'}${lines[i]!.slice(0, EXCERPT_CHARS)}`;
+  }
+  return out.slice(0, EXCERPT_CHARS);
 }
 
 export class CsvReader implements RowReader {
   private idx: Int32Array | undefined;
   private width = 0;
-  private pending = '';
+  /** The lines of a record whose quoted field is still open, joined once when it closes. */
+  private pending: string[] = [];
+  private pendingLength = 0;
+  private pendingQuotes = 0;
   private pendingLine = 0;
   /** Reused for every row; decodeRow keeps the strings, never the array. */
   private readonly cells: string[] = [];
@@ -120,10 +213,20 @@ export class CsvReader implements RowReader {
   line(raw: string, lineNo: number, out: Tick[]): void {
     let line = raw.charCodeAt(raw.length - 1) === 13 ? raw.slice(0, -1) : raw;
     let start = lineNo;
-    if (this.pending !== '') {
-      line = `${this.pending}\n${line}`;
+    if (this.pending.length > 0) {
+      // Inside a quoted field: quotes come in pairs ("" is a quote inside), so the field is still open while
+      // the record's count of quotes is odd. Each line is scanned once and the record split once, when it
+      // closes: linear in its length, however many lines it spans.
+      this.pending.push(line);
+      this.pendingLength += line.length + 1;
+      this.pendingQuotes += countQuotes(line);
+      if (this.pendingQuotes % 2 === 1) {
+        if (this.pendingLength > MAX_RECORD_CHARS) this.rejectPending(true);
+        return;
+      }
+      line = this.pending.join('\n');
       start = this.pendingLine;
-      this.pending = '';
+      this.pending = [];
     } else if (line === '') {
       return;
     }
@@ -134,12 +237,11 @@ export class CsvReader implements RowReader {
     const cells = this.cells;
     const count = splitCsvInto(line, this.delimiter, cells);
     if (count === null) {
-      if (line.length > MAX_RECORD_CHARS) {
-        this.src.reject(this.file, start, 'unterminated quoted field', line.slice(0, 1000));
-        return;
-      }
-      this.pending = line;
+      this.pending = [line];
+      this.pendingLength = line.length;
+      this.pendingQuotes = countQuotes(line);
       this.pendingLine = start;
+      if (this.pendingLength > MAX_RECORD_CHARS) this.rejectPending(true);
       return;
     }
     this.src.stats.rows++;
@@ -157,11 +259,25 @@ export class CsvReader implements RowReader {
   }
 
   end(): void {
-    if (this.pending !== '') {
-      this.src.stats.rows++;
-      this.src.reject(this.file, this.pendingLine, 'unterminated quoted field', this.pending.slice(0, 1000));
-      this.pending = '';
-    }
+    if (this.pending.length > 0) this.rejectPending(false);
+  }
+
+  /** A line cut at MAX_RECORD_CHARS by the LineSplitter. Inside an open quoted field it ends that record too. */
+  overlong(line: Overlong, lineNo: number): void {
+    if (this.pending.length > 0) this.rejectPending(false);
+    this.src.stats.rows++;
+    this.src.reject(this.file, lineNo, tooLong(line.length), line.excerpt);
+  }
+
+  private rejectPending(tooLongToo: boolean): void {
+    this.src.stats.rows++;
+    const reason = tooLongToo
+      ? `unterminated quoted field (record longer than ${MAX_RECORD_CHARS} characters)`
+      : 'unterminated quoted field';
+    this.src.reject(this.file, this.pendingLine, reason, excerptOf(this.pending));
+    this.pending = [];
+    this.pendingLength = 0;
+    this.pendingQuotes = 0;
   }
 
   private header(line: string): void {
@@ -237,6 +353,11 @@ export class NdjsonReader implements RowReader {
     const tick = decodeRow(cells, IDENTITY_IDX, lineNo, this.ctx);
     if (tick instanceof RowError) this.src.reject(this.file, lineNo, tick, line, 'key');
     else out.push(tick);
+  }
+
+  overlong(line: Overlong, lineNo: number): void {
+    this.src.stats.rows++;
+    this.src.reject(this.file, lineNo, tooLong(line.length), line.excerpt);
   }
 
   end(): void {}

@@ -1,5 +1,6 @@
 import { createReadStream, createWriteStream, type ReadStream, type WriteStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { basename } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
@@ -10,7 +11,16 @@ import type { TsUnit } from '../../shared/time.ts';
 import type { TickSource } from '../source.ts';
 import type { DecodeContext } from './decoding.ts';
 import { DEFAULT_COLUMNS, FIELDS, type ColumnMap, type Field, type RowError } from './fields.ts';
-import { CsvReader, FileLevelError, NdjsonReader, type ReaderHost, type RowReader } from './readers.ts';
+import {
+  CsvReader,
+  EXCERPT_CHARS,
+  FileLevelError,
+  LineSplitter,
+  NdjsonReader,
+  type Overlong,
+  type ReaderHost,
+  type RowReader,
+} from './readers.ts';
 import { MAX_NAME, type Validation } from './validation.ts';
 
 /**
@@ -36,8 +46,17 @@ export interface FileSourceOptions {
   format?: FileFormat;
   /** CSV delimiter, default ','. */
   delimiter?: string;
-  /** Append every rejected row here as NDJSON {file, line, reason, raw}. The file is truncated first. */
+  /**
+   * Append every rejected row here as NDJSON {file, line, reason, raw}. It must not be one of the inputs, and
+   * must not exist unless `overwriteRejects` (`--force`), in which case it is truncated first.
+   */
   rejectsPath?: string;
+  overwriteRejects?: boolean;
+  /**
+   * A gzip file may decompress to at most this many times its size (at least 64 MiB): a gzip bomb stops with
+   * a file error instead of running for minutes. Default 100; real tick files compress 5 to 20 times.
+   */
+  maxGzipRatio?: number;
   validation?: Validation;
   /** Ticks per yielded batch at most. */
   batchSize?: number;
@@ -57,7 +76,9 @@ export interface Rejection {
   readonly reason: string;
   /** The reason without the value: rejections are counted by this. */
   readonly kind: string;
+  /** The record as read, or its first EXCERPT_CHARS characters when longer (then `rawLength` is set). */
   readonly raw: string;
+  readonly rawLength?: number;
 }
 
 export interface FileSourceStats {
@@ -148,7 +169,12 @@ export class FileSource implements TickSource, ReaderHost {
     this.files = files;
     this.stats.totalBytes = files.reduce((n, f) => n + f.size, 0);
     if (this.o.rejectsPath !== undefined) {
-      this.rejects = await openRejects(this.o.rejectsPath, (err) => (this.rejectsFailure ??= err));
+      await checkRejectsPath(this.o.rejectsPath, this.o.paths, this.o.overwriteRejects === true);
+      this.rejects = await openRejects(
+        this.o.rejectsPath,
+        this.o.overwriteRejects === true,
+        (err) => (this.rejectsFailure ??= err),
+      );
     }
   }
 
@@ -200,28 +226,42 @@ export class FileSource implements TickSource, ReaderHost {
           ? new NdjsonReader(this, file.path, ctx)
           : undefined;
     let parser: RowReader | undefined = reader;
-    let rest = '';
+    const splitter = new LineSplitter();
+    const lines: (string | Overlong)[] = [];
     let lineNo = 0;
+    let inflated = 0;
+    const maxInflated = file.gzip
+      ? gzipLimit(file.size, this.o.maxGzipRatio ?? DEFAULT_GZIP_RATIO)
+      : Infinity;
+    const feed = (out: Tick[]) => {
+      parser ??= this.sniff(file.path, ctx, lines);
+      for (const line of lines) {
+        lineNo++;
+        if (typeof line === 'string') parser.line(line, lineNo, out);
+        else parser.overlong(line, lineNo);
+      }
+      lines.length = 0;
+    };
     try {
       for await (const chunk of text as AsyncIterable<string>) {
-        const lines = (rest + chunk).split('\n');
-        rest = lines.pop()!;
-        if (parser === undefined) parser = this.sniff(file.path, ctx, lines);
-        const out: Tick[] = [];
-        for (const line of lines) {
-          lineNo++;
-          parser.line(line, lineNo, out);
+        inflated += chunk.length;
+        if (inflated > maxInflated) {
+          throw new FileLevelError(
+            `${file.path}: decompresses to more than ${maxInflated} characters, ` +
+              `${this.o.maxGzipRatio ?? DEFAULT_GZIP_RATIO} times its ${file.size} bytes: refused as a likely gzip bomb`,
+          );
         }
+        splitter.push(chunk, lines);
+        const out: Tick[] = [];
+        if (lines.length > 0) feed(out);
         yield* this.emit(out);
         await this.drainRejects();
         if (this.o.signal?.aborted === true) return;
       }
       const out: Tick[] = [];
-      if (rest !== '') {
-        parser ??= this.sniff(file.path, ctx, [rest]);
-        parser.line(rest, ++lineNo, out);
-      }
-      parser?.end(out);
+      splitter.end(lines);
+      if (lines.length > 0) feed(out);
+      (parser as RowReader | undefined)?.end(out);
       yield* this.emit(out);
       await this.drainRejects();
     } finally {
@@ -229,8 +269,8 @@ export class FileSource implements TickSource, ReaderHost {
     }
   }
 
-  private sniff(path: string, ctx: DecodeContext, lines: readonly string[]): RowReader {
-    const first = lines.find((l) => l.trim() !== '') ?? '';
+  private sniff(path: string, ctx: DecodeContext, lines: readonly (string | Overlong)[]): RowReader {
+    const first = lines.find((l): l is string => typeof l === 'string' && l.trim() !== '') ?? '';
     return first
       .replace(/^\uFEFF/, '')
       .trimStart()
@@ -284,8 +324,19 @@ export class FileSource implements TickSource, ReaderHost {
     }
     this.stats.rejected++;
     this.stats.byReason.set(kind, (this.stats.byReason.get(kind) ?? 0) + 1);
-    const r: Rejection = { file, line, ...(column !== undefined ? { column } : {}), reason, kind, raw };
-    this.rejects?.write(`${JSON.stringify({ file, line, reason, raw })}\n`);
+    // A reject keeps a bounded excerpt: the rejects file never grows by more than that per row.
+    const kept = raw.length > EXCERPT_CHARS ? raw.slice(0, EXCERPT_CHARS) : raw;
+    const cut = kept.length < raw.length ? { rawLength: raw.length } : {};
+    const r: Rejection = {
+      file,
+      line,
+      ...(column !== undefined ? { column } : {}),
+      reason,
+      kind,
+      raw: kept,
+      ...cut,
+    };
+    this.rejects?.write(`${JSON.stringify({ file, line, reason, raw: kept, ...cut })}\n`);
     this.o.onReject?.(r);
   }
 
@@ -314,9 +365,44 @@ export class FileSource implements TickSource, ReaderHost {
   }
 }
 
-/** Open (truncate) the rejects file now, so a bad path fails before anything is read. */
-async function openRejects(path: string, onError: (err: Error) => void): Promise<WriteStream> {
-  const w = createWriteStream(path, { flags: 'w' });
+const DEFAULT_GZIP_RATIO = 100;
+const MIN_GZIP_LIMIT = 64 * 1024 * 1024;
+
+/** Characters a gzip file of `size` bytes may decompress to. */
+export function gzipLimit(size: number, ratio: number): number {
+  return Math.max(MIN_GZIP_LIMIT, size * ratio);
+}
+
+/**
+ * Refuse a rejects path that is one of the inputs (the same file, by device and inode, whatever the spelling
+ * or link), and one that exists unless the caller asked to overwrite it.
+ */
+async function checkRejectsPath(path: string, inputs: readonly string[], overwrite: boolean): Promise<void> {
+  let target: Stats;
+  try {
+    target = await stat(path);
+  } catch {
+    return; // does not exist yet: cannot be an input (they were all found)
+  }
+  for (const input of inputs) {
+    const s = await stat(input).catch(() => undefined);
+    if (s !== undefined && s.dev === target.dev && s.ino === target.ino) {
+      throw new ConfigError(`--rejects ${path} is the input file ${input}: choose another path`);
+    }
+  }
+  if (!overwrite) {
+    throw new ConfigError(`--rejects ${path} exists: pass --force to overwrite it, or choose another path`);
+  }
+}
+
+/** Open the rejects file now, so a bad path fails before anything is read. */
+async function openRejects(
+  path: string,
+  overwrite: boolean,
+  onError: (err: Error) => void,
+): Promise<WriteStream> {
+  // 'wx' fails if the file appeared since the check: never truncate something we did not mean to.
+  const w = createWriteStream(path, { flags: overwrite ? 'w' : 'wx' });
   await new Promise<void>((resolve, reject) => {
     w.once('open', () => resolve());
     w.once('error', (err) =>

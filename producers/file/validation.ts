@@ -49,8 +49,8 @@ export function validateZod(raw: Record<string, unknown>): Tick | RowError {
 export const MAX_NAME = 64;
 
 const NOT_PRINTABLE = 'must hold printable characters only (no control, format or bidi characters)';
-const PRICE_RANGE = `must be a positive number from ${MIN_PRICE} to ${MAX_PRICE}`;
-const SIZE_RANGE = `must be 0 or a number from ${MIN_SIZE} to ${MAX_SIZE}`;
+const PRICE_RANGE = `out of range: must be from ${MIN_PRICE} to ${MAX_PRICE}`;
+const SIZE_RANGE = `out of range: must be 0 or from ${MIN_SIZE} to ${MAX_SIZE}`;
 
 /** TickSchema's rules, checked by hand (see the module comment for why). */
 export function validateFast(raw: Record<string, unknown>): Tick | RowError {
@@ -72,24 +72,34 @@ export function validateFast(raw: Record<string, unknown>): Tick | RowError {
   if (venue.length > MAX_NAME) return new RowError(F_VENUE, 'must be at most 64 characters', venue);
   if (!isPrintableName(venue)) return new RowError(F_VENUE, NOT_PRINTABLE, venue);
   if (raw.type === 'trade') {
-    if (!price(raw.price)) return new RowError(F_PRICE, PRICE_RANGE, raw.price);
-    if (!size(raw.size)) return new RowError(F_SIZE, SIZE_RANGE, raw.size);
+    const p = price(F_PRICE, raw.price);
+    if (p !== undefined) return p;
+    const z = size(F_SIZE, raw.size);
+    if (z !== undefined) return z;
     const side = raw.side;
     if (side !== 'buy' && side !== 'sell' && side !== '')
       return new RowError(F_SIDE, 'must be buy, sell or empty', side);
   } else {
-    if (!price(raw.bidPrice)) return new RowError(F_BID_PRICE, PRICE_RANGE, raw.bidPrice);
-    if (!size(raw.bidSize)) return new RowError(F_BID_SIZE, SIZE_RANGE, raw.bidSize);
-    if (!price(raw.askPrice)) return new RowError(F_ASK_PRICE, PRICE_RANGE, raw.askPrice);
-    if (!size(raw.askSize)) return new RowError(F_ASK_SIZE, SIZE_RANGE, raw.askSize);
+    const wrong =
+      price(F_BID_PRICE, raw.bidPrice) ??
+      size(F_BID_SIZE, raw.bidSize) ??
+      price(F_ASK_PRICE, raw.askPrice) ??
+      size(F_ASK_SIZE, raw.askSize);
+    if (wrong !== undefined) return wrong;
   }
   return raw as unknown as Tick;
 }
 
-function price(v: unknown): boolean {
-  return typeof v === 'number' && isPriceInRange(v);
+function price(field: number, v: unknown): RowError | undefined {
+  if (typeof v === 'number' && isPriceInRange(v)) return undefined;
+  if (!(typeof v === 'number' && Number.isFinite(v) && v > 0))
+    return new RowError(field, 'must be a positive number', v);
+  return new RowError(field, PRICE_RANGE, v);
 }
 
-function size(v: unknown): boolean {
-  return typeof v === 'number' && isSizeInRange(v);
+function size(field: number, v: unknown): RowError | undefined {
+  if (typeof v === 'number' && isSizeInRange(v)) return undefined;
+  if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0))
+    return new RowError(field, 'must be zero or positive', v);
+  return new RowError(field, SIZE_RANGE, v);
 }

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { escapeText } from '../../cli/table.ts';
+import { escapeLines, escapeText } from '../../cli/table.ts';
 import { QuotesSink, readQuotes } from '../../consumers/sinks/quotes.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { nowNs, TickSchema, type Tick } from '../../shared/model.ts';
@@ -76,5 +76,8 @@ describe('tickstream quote: repair and safe output (processes, real Redis)', () 
   it('escapeText leaves printable text alone', () => {
     expect(escapeText('BRK.A 株式 €')).toBe('BRK.A 株式 €');
     expect(escapeText('a\tb\u200b\u{e0001}')).toBe('a\\u0009b\\u200b\\u{e0001}');
+    expect(escapeLines('invalid configuration:\n  X: bad \u001b[31m')).toBe(
+      'invalid configuration:\n  X: bad \\u001b[31m',
+    );
   });
 });

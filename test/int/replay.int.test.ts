@@ -11,12 +11,14 @@ import {
   streamReplayMeta,
   type PageReport,
   type ReplaySummary,
+  type StreamReplayOptions,
 } from '../../consumers/replay.ts';
 import { ArchiveSink, archiveCounts } from '../../consumers/sinks/archive.ts';
 import { QuotesSink, readQuotes } from '../../consumers/sinks/quotes.ts';
 import type { Sink } from '../../consumers/sink.ts';
 import { FileSource, loadFiles } from '../../producers/file/index.ts';
 import { Publisher } from '../../producers/publisher.ts';
+import { encodeFrame } from '../../shared/codec.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -118,6 +120,7 @@ async function streamReplay(
     onPage?: (p: PageReport) => void;
     signal?: AbortSignal;
     symbols?: string[];
+    admission?: StreamReplayOptions['admission'];
   } = {},
 ): Promise<ReplaySummary> {
   const checkpoint = new ReplayCheckpoint(ctx.redis, ctx.config.streams.prefix, name);
@@ -144,6 +147,7 @@ async function streamReplay(
     pageSize: o.pageSize ?? 5,
     ...(o.onPage !== undefined ? { onPage: o.onPage } : {}),
     ...(o.signal !== undefined ? { signal: o.signal } : {}),
+    ...(o.admission !== undefined ? { admission: o.admission } : {}),
   });
 }
 
@@ -203,6 +207,22 @@ describe('replay from the Redis streams', () => {
     expect(await archiveCounts(ctx.pool!, ctx.schema!)).toEqual(once);
     expect(sink.stats.inserted).toBe(SAMPLE_TICKS);
     expect(sink.stats.duplicates).toBe(SAMPLE_TICKS);
+  });
+
+  it('leaves out what the live consumers refuse: future-dated ticks and oversized frames', async () => {
+    const ctx = setup();
+    const market = new SyntheticMarket({ symbols: ['AAA'], seed: 4, source: uniqueName('src') });
+    const now = market.next(3);
+    const future = { ...now[1]!, ts: now[1]!.ts + 3_600_000_000_000n } as Tick;
+    const stream = allStreamKeys(ctx.config.streams)[0]!;
+    await ctx.redis.xadd(stream, '*', ...encodeFrame([now[0]!, future, now[2]!]));
+    await ctx.redis.xadd(stream, '*', ...encodeFrame(market.next(30)));
+    const sink = new RecordingSink();
+    const summary = await streamReplay(ctx, sink, 'adm', {
+      admission: { frame: { maxTicks: 20, maxBytes: 1 << 20 }, maxFutureMs: 5000 },
+    });
+    expect(summary).toMatchObject({ complete: true, ticks: 2, undecodable: 2 });
+    expect(new Set(sink.stored.keys())).toEqual(new Set([tickKey(now[0]!), tickKey(now[2]!)]));
   });
 
   it('leaves consumer groups alone', async () => {
