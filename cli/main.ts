@@ -17,7 +17,9 @@ import { registerTrim } from './commands/trim.ts';
 const program = new Command('tickstream')
   .description('market-data ingestion on Redis Streams: producers, consumer groups, idempotent sinks')
   .showHelpAfterError()
-  .configureHelp({ sortSubcommands: true });
+  .configureHelp({ sortSubcommands: true })
+  // A subcommand's options are its own (`indicators --tf 1m` vs `indicators backfill --tf 1m,5m`).
+  .enablePositionalOptions();
 
 registerProduceFile(registerProduce(program));
 registerConsume(program);
