@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport
   bridge: () => import('./bridge.ts'),
   questdb: () => import('./questdb.ts'),
   indicators: () => import('./indicators.ts'),
+  bars: () => import('./bars.ts'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
