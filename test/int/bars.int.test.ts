@@ -8,7 +8,7 @@ import { buildBars, formatScaled, timeframes } from '../../consumers/bars/aggreg
 import { alignRange, batchesOf, rebuildBars } from '../../consumers/bars/rebuild.ts';
 import { BarStore, type BarRow } from '../../consumers/bars/store.ts';
 import type { BarsSink } from '../../consumers/sinks/bars.ts';
-import { barStoreSettings, createBarsSink, readCurrentBar } from '../../consumers/sinks/bars.ts';
+import { barKeyOf, barStoreSettings, createBarsSink, readCurrentBar } from '../../consumers/sinks/bars.ts';
 import { RejectedTicksError, type Sink } from '../../consumers/sink.ts';
 import { SinkError } from '../../shared/errors.ts';
 import { ArchiveSink, readArchive } from '../../consumers/sinks/archive.ts';
@@ -107,10 +107,31 @@ describe('bars sink (PostgreSQL + Redis)', () => {
   it('stores the hand-computed bars, with the late trade amending its closed bar, and projects the current bar', async () => {
     const sink = await createBarsSink({ config: c.config, redis: c.redis, log });
     await sink.start();
+    // Pub/sub of the current bar: one message per (symbol, tf) per flush that changed the hash.
+    const subscriber = testRedis(c.config);
+    const messages: Record<string, unknown>[] = [];
+    subscriber.on('message', (_channel: string, m: string) =>
+      messages.push(JSON.parse(m) as Record<string, unknown>),
+    );
+    await subscriber.subscribe(barKeyOf(c.config.bars.channelPrefix, 'AAA', '1s'));
     await writeFlush(sink, SEQUENCE.slice(0, 3));
     await writeFlush(sink, SEQUENCE.slice(3, 6));
     await writeFlush(sink, SEQUENCE.slice(6));
     expect(sink.stats).toMatchObject({ applied: 8, duplicates: 0, late: 1 });
+    await waitUntil(() => messages.length === 3, 'one 1s message per flush');
+    expect(messages.map((m) => [m.start, m.closed, m.trades])).toEqual([
+      [T0.toString(), false, '3'],
+      [(T0 + 1000n * MS).toString(), false, '2'],
+      [(T0 + 2000n * MS).toString(), false, '2'],
+    ]);
+    expect(messages[2]).toMatchObject({
+      symbol: 'AAA',
+      tf: '1s',
+      open: '10.1',
+      close: '10.2',
+      volume: '200',
+    });
+    await subscriber.quit();
     const rows = await allBars(c);
     expect(
       rows.map((r) => [
