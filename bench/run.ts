@@ -14,6 +14,7 @@ const BENCHES: Record<string, () => Promise<{ default: () => Promise<BenchReport
   feed: () => import('./feed.ts'),
   e2e: () => import('./e2e.ts'),
   serve: () => import('./serve.ts'),
+  bars: () => import('./bars.ts'),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

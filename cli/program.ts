@@ -26,7 +26,9 @@ export function buildProgram(): Command {
     // the same exit code as a bad option value or environment variable (2). Inherited by every subcommand.
     .exitOverride()
     .showHelpAfterError()
-    .configureHelp({ sortSubcommands: true });
+    .configureHelp({ sortSubcommands: true })
+    // A subcommand's options are its own (`indicators --tf 1m` vs `indicators backfill --tf 1m,5m`).
+    .enablePositionalOptions();
 
   const produce = registerProduce(program);
   registerProduceFile(produce);

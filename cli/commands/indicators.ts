@@ -35,6 +35,8 @@ export function registerIndicators(program: Command): void {
     )
     .option('--json', 'print JSON')
     .action((symbol: string, opts: ShowOpts) => runCommand(() => show(symbol, opts)));
+  // `--tf` of a subcommand (backfill takes a list) is the subcommand's own, not this command's.
+  cmd.enablePositionalOptions();
   cmd
     .command('worker')
     .description('run the indicator job schedulers and a worker (any number of them may run)')

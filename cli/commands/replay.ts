@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { BarsSink } from '../../consumers/sinks/bars.ts';
 import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
 import {
   archiveRange,
@@ -185,6 +186,18 @@ async function replay(opts: ReplayOpts, cmd: Command): Promise<void> {
     }
     replayLog.info({ ...summary }, summary.complete ? 'replay complete' : 'replay stopped');
     process.stdout.write(formatReplaySummary(summary));
+    if (sink instanceof BarsSink && sink.beyondHorizon.count > 0) {
+      // Bars take trades within the ledger horizon only; the rest is not lost but not in the bars either, and
+      // only a rebuild from the archive puts it there. Say so, and fail, rather than report success.
+      const h = sink.beyondHorizon;
+      const iso = (ns: bigint) => new Date(Number(ns / 1_000_000n)).toISOString();
+      process.stderr.write(
+        `${h.count.toLocaleString('en-US')} trades (${iso(h.minTs!)} .. ${iso(h.maxTs!)}) were older than the bars ` +
+          `ledger horizon (TICKSTREAM_BARS_LEDGER_HORIZON_MS) and were refused: their bars are unchanged.\n` +
+          `Rebuild that range from the archive: tickstream bars rebuild --from ${iso(h.minTs!)} --to ${h.maxTs! + 1n}ns\n`,
+      );
+      process.exitCode = 1;
+    }
   } finally {
     if (sink !== undefined) await sink.close();
     if (pool !== undefined) await closePgPool(pool);

@@ -78,6 +78,8 @@ export interface Refusal {
   /** Index into the trades passed in. */
   index: number;
   reason: string;
+  /** `horizon`: older than the ledger horizon (`tickstream bars rebuild` is the way in); `range`: not storable. */
+  kind: 'horizon' | 'range';
 }
 
 export interface ApplyResult {
@@ -213,6 +215,7 @@ export class BarStore {
         result.refused.push({
           index,
           reason: `bars: exchange time ${t.ts} is beyond the year 2262 (int8 nanoseconds)`,
+          kind: 'range',
         });
         return;
       }
@@ -223,6 +226,7 @@ export class BarStore {
           reason:
             `bars: trade is ${(clock - t.ts) / 1_000_000n} ms older than its clock, beyond the ledger horizon ` +
             `of ${ledgerHorizonNs / 1_000_000n} ms; rebuild that range from the archive (tickstream bars rebuild)`,
+          kind: 'horizon',
         });
         return;
       }

@@ -106,9 +106,18 @@ export function barKeyOf(prefix: string, symbol: string, tf: TimeframeName): str
   return `${prefix}${symbol}:${tf}`;
 }
 
+/** Trades refused as older than the ledger horizon, and the span of their exchange times (ns). */
+export interface HorizonRefusals {
+  count: number;
+  minTs: bigint | undefined;
+  maxTs: bigint | undefined;
+}
+
 export class BarsSink implements Sink {
   readonly name = 'bars';
   readonly stats: BarsSinkStats = { applied: 0, duplicates: 0, late: 0, refused: 0, closed: 0, projected: 0 };
+  /** What a replay must tell its user to rebuild (`tickstream replay --sink bars`). */
+  readonly beyondHorizon: HorizonRefusals = { count: 0, minTs: undefined, maxTs: undefined };
   private readonly o: BarsSinkOptions;
   private staged: Trade[] = [];
   private stagedIndex: number[] = [];
@@ -192,6 +201,14 @@ export class BarsSink implements Sink {
     await this.project(rows);
     if (result.refused.length > 0) {
       this.stats.refused += result.refused.length;
+      const h = this.beyondHorizon;
+      for (const r of result.refused) {
+        if (r.kind !== 'horizon') continue;
+        const ts = trades[r.index]!.ts;
+        h.count++;
+        if (h.minTs === undefined || ts < h.minTs) h.minTs = ts;
+        if (h.maxTs === undefined || ts > h.maxTs) h.maxTs = ts;
+      }
       throw new RejectedTicksError(
         result.refused.map((r) => ({ index: indexes[r.index]!, reason: r.reason })),
       );

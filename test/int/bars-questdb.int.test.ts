@@ -222,6 +222,39 @@ describe('bars into QuestDB through the outbox, against the QuestDB stand-in', (
     expect(storedBars(c)).toEqual(new Map([[`AAA|1s|${T0}`, { rev: amended.rev, trades: 4n }]]));
   });
 
+  it('a crash between QuestDB confirming a push and markSynced: the restarted consumer sends those bars again and DEDUP keeps one row each', async () => {
+    const c = await setup();
+    // The crash point: QuestDB has confirmed the request, the marks are not committed. The push's transaction
+    // dies with the process (here: rolls back), and the process is gone (its sink closed without the marks).
+    const markSynced = BarStore.prototype.markSynced;
+    let crashed = 0;
+    BarStore.prototype.markSynced = async function () {
+      crashed++;
+      throw new Error('process killed after the QuestDB reply, before markSynced (injected)');
+    };
+    let sink: BarsSink;
+    try {
+      sink = await sinkFor(c);
+      await writeFlush(sink, SEQUENCE);
+      await waitUntil(() => crashed >= 1 && c.standin.rows.length >= 2, 'the push sent, then crashed');
+      await sink.close();
+    } finally {
+      BarStore.prototype.markSynced = markSynced;
+    }
+    const sentBeforeCrash = c.standin.rows.length;
+    expect(await backlog(c)).toBe(2); // still in the outbox: nothing was marked
+    // Restart: the new consumer's start pushes what the dead one left.
+    await sinkFor(c);
+    await waitUntil(async () => (await backlog(c)) === 0, 'the outbox drained after the restart');
+    const bars = await closedBars(c);
+    expect(bars.map((b) => b.synced)).toEqual(bars.map((b) => b.rev.toString()));
+    expect(c.standin.rows.length).toBeGreaterThanOrEqual(sentBeforeCrash + 2); // sent again
+    // DEDUP UPSERT KEYS(ts, symbol, tf): one row per bar, at its stored revision.
+    expect(storedBars(c)).toEqual(
+      new Map(bars.map((b) => [`${b.symbol}|${b.tf}|${b.start}`, { rev: b.rev, trades: BigInt(b.trades) }])),
+    );
+  });
+
   it('while the stand-in answers 5xx or refuses connections, flushes succeed and bars wait in the outbox; after recovery they are sent and marked', async () => {
     const c = await setup();
     const sink = await sinkFor(c);

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import type { Tick, Trade } from '../../shared/model.ts';
@@ -8,12 +8,14 @@ import { buildBars, formatScaled, timeframes } from '../../consumers/bars/aggreg
 import { alignRange, batchesOf, rebuildBars } from '../../consumers/bars/rebuild.ts';
 import { BarStore, type BarRow } from '../../consumers/bars/store.ts';
 import type { BarsSink } from '../../consumers/sinks/bars.ts';
-import { barStoreSettings, createBarsSink, readCurrentBar } from '../../consumers/sinks/bars.ts';
-import { RejectedTicksError } from '../../consumers/sink.ts';
+import { barKeyOf, barStoreSettings, createBarsSink, readCurrentBar } from '../../consumers/sinks/bars.ts';
+import { RejectedTicksError, type Sink } from '../../consumers/sink.ts';
+import { SinkError } from '../../shared/errors.ts';
 import { ArchiveSink, readArchive } from '../../consumers/sinks/archive.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import { mulberry32 } from '../../producers/synthetic.ts';
+import { allStreamKeys } from '../../shared/streams.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
 const T0 = 1_699_999_980_000_000_000n; // a whole minute
@@ -95,19 +97,41 @@ async function writeFlush(sink: BarsSink, ticks: readonly Tick[]): Promise<void>
 }
 
 describe('bars sink (PostgreSQL + Redis)', () => {
+  // Each test its own schema and keys: no test depends on what another left behind.
   let c: Ctx;
-  beforeAll(async () => {
+  beforeEach(async () => {
     c = await setup();
   });
-  afterAll(async () => teardown(c));
+  afterEach(async () => teardown(c));
 
   it('stores the hand-computed bars, with the late trade amending its closed bar, and projects the current bar', async () => {
     const sink = await createBarsSink({ config: c.config, redis: c.redis, log });
     await sink.start();
+    // Pub/sub of the current bar: one message per (symbol, tf) per flush that changed the hash.
+    const subscriber = testRedis(c.config);
+    const messages: Record<string, unknown>[] = [];
+    subscriber.on('message', (_channel: string, m: string) =>
+      messages.push(JSON.parse(m) as Record<string, unknown>),
+    );
+    await subscriber.subscribe(barKeyOf(c.config.bars.channelPrefix, 'AAA', '1s'));
     await writeFlush(sink, SEQUENCE.slice(0, 3));
     await writeFlush(sink, SEQUENCE.slice(3, 6));
     await writeFlush(sink, SEQUENCE.slice(6));
     expect(sink.stats).toMatchObject({ applied: 8, duplicates: 0, late: 1 });
+    await waitUntil(() => messages.length === 3, 'one 1s message per flush');
+    expect(messages.map((m) => [m.start, m.closed, m.trades])).toEqual([
+      [T0.toString(), false, '3'],
+      [(T0 + 1000n * MS).toString(), false, '2'],
+      [(T0 + 2000n * MS).toString(), false, '2'],
+    ]);
+    expect(messages[2]).toMatchObject({
+      symbol: 'AAA',
+      tf: '1s',
+      open: '10.1',
+      close: '10.2',
+      volume: '200',
+    });
+    await subscriber.quit();
     const rows = await allBars(c);
     expect(
       rows.map((r) => [
@@ -349,12 +373,12 @@ describe('bars: rebuild from the PostgreSQL archive (readArchive) equals the liv
 
 describe('bars sink behind the group worker', () => {
   let c: Ctx;
-  beforeAll(async () => {
+  beforeEach(async () => {
     c = await setup();
   });
-  afterAll(async () => teardown(c));
+  afterEach(async () => teardown(c));
 
-  it('consumes published trades into bars, with a redelivery after a crash not double counting', async () => {
+  it('a consumer that dies after its flush committed and before XACK: another claims the batch, nothing is counted twice', async () => {
     const publisher = new Publisher({
       redis: c.redis,
       layout: c.config.streams,
@@ -363,29 +387,79 @@ describe('bars sink behind the group worker', () => {
     });
     await publisher.publish(SEQUENCE);
     await publisher.flush();
+
+    // The dying consumer: its sink commits the bars, then the process is gone (its Redis connections drop, so
+    // no XACK and no heartbeat keeping its claim fresh); its flush never returns.
+    const deadRedis = testRedis(c.config);
+    const deadBlocking = testRedis(c.config, true);
+    const inner = await createBarsSink({ config: c.config, redis: c.redis, log });
+    let committed = false;
+    let release: (err: Error) => void = () => undefined;
+    const dying: Sink = {
+      name: 'bars',
+      start: () => inner.start(),
+      write: (ticks) => inner.write(ticks),
+      flush: async () => {
+        // Whatever the dead worker still tries after the crash fails like a store it can no longer reach.
+        if (committed) throw new SinkError('this consumer is dead', { retriable: true });
+        await inner.flush();
+        committed = true;
+        deadRedis.disconnect();
+        deadBlocking.disconnect();
+        await new Promise<void>((_, reject) => (release = reject));
+      },
+      close: () => inner.close(),
+    };
+    const dead = new GroupWorker({
+      redis: deadRedis,
+      blocking: deadBlocking,
+      layout: c.config.streams,
+      group: 'bars',
+      consumer: 'dies',
+      sink: dying,
+      settings: c.config.consumer,
+      log,
+    });
+    await dead.start();
+    await waitUntil(() => committed, 'the dying consumer committed its batch');
+    expect(inner.stats.applied).toBe(8);
+    const before = await allBars(c);
+
     const blocking = testRedis(c.config, true);
     const sink = await createBarsSink({ config: c.config, redis: c.redis, log });
-    const worker = new GroupWorker({
+    const rescuer = new GroupWorker({
       redis: c.redis,
       blocking,
       layout: c.config.streams,
       group: 'bars',
-      consumer: 'c1',
+      consumer: 'rescuer',
       sink,
       settings: c.config.consumer,
       log,
     });
-    await worker.start();
-    await waitUntil(() => sink.stats.applied === 8, 'bars merged');
-    await worker.close();
-    // "Flushed but never acknowledged" redelivers the same trades to another consumer: nothing changes.
-    const before = await allBars(c);
-    const sink2 = await createBarsSink({ config: c.config, redis: c.redis, log });
-    await sink2.start();
-    await writeFlush(sink2, SEQUENCE);
-    await sink2.close();
-    expect(sink2.stats).toMatchObject({ applied: 0, duplicates: 8 });
-    expect(await allBars(c)).toEqual(before);
-    await closeRedis(blocking);
+    try {
+      await rescuer.start();
+      // The entries stay pending on the dead consumer until idle for claimMinIdleMs; then they are claimed,
+      // redelivered, found in the ledger, and acknowledged.
+      await waitUntil(async () => {
+        const pending = await Promise.all(
+          allStreamKeys(c.config.streams).map(
+            (s) => c.redis.xpending(s, 'bars') as Promise<[number, ...unknown[]]>,
+          ),
+        );
+        return sink.stats.duplicates === 8 && pending.every((p) => p[0] === 0);
+      }, "the dead consumer's batch claimed, redelivered and acknowledged");
+      expect(sink.stats.applied).toBe(0);
+      expect(await allBars(c)).toEqual(before);
+      const minute = before.find((r) => r.tf === '1m')!;
+      expect([minute.trades, minute.volume]).toEqual([8, '960.000000000']);
+    } finally {
+      await rescuer.close();
+      await closeRedis(blocking);
+      release(new SinkError('the dead consumer is gone', { retriable: true }));
+      await Promise.race([dead.close().catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
+      await closeRedis(deadRedis).catch(() => undefined);
+      await closeRedis(deadBlocking).catch(() => undefined);
+    }
   });
 });

@@ -1,0 +1,183 @@
+import { loadConfig, type Config } from '../shared/config.ts';
+import { silentLogger } from '../shared/logger.ts';
+import type { Trade } from '../shared/model.ts';
+import { closePgPool, createPgPool, type PgPool } from '../shared/pg.ts';
+import { closeRedis, createRedis, deleteByPrefix, type RedisClient } from '../shared/redis.ts';
+import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
+import { BarStore } from '../consumers/bars/store.ts';
+import { BarsSink, barStoreSettings } from '../consumers/sinks/bars.ts';
+import { migrate } from '../shared/schema/migrate.ts';
+import { computeAt, paramsOf, SeriesComputer, type WindowBar } from '../consumers/indicators/compute.ts';
+import { measurement, repeat, type BenchReport, type Measurement } from './lib.ts';
+
+/**
+ * Bars write path (issue 12, docs/adr/0009): the bars sink end to end (ledger + merge + close in PostgreSQL,
+ * Redis projection and pub/sub) at 1,000 symbols and 4 timeframes, for three flush sizes: 5,000 trades (the
+ * earlier benchmark's), 16,384 (a full worker batch: 64 entries × 256 ticks) and 50,000 (a worker under load
+ * reading several shards). Baseline in the same run: the same sink with every flush forced through the staging
+ * path of the ledger (COPY into a temporary table, INSERT … ON CONFLICT … RETURNING), i.e. what a batch holding
+ * duplicates costs. Then the indicator math per new bar: continuing a series from stored state vs recomputing
+ * the 200-bar window (the earlier job's way).
+ */
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const TRADES = Number(process.env.BENCH_BARS_TRADES ?? 100_000);
+const FLUSHES = [5000, 16_384, 50_000];
+const log = silentLogger();
+
+function configFor(schema: string, prefix: string): Config {
+  return loadConfig({
+    env: { REDIS_URL, DATABASE_URL },
+    overrides: {
+      streams: { prefix, shards: 4 },
+      postgres: { schema, timescale: 'off', partitionsAhead: 0, poolSize: 4 },
+      bars: {
+        keyPrefix: `${prefix}:bar:`,
+        channelPrefix: `${prefix}:bars:`,
+        timeframes: ['1s', '1m', '5m', '1h'],
+      },
+      log: { level: 'silent' },
+    },
+  });
+}
+
+function tradesOf(n: number): Trade[] {
+  // 100,000 trades per second of market time: 1s bars close along the way, as in a busy feed.
+  let ts = 1_700_000_000_000_000_000n;
+  const market = new SyntheticMarket({
+    symbols: symbolNames(1000),
+    seed: 2,
+    source: 'bench',
+    clock: () => (ts += 10_000n),
+  });
+  const out: Trade[] = [];
+  while (out.length < n)
+    for (const t of market.next(10_000)) if (t.type === 'trade' && out.length < n) out.push(t);
+  return out;
+}
+
+async function sinkRun(
+  config: Config,
+  pool: PgPool,
+  redis: RedisClient,
+  trades: readonly Trade[],
+  flush: number,
+  forceStaging: boolean,
+): Promise<number> {
+  const s = `"${config.postgres.schema}"`;
+  await pool.query(
+    `TRUNCATE ${s}.bars, ${s}.bar_ledger, ${s}.bar_clocks, ${s}.bar_symbols, ${s}.indicator_dirty`,
+  );
+  const store = new BarStore(barStoreSettings(config));
+  const sink = new BarsSink({
+    pool,
+    ownsPool: false,
+    redis,
+    store,
+    keyPrefix: config.bars.keyPrefix,
+    channelPrefix: config.bars.channelPrefix,
+    pruneIntervalMs: 0,
+    log,
+  });
+  await sink.start();
+  const started = performance.now();
+  for (let i = 0; i < trades.length; i += flush) {
+    // The staging path is taken for a few calls after a conflict; keep it taken.
+    if (forceStaging) (store as unknown as { stagedRuns: number }).stagedRuns = 1000;
+    await sink.write(trades.slice(i, i + flush));
+    await sink.flush();
+  }
+  const rate = trades.length / ((performance.now() - started) / 1000);
+  await sink.close();
+  if (sink.stats.applied !== trades.length)
+    throw new Error(`applied ${sink.stats.applied} of ${trades.length}`);
+  return rate;
+}
+
+function minuteBars(n: number): WindowBar[] {
+  const out: WindowBar[] = [];
+  let price = 100;
+  for (let i = 0; i < n; i++) {
+    price = Math.max(1, price + Math.sin(i * 0.37) * 0.4);
+    out.push({
+      start: BigInt(i) * 60_000_000_000n,
+      high: price + 0.3,
+      low: price - 0.3,
+      close: price,
+      volume: 1_000_000_000_000n,
+      notional: BigInt(Math.round(price * 1e6)) * 1_000_000_000_000_000n,
+    });
+  }
+  return out;
+}
+
+export default async function run(): Promise<BenchReport> {
+  const pid = process.pid;
+  const schema = `bench_bars_${pid}`;
+  const prefix = `bench:bars:${pid}`;
+  const config = configFor(schema, prefix);
+  const redis = createRedis(config, { log });
+  const pool = createPgPool(config.postgres, { log, max: 4 });
+  const measurements: Measurement[] = [];
+  const summary: BenchReport['summary'] = {};
+  try {
+    await migrate(pool, { schema, timescale: 'off', compressAfter: 'off', retention: 'off', log });
+    const trades = tradesOf(TRADES);
+    await sinkRun(config, pool, redis, trades.slice(0, 20_000), 5000, false); // warm-up
+    for (const flush of FLUSHES) {
+      const direct = measurement(
+        `bars sink, ${flush.toLocaleString('en-US')} trades per flush`,
+        'trades/s',
+        await repeat(RUNS, () => sinkRun(config, pool, redis, trades, flush, false)),
+      );
+      const staged = measurement(
+        `baseline: the same, ledger through staging + ON CONFLICT RETURNING`,
+        'trades/s',
+        await repeat(RUNS, () => sinkRun(config, pool, redis, trades, flush, true)),
+      );
+      measurements.push(direct, staged);
+      summary[`flush ${flush}: direct COPY vs staging`] = `${(direct.value / staged.value).toFixed(2)}x`;
+    }
+    const best = Math.max(...measurements.filter((m) => !m.label.startsWith('baseline')).map((m) => m.value));
+    summary['target ≥ 100k trades/s (1,000 symbols)'] =
+      best >= 100_000 ? `met (${Math.round(best)})` : `NOT met on this machine (best ${Math.round(best)})`;
+
+    // Indicator math per new bar: state carried vs the 200-bar window.
+    const params = paramsOf(config.indicators);
+    const bars = minuteBars(2400);
+    const carried = await repeat(RUNS, async () => {
+      const started = performance.now();
+      const s = new SeriesComputer(params, 60_000_000_000n, 'carry');
+      for (const b of bars) s.next(b);
+      return bars.length / ((performance.now() - started) / 1000);
+    });
+    const windowed = await repeat(RUNS, async () => {
+      const started = performance.now();
+      for (let i = 200; i < 600; i++) computeAt(bars, bars[i]!.start, 60_000_000_000n, 200, 'carry', params);
+      return 400 / ((performance.now() - started) / 1000);
+    });
+    const c = measurement('indicator math per new bar, state carried', 'bars/s', carried);
+    const w = measurement(
+      'baseline: indicator math per new bar, 200-bar window recomputed',
+      'bars/s',
+      windowed,
+    );
+    measurements.push(c, w);
+    summary['carried state vs window recompute'] = `${(c.value / w.value).toFixed(1)}x`;
+  } finally {
+    await deleteByPrefix(redis, prefix);
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await closePgPool(pool);
+    await closeRedis(redis);
+  }
+  return {
+    name: 'bars',
+    measurements,
+    summary,
+    notes: [
+      `${TRADES.toLocaleString('en-US')} synthetic trades of 1,000 symbols, 4 timeframes (1s, 1m, 5m, 1h); medians of ${RUNS} runs`,
+      'shared 2-core machine with other engineers working: figures are indicative, compare within a run',
+    ],
+  };
+}
