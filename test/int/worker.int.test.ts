@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupWorker } from '../../consumers/worker.ts';
+import { streamsStatus } from '../../consumers/status.ts';
 import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters.ts';
 import { encodeFrame } from '../../shared/codec.ts';
 import type { Config } from '../../shared/config.ts';
@@ -297,5 +298,89 @@ describe('group worker (real Redis)', () => {
     for (const s of allStreamKeys(config.streams)) await redis.del(s); // what a restart without persistence does
     const second = await produceTicks(config, redis, 100, { seed: 2 });
     await waitUntil(() => sink.stored.size === first.length + second.length, 'ticks after the restart');
+  });
+});
+
+describe('group worker housekeeping and shutdown (real Redis)', () => {
+  it('removes consumers idle past the threshold with nothing pending; keeps those holding entries', async () => {
+    const { config, redis, group } = setup({ consumer: { removeIdleMs: 300, claimMinIdleMs: 30_000 } });
+    const [stream] = allStreamKeys(config.streams);
+    await redis.call('XGROUP', 'CREATE', stream!, group, '0', 'MKSTREAM');
+    await redis.xadd(
+      stream!,
+      '*',
+      ...encodeFrame(new SyntheticMarket({ symbols: ['AAA'], seed: 4, source: 'src' }).next(1)),
+    );
+    // A dead consumer holding an entry, and one holding nothing (both gone without a word).
+    await redis.call('XREADGROUP', 'GROUP', group, 'dead-holding', 'COUNT', '1', 'STREAMS', stream!, '>');
+    await redis.call('XGROUP', 'CREATECONSUMER', stream!, group, 'dead-empty');
+    const names = async () =>
+      ((await redis.call('XINFO', 'CONSUMERS', stream!, group)) as unknown[][]).map((c) => String(c[1]));
+    expect((await names()).sort()).toEqual(['dead-empty', 'dead-holding']);
+
+    const status = await streamsStatus(redis, config.streams, 100);
+    const before = status.shards[0]!.groups.find((g) => g.group === group)!;
+    expect(before.consumers.map((c) => c.name).sort(), JSON.stringify(status)).toEqual([
+      'dead-empty',
+      'dead-holding',
+    ]);
+
+    const { worker, consumer } = startWorker(config, group, new RecordingSink());
+    await worker.start();
+    await waitUntil(async () => !(await names()).includes('dead-empty'), 'the idle empty consumer removed');
+    const now = await names();
+    expect(now).toContain('dead-holding');
+    expect(now).toContain(consumer);
+    const after = (await streamsStatus(redis, config.streams, 250)).shards[0]!.groups.find(
+      (g) => g.group === group,
+    )!;
+    expect(after.consumers.find((c) => c.name === 'dead-holding')).toMatchObject({ idle: true, pending: 1 });
+    expect(after.consumers.find((c) => c.name === consumer)).toMatchObject({ idle: false });
+  });
+
+  it('close() during a slow flush finishes that batch, acknowledges it once and leaves the group', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    sink.delayMs = 600;
+    const { worker, consumer } = startWorker(config, group, sink);
+    await worker.start();
+    const ticks = await produceTicks(config, redis, 500);
+    await waitUntil(() => sink.flushing, 'a flush in progress');
+    const storedAtClose = sink.stored.size;
+    await worker.close();
+    expect(sink.stored.size).toBeGreaterThan(storedAtClose);
+    expect(worker.pendingOnStop).toBe(0);
+    expect(await pendingTotal(redis, config, group)).toBe(0);
+    expect(worker.stats.acked).toBe(worker.stats.entries);
+    expect(sink.writes).toBe(sink.stored.size);
+    for (const stream of allStreamKeys(config.streams)) {
+      const names = ((await redis.call('XINFO', 'CONSUMERS', stream, group)) as unknown[][]).map((c) => c[1]);
+      expect(names).not.toContain(consumer);
+    }
+    expect(sink.stored.size).toBeLessThanOrEqual(ticks.length);
+  });
+
+  it('close() while the store keeps failing leaves the batch pending and says so (pendingOnStop)', async () => {
+    const { config, redis, group } = setup({ consumer: { shutdownTimeoutMs: 400 } });
+    const sink = new RecordingSink();
+    sink.failRetriable = Number.MAX_SAFE_INTEGER;
+    const { worker, consumer } = startWorker(config, group, sink);
+    await worker.start();
+    await produceTicks(config, redis, 200);
+    await waitUntil(() => worker.stats.retries >= 2, 'the store failing');
+    await worker.close();
+    expect(sink.closed).toBe(false); // its close() flush failed too: reported, not thrown
+    const held = await pendingTotal(redis, config, group);
+    expect(held).toBeGreaterThan(0);
+    expect(worker.pendingOnStop).toBe(held);
+    expect(sink.stored.size).toBe(0);
+    const names = (
+      (await redis.call('XINFO', 'CONSUMERS', allStreamKeys(config.streams)[0]!, group)) as unknown[][]
+    )
+      .concat(
+        (await redis.call('XINFO', 'CONSUMERS', allStreamKeys(config.streams)[1]!, group)) as unknown[][],
+      )
+      .map((c) => c[1]);
+    expect(names).toContain(consumer);
   });
 });
