@@ -108,107 +108,156 @@ async function consumersOf(ctx: Ctx): Promise<string[]> {
 
 const count = (text: string, re: RegExp) => (text.match(re) ?? []).length;
 
-describe('consumers and an unreachable store (processes, real Redis and PostgreSQL)', () => {
-  it('a consumer started while its store is down waits, logging each attempt, and consumes once it answers', async () => {
-    const ctx = await setup();
-    const child = consume(ctx);
-    await waitUntil(
-      () => count(child.out.stderr, /sink archive: store not reachable yet, waiting/g) >= 3,
-      'three logged attempts to reach the store',
-    );
-    expect(child.exitCode).toBeNull();
-    const ticks = await produceTicks(ctx.config, ctx.redis, 500);
-    await ctx.proxy.listen();
-    await waitUntil(async () => (await stored(ctx)) === ticks.length, 'every tick archived', {
-      timeoutMs: 30_000,
+// Each test starts one or two CLI processes, which take seconds each on a loaded machine.
+describe(
+  'consumers and an unreachable store (processes, real Redis and PostgreSQL)',
+  { timeout: 180_000 },
+  () => {
+    it('a consumer started while its store is down waits, logging each attempt, and consumes once it answers', async () => {
+      const ctx = await setup();
+      const child = consume(ctx);
+      await waitUntil(
+        () => count(child.out.stderr, /sink archive: store not reachable yet, waiting/g) >= 3,
+        'three logged attempts to reach the store',
+      );
+      expect(child.exitCode).toBeNull();
+      const ticks = await produceTicks(ctx.config, ctx.redis, 500);
+      await ctx.proxy.listen();
+      await waitUntil(async () => (await stored(ctx)) === ticks.length, 'every tick archived', {
+        timeoutMs: 30_000,
+      });
+      await waitUntil(async () => (await pendingTotal(ctx.redis, ctx.config, ctx.group)) === 0, 'all acked');
+      expect(child.out.stderr).toMatch(/sink archive is ready/);
+      child.kill('SIGTERM');
+      const r = await finished(child);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/"msg":"worker stopped"/);
     });
-    await waitUntil(async () => (await pendingTotal(ctx.redis, ctx.config, ctx.group)) === 0, 'all acked');
-    expect(child.out.stderr).toMatch(/sink archive is ready/);
-    child.kill('SIGTERM');
-    const r = await finished(child);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/"msg":"worker stopped"/);
-  });
 
-  it('refused credentials at start fail at once (no waiting), naming the problem', async () => {
-    const ctx = await setup();
-    await ctx.proxy.listen();
-    const url = new URL(ctx.env.DATABASE_URL!);
-    url.username = uniqueName('nosuchrole');
-    const r = await runCli(['consume', 'archive', '--group', ctx.group], {
-      ...ctx.env,
-      DATABASE_URL: url.toString(),
+    it('refused credentials at start fail at once (no waiting), naming the problem', async () => {
+      const ctx = await setup();
+      await ctx.proxy.listen();
+      const url = new URL(ctx.env.DATABASE_URL!);
+      url.username = uniqueName('nosuchrole');
+      const r = await runCli(['consume', 'archive', '--group', ctx.group], {
+        ...ctx.env,
+        DATABASE_URL: url.toString(),
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/role .* does not exist|password authentication failed/);
+      expect(r.stderr).not.toMatch(/store not reachable yet/);
     });
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/role .* does not exist|password authentication failed/);
-    expect(r.stderr).not.toMatch(/store not reachable yet/);
-  });
 
-  it('SIGTERM while a batch is held by a store outage waits for the store, then acks it once', async () => {
-    const ctx = await setup({ TICKSTREAM_SHUTDOWN_TIMEOUT_MS: '20000' });
-    await ctx.proxy.listen();
-    const child = consume(ctx);
-    const first = await produceTicks(ctx.config, ctx.redis, 200, { seed: 1 });
-    await waitUntil(async () => (await stored(ctx)) === first.length, 'first ticks archived', {
-      timeoutMs: 30_000,
+    it('SIGTERM while a batch is held by a store outage waits for the store, then acks it once', async () => {
+      const ctx = await setup({ TICKSTREAM_SHUTDOWN_TIMEOUT_MS: '20000' });
+      await ctx.proxy.listen();
+      const child = consume(ctx);
+      const first = await produceTicks(ctx.config, ctx.redis, 200, { seed: 1 });
+      await waitUntil(async () => (await stored(ctx)) === first.length, 'first ticks archived', {
+        timeoutMs: 30_000,
+      });
+      await ctx.proxy.close();
+      const second = await produceTicks(ctx.config, ctx.redis, 300, { seed: 2 });
+      await waitUntil(
+        () => /sink write failed: retrying/.test(child.out.stderr),
+        'the batch held by the outage',
+      );
+      expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBeGreaterThan(0);
+      child.kill('SIGTERM');
+      await waitUntil(
+        () => /stopping: waiting for the store to take the batch/.test(child.out.stderr),
+        'the stop waiting for the store',
+      );
+      await ctx.proxy.listen();
+      const r = await finished(child);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/"msg":"worker stopped"/);
+      // The batch held at the signal was written and acknowledged once; what was not read yet stays in the
+      // stream for the next consumer (reading stops at the signal).
+      const stats = JSON.parse(r.stderr.split('\n').find((l) => l.includes('"msg":"worker stopped"'))!) as {
+        entries: number;
+        ticks: number;
+        acked: number;
+      };
+      expect(stats.ticks).toBeGreaterThan(first.length);
+      expect(stats.acked).toBe(stats.entries);
+      expect(await stored(ctx)).toBe(stats.ticks);
+      expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBe(0);
+      expect(await consumersOf(ctx)).not.toContain(ctx.consumer);
+      // A second run takes the rest: everything once.
+      const next = consume(ctx);
+      await waitUntil(async () => (await stored(ctx)) === first.length + second.length, 'the rest archived', {
+        timeoutMs: 30_000,
+      });
+      next.kill('SIGTERM');
+      expect((await finished(next)).code).toBe(0);
     });
-    await ctx.proxy.close();
-    const second = await produceTicks(ctx.config, ctx.redis, 300, { seed: 2 });
-    await waitUntil(
-      () => /sink write failed: retrying/.test(child.out.stderr),
-      'the batch held by the outage',
-    );
-    expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBeGreaterThan(0);
-    child.kill('SIGTERM');
-    await waitUntil(
-      () => /stopping: waiting for the store to take the batch/.test(child.out.stderr),
-      'the stop waiting for the store',
-    );
-    await ctx.proxy.listen();
-    const r = await finished(child);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/"msg":"worker stopped"/);
-    // The batch held at the signal was written and acknowledged once; what was not read yet stays in the
-    // stream for the next consumer (reading stops at the signal).
-    const stats = JSON.parse(r.stderr.split('\n').find((l) => l.includes('"msg":"worker stopped"'))!) as {
-      entries: number;
-      ticks: number;
-      acked: number;
-    };
-    expect(stats.ticks).toBeGreaterThan(first.length);
-    expect(stats.acked).toBe(stats.entries);
-    expect(await stored(ctx)).toBe(stats.ticks);
-    expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBe(0);
-    expect(await consumersOf(ctx)).not.toContain(ctx.consumer);
-    // A second run takes the rest: everything once.
-    const next = consume(ctx);
-    await waitUntil(async () => (await stored(ctx)) === first.length + second.length, 'the rest archived', {
-      timeoutMs: 30_000,
-    });
-    next.kill('SIGTERM');
-    expect((await finished(next)).code).toBe(0);
-  });
 
-  it('SIGTERM while the store stays down leaves the batch pending, stays registered and exits 1', async () => {
-    const ctx = await setup({ TICKSTREAM_SHUTDOWN_TIMEOUT_MS: '2000' });
-    await ctx.proxy.listen();
-    const child = consume(ctx);
-    await waitUntil(() => /"msg":"consuming"/.test(child.out.stderr), 'consuming', { timeoutMs: 30_000 });
-    await ctx.proxy.close();
-    await produceTicks(ctx.config, ctx.redis, 300);
-    await waitUntil(
-      () => /sink write failed: retrying/.test(child.out.stderr),
-      'the batch held by the outage',
-    ).catch((err: unknown) => {
-      throw new Error(`${String(err)}; consumer log: ${child.out.stderr}`);
+    it('SIGTERM while the store stays down leaves the batch pending, stays registered and exits 1', async () => {
+      const ctx = await setup({ TICKSTREAM_SHUTDOWN_TIMEOUT_MS: '2000' });
+      await ctx.proxy.listen();
+      const child = consume(ctx);
+      await waitUntil(() => /"msg":"consuming"/.test(child.out.stderr), 'consuming', { timeoutMs: 30_000 });
+      await ctx.proxy.close();
+      await produceTicks(ctx.config, ctx.redis, 300);
+      await waitUntil(
+        () => /sink write failed: retrying/.test(child.out.stderr),
+        'the batch held by the outage',
+      ).catch((err: unknown) => {
+        throw new Error(`${String(err)}; consumer log: ${child.out.stderr}`);
+      });
+      child.kill('SIGTERM');
+      const r = await finished(child);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/stopping while the store is still failing: leaving the batch pending/);
+      expect(r.stderr).toMatch(/worker stopped with entries pending on this consumer/);
+      expect(r.stderr).not.toMatch(/"msg":"worker stopped"/);
+      expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBeGreaterThan(0);
+      expect(await consumersOf(ctx)).toContain(ctx.consumer);
     });
-    child.kill('SIGTERM');
-    const r = await finished(child);
-    expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toMatch(/stopping while the store is still failing: leaving the batch pending/);
-    expect(r.stderr).toMatch(/worker stopped with entries pending on this consumer/);
-    expect(r.stderr).not.toMatch(/"msg":"worker stopped"/);
-    expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBeGreaterThan(0);
-    expect(await consumersOf(ctx)).toContain(ctx.consumer);
-  });
-});
+
+    it('a second signal during the wait for the store forces exit 130', async () => {
+      const ctx = await setup({ TICKSTREAM_SHUTDOWN_TIMEOUT_MS: '20000' });
+      await ctx.proxy.listen();
+      const child = consume(ctx);
+      await waitUntil(() => /"msg":"consuming"/.test(child.out.stderr), 'consuming', { timeoutMs: 30_000 });
+      await ctx.proxy.close();
+      await produceTicks(ctx.config, ctx.redis, 300);
+      await waitUntil(
+        () => /sink write failed: retrying/.test(child.out.stderr),
+        'the batch held by the outage',
+      );
+      child.kill('SIGTERM');
+      await waitUntil(
+        () => /stopping: waiting for the store to take the batch/.test(child.out.stderr),
+        'the stop waiting for the store',
+      );
+      child.kill('SIGTERM');
+      const r = await finished(child);
+      expect(r.code, r.stderr).toBe(130);
+      expect(r.stderr).toMatch(/second signal: forcing exit/);
+      expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBeGreaterThan(0); // nothing lost
+    });
+
+    it('TICKSTREAM_SHUTDOWN_TIMEOUT_MS forces exit 130 when a write hangs (the store never answers)', async () => {
+      const ctx = await setup({
+        TICKSTREAM_SHUTDOWN_TIMEOUT_MS: '1500',
+        TICKSTREAM_PG_CONNECT_TIMEOUT_MS: '120000',
+      });
+      await ctx.proxy.listen();
+      const child = consume(ctx);
+      await waitUntil(() => /"msg":"consuming"/.test(child.out.stderr), 'consuming', { timeoutMs: 30_000 });
+      ctx.proxy.stall();
+      await produceTicks(ctx.config, ctx.redis, 300);
+      await waitUntil(
+        async () => (await pendingTotal(ctx.redis, ctx.config, ctx.group)) > 0,
+        'a batch in hand',
+      );
+      child.kill('SIGTERM');
+      const r = await finished(child);
+      expect(r.code, r.stderr).toBe(130);
+      expect(r.stderr).toMatch(/graceful stop timed out: forcing exit/);
+      expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBeGreaterThan(0);
+    });
+  },
+);
