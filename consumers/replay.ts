@@ -1,4 +1,4 @@
-import { decodeFrame } from '../shared/codec.ts';
+import { decodeEntryFields, decodeFrame } from '../shared/codec.ts';
 import { ConfigError, errorMessage, isRetriable, TickstreamError } from '../shared/errors.ts';
 import { backoffMs, sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -402,12 +402,17 @@ export async function replayStreams(o: StreamReplayOptions): Promise<ReplaySumma
         stopped = true;
         break;
       }
-      const entries = await o.redis.xrange(key, start, meta.to, 'COUNT', o.pageSize);
-      if (entries.length === 0) break;
+      // Bytes, decoded strictly: a lossy decode would replay invalid bytes as U+FFFD (see decodeEntryFields).
+      const page = (await o.redis.callBuffer('XRANGE', key, start, meta.to, 'COUNT', String(o.pageSize))) as [
+        Buffer,
+        Buffer[],
+      ][];
+      if (page.length === 0) break;
+      const entries = page.map(([id, raw]) => [id.toString(), raw] as const);
       const ticks: Tick[] = [];
-      for (const [id, fields] of entries) {
+      for (const [id, raw] of entries) {
         try {
-          const frame = decodeFrame(fields);
+          const frame = decodeFrame(decodeEntryFields(raw));
           for (const t of frame.ticks) if (symbols === undefined || symbols.has(t.symbol)) ticks.push(t);
           summary.undecodable += frame.failures.length;
           for (const f of frame.failures)
