@@ -259,5 +259,32 @@ describe(
       expect(r.stderr).toMatch(/graceful stop timed out: forcing exit/);
       expect(await pendingTotal(ctx.redis, ctx.config, ctx.group)).toBeGreaterThan(0);
     });
+
+    it('the indicator worker started while PostgreSQL is down waits too, and stops cleanly on SIGTERM', async () => {
+      const ctx = await setup();
+      const prefix = ctx.config.streams.prefix;
+      const child = startCli(['indicators', 'worker', '--no-schedule'], {
+        ...ctx.env,
+        TICKSTREAM_IND_BULL_PREFIX: `${prefix}:bull`,
+        TICKSTREAM_IND_QUEUE: uniqueName('ind'),
+        TICKSTREAM_IND_KEY_PREFIX: `${prefix}:ind:`,
+      });
+      cleanups.push(async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      });
+      await waitUntil(
+        () => count(child.out.stderr, /the indicator worker: store not reachable yet, waiting/g) >= 3,
+        'three logged attempts to reach the store',
+        { timeoutMs: 60_000 },
+      );
+      expect(child.exitCode).toBeNull();
+      await ctx.proxy.listen();
+      await waitUntil(() => /indicator worker running/.test(child.out.stderr), 'the worker running', {
+        timeoutMs: 30_000,
+      });
+      child.kill('SIGTERM');
+      const r = await finished(child);
+      expect(r.code, r.stderr).toBe(0);
+    });
   },
 );
