@@ -233,6 +233,22 @@ describe('group worker (real Redis)', () => {
     expect(worker.stats.deadLettered).toBe(0);
   });
 
+  it('a store that keeps part of a batch and then fails: the batch is written again, each tick stored once', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    sink.partialThenFail = 37;
+    const ticks = await produceTicks(config, redis, 300);
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    await waitUntil(() => sink.stored.size === ticks.length, 'every tick stored');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(new Set(sink.stored.keys())).toEqual(new Set(ticks.map(tickKey)));
+    expect(sink.writes).toBe(ticks.length + 37); // the 37 kept before the failure were sent again
+    expect(worker.stats.retries).toBe(1);
+    expect(worker.stats.acked).toBe(worker.stats.entries);
+    expect(worker.stats.deadLettered).toBe(0);
+  });
+
   it('dead-letters an entry delivered more than maxDeliveries times', async () => {
     const { config, redis, group } = setup({
       consumer: { maxDeliveries: 2, claimMinIdleMs: 50, claimIntervalMs: 50 },
