@@ -1,5 +1,5 @@
 import { futureReason } from './admission.ts';
-import { decodeFrame, frameLimitReason, type FrameLimits } from '../shared/codec.ts';
+import { decodeEntryFields, decodeFrame, frameLimitReason, type FrameLimits } from '../shared/codec.ts';
 import { ConfigError, errorMessage, isRetriable, TickstreamError } from '../shared/errors.ts';
 import { backoffMs, sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -421,11 +421,25 @@ export async function replayStreams(o: StreamReplayOptions): Promise<ReplaySumma
         stopped = true;
         break;
       }
-      const entries = await o.redis.xrange(key, start, meta.to, 'COUNT', o.pageSize);
-      if (entries.length === 0) break;
+      // Bytes, decoded strictly: a lossy decode would replay invalid bytes as U+FFFD (see decodeEntryFields).
+      const page = (await o.redis.callBuffer('XRANGE', key, start, meta.to, 'COUNT', String(o.pageSize))) as [
+        Buffer,
+        Buffer[],
+      ][];
+      if (page.length === 0) break;
+      const entries = page.map(([id, raw]) => [id.toString(), raw] as const);
       const ticks: Tick[] = [];
       const now = nowNs();
-      for (const [id, fields] of entries) {
+      for (const [id, raw] of entries) {
+        let fields: string[];
+        try {
+          fields = decodeEntryFields(raw);
+        } catch (err) {
+          summary.undecodable++;
+          if (logged++ < LOGGED_PROBLEMS)
+            log.warn({ stream: key, id, reason: errorMessage(err) }, 'entry left out');
+          continue;
+        }
         const tooLarge = o.admission === undefined ? undefined : frameLimitReason(fields, o.admission.frame);
         if (tooLarge !== undefined) {
           summary.undecodable++;

@@ -13,7 +13,7 @@ import { exposeCounters, sinkInstruments, type SinkInstruments } from '../shared
 import { RetryState } from '../shared/probes.ts';
 import type { Logger } from '../shared/logger.ts';
 import { nowNs, type Tick } from '../shared/model.ts';
-import { batch, isCluster, orThrow, type RedisClient } from '../shared/redis.ts';
+import { batch, isCluster, orThrow, Script, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys, retryStreamKey, type StreamLayout } from '../shared/streams.ts';
 import { entrySize, futureReason, splitByBytes } from './admission.ts';
 import { deadLetterCommands, type NewDeadLetter } from './deadletters.ts';
@@ -111,6 +111,8 @@ export class GroupWorker {
   private loop: Promise<void> | undefined;
   private failure: unknown;
   private stopping = false;
+  /** While stopping, how long a batch the store refuses is still retried (see close()). */
+  private stopDeadline = 0;
 
   constructor(options: WorkerOptions) {
     this.o = options;
@@ -165,42 +167,97 @@ export class GroupWorker {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  /** Stop reading, finish and acknowledge the batch in flight, then close the sink. Idempotent. */
+  /**
+   * Entries still pending on this consumer once close() resolved: 0 for a clean leave, undefined when Redis
+   * could not tell. Anything else was left for live consumers to claim (a store that stayed down).
+   */
+  pendingOnStop: number | undefined;
+
+  /**
+   * Stop reading, finish and acknowledge the batch in flight, then close the sink. Idempotent. A batch the
+   * store cannot take gets a bounded wait (half of TICKSTREAM_SHUTDOWN_TIMEOUT_MS) for the store to come
+   * back; after that it is left pending for live consumers to claim, and the stop is not reported as clean.
+   */
   readonly close = once(async () => {
     this.stopping = true;
+    this.stopDeadline = Date.now() + Math.floor(this.o.settings.shutdownTimeoutMs / 2);
     this.abort.abort();
     await this.loop; // never rejects: a loop failure is in this.failure, and closing the sink still matters
-    await this.o.sink.close();
-    await this.leaveGroup();
-    this.log.info(this.stats, 'worker stopped');
+    try {
+      await this.o.sink.close();
+    } catch (err) {
+      // Whatever it held was not flushed, so not acknowledged: it is still pending and counted below.
+      this.log.error({ err }, 'closing the sink failed');
+    }
+    this.pendingOnStop = await this.leaveGroup();
+    if (this.pendingOnStop === 0) this.log.info(this.stats, 'worker stopped');
+    else {
+      this.log.error(
+        { ...this.stats, pending: this.pendingOnStop ?? 'unknown' },
+        'worker stopped with entries pending on this consumer: live consumers claim them after ' +
+          'TICKSTREAM_CLAIM_MIN_IDLE_MS, or a restart under the same TICKSTREAM_CONSUMER_NAME re-reads them',
+      );
+    }
   });
 
   /**
-   * Remove this consumer from the group when it holds nothing, so `status` counts live consumers only.
-   * A consumer that still has pending entries stays: deleting it would drop them from the pending list.
+   * Remove this consumer from the group where it holds nothing, so `status` counts live consumers only, and
+   * return how many entries it still holds (undefined when Redis could not say). A consumer that still has
+   * pending entries stays: deleting it would drop them from the pending list.
    */
-  private async leaveGroup(): Promise<void> {
+  private async leaveGroup(): Promise<number | undefined> {
     try {
-      const pending = await batch(
-        this.o.redis,
-        this.streams.map((s) => ['XPENDING', s, this.o.group, '-', '+', '1', this.o.consumer] as const),
-      );
-      const idle = this.streams.filter((_, i) => {
-        const [err, rows] = pending[i]!;
-        return err === null && (rows as unknown[]).length === 0;
+      const summaries = orThrow(
+        await batch(
+          this.o.redis,
+          this.streams.map((s) => ['XPENDING', s, this.o.group] as const),
+        ),
+      ) as [number, unknown, unknown, [string, string][] | null][];
+      let held = 0;
+      const idle: string[] = [];
+      summaries.forEach((summary, i) => {
+        const mine = Number((summary[3] ?? []).find(([name]) => name === this.o.consumer)?.[1] ?? 0);
+        held += mine;
+        if (mine === 0) idle.push(this.streams[i]!);
       });
       await batch(
         this.o.redis,
         idle.map((s) => ['XGROUP', 'DELCONSUMER', s, this.o.group, this.o.consumer] as const),
       );
+      return held;
     } catch (err) {
-      this.log.debug({ err }, 'could not leave the group');
+      this.log.warn({ err }, 'could not leave the group');
+      return undefined;
+    }
+  }
+
+  /**
+   * Remove consumers of the group that hold nothing and have not been seen for removeIdleMs (dead processes
+   * with generated names). The check and the removal are one script, so an entry delivered in between cannot
+   * be dropped from the pending list; a live consumer removed by mistake is recreated by its next read.
+   */
+  private async removeIdleConsumers(): Promise<void> {
+    const threshold = this.o.settings.removeIdleMs;
+    if (threshold <= 0) return;
+    const results = await removeIdle.runMany(
+      this.o.redis,
+      this.streams.map((s) => [s, this.o.group, this.o.consumer, String(threshold)] as const),
+    );
+    const removed = new Set<string>();
+    results.forEach(([err, names], i) => {
+      if (err !== null) this.log.warn({ err, stream: this.streams[i] }, 'could not remove idle consumers');
+      else for (const n of names as string[]) removed.add(n);
+    });
+    if (removed.size > 0) {
+      this.log.info({ consumers: [...removed], idleMs: threshold }, 'removed idle consumers from the group');
     }
   }
 
   private async run(): Promise<void> {
     let nextClaim = 0;
+    let nextHousekeeping = 0;
     let failures = 0;
+    const { claimIntervalMs, removeIdleMs } = this.o.settings;
     while (!this.stopping) {
       try {
         if (Date.now() >= nextClaim) {
@@ -208,7 +265,11 @@ export class GroupWorker {
           // came back after the client had given up on it. Nothing of ours is in flight at this point.
           await this.drainOwnPending();
           await this.claimAbandoned();
-          nextClaim = Date.now() + this.o.settings.claimIntervalMs;
+          nextClaim = Date.now() + claimIntervalMs;
+        }
+        if (Date.now() >= nextHousekeeping) {
+          await this.removeIdleConsumers();
+          nextHousekeeping = Date.now() + Math.max(claimIntervalMs, Math.min(removeIdleMs / 10, 60_000));
         }
         if (this.stopping) break;
         const entries = await this.read('>');
@@ -538,12 +599,18 @@ export class GroupWorker {
         attempt++;
         this.stats.retries++;
         this.retryState.failing();
-        if (this.stopping && attempt > 1) {
-          this.log.warn({ err }, 'stopping while the sink is failing: leaving the batch pending');
+        if (this.stopping && Date.now() >= this.stopDeadline) {
+          this.log.warn(
+            { err, waitedForStoreMs: Math.floor(settings.shutdownTimeoutMs / 2) },
+            'stopping while the store is still failing: leaving the batch pending',
+          );
           return false;
         }
-        const wait = backoffMs(attempt, settings.retryBaseMs, settings.retryMaxMs);
-        this.log.warn({ err, attempt, waitMs: wait }, 'sink write failed: retrying');
+        let wait = backoffMs(attempt, settings.retryBaseMs, settings.retryMaxMs);
+        if (this.stopping) {
+          wait = Math.min(wait, Math.max(0, this.stopDeadline - Date.now()));
+          this.log.warn({ err, attempt, waitMs: wait }, 'stopping: waiting for the store to take the batch');
+        } else this.log.warn({ err, attempt, waitMs: wait }, 'sink write failed: retrying');
         await sleep(wait, this.stopping ? undefined : this.abort.signal);
       }
     }
@@ -650,6 +717,23 @@ export class GroupWorker {
     }
   }
 }
+
+// KEYS[1] stream; ARGV group, this consumer, threshold (ms). Returns the names removed.
+const removeIdle = new Script(`
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+local removed = {}
+if not ok then return removed end
+local threshold = tonumber(ARGV[3])
+for _, c in ipairs(consumers) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= threshold then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    table.insert(removed, info['name'])
+  end
+end
+return removed
+`);
 
 /** The worker's counters for Prometheus, read from its stats when scraped. */
 const WORKER_COUNTERS: { [K in keyof WorkerStats]: string } = {

@@ -137,6 +137,8 @@ export const ConfigSchema = z
         retryBaseMs: int(1, 100),
         retryMaxMs: int(1, 10_000),
         shutdownTimeoutMs: int(100, 30_000),
+        /** Consumers with nothing pending and unseen this long are removed from their group; 0 keeps them. */
+        removeIdleMs: int(0, 3_600_000),
       })
       .strict()
       .prefault({}),
@@ -477,6 +479,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_RETRY_BASE_MS: 'consumer.retryBaseMs',
   TICKSTREAM_RETRY_MAX_MS: 'consumer.retryMaxMs',
   TICKSTREAM_SHUTDOWN_TIMEOUT_MS: 'consumer.shutdownTimeoutMs',
+  TICKSTREAM_CONSUMER_REMOVE_IDLE_MS: 'consumer.removeIdleMs',
   TICKSTREAM_RETENTION_MAX_AGE_MS: 'retention.maxAgeMs',
   TICKSTREAM_RETENTION_MAX_LEN: 'retention.maxLen',
   TICKSTREAM_RETENTION_INTERVAL_MS: 'retention.intervalMs',

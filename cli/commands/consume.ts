@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { consumerName } from '../../shared/config.ts';
-import { ConfigError } from '../../shared/errors.ts';
+import { ConfigError, TickstreamError } from '../../shared/errors.ts';
 import { handleSignals, once } from '../../shared/lifecycle.ts';
 import { closeRedis, createRedis, dropIfDown, type RedisClient } from '../../shared/redis.ts';
 import { trimStreams } from '../../shared/retention.ts';
@@ -95,6 +95,13 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
     await stores.close();
     await closeRedis(blocking);
     await closeRedis(redis);
+    // Not a clean leave: the exit code says so (the worker logged what it left and who takes it over).
+    if (worker.pendingOnStop !== 0) {
+      throw new TickstreamError(
+        `stopped with ${worker.pendingOnStop ?? 'an unknown number of'} entries pending on consumer ${consumer}`,
+        { retriable: true },
+      );
+    }
   });
   handleSignals(log, stop, { timeoutMs: config.consumer.shutdownTimeoutMs });
   try {
@@ -109,7 +116,7 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
     await worker.start();
     await worker.done();
   } catch (err) {
-    await stop();
+    await stop().catch(() => undefined); // the original failure is the one to report
     throw err;
   }
 }

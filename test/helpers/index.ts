@@ -33,8 +33,10 @@ export async function waitUntil<T>(
       last = err;
     }
     if (Date.now() > deadline) {
+      // The check's own last error is the likely reason: say it, and keep it as the cause.
       throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`,
+        `timed out after ${timeoutMs} ms waiting for ${what}${last !== undefined ? `; last error: ${String(last)}` : ''}`,
+        last !== undefined ? { cause: last } : undefined,
       );
     }
     await new Promise((r) => setTimeout(r, intervalMs));

@@ -5,7 +5,8 @@ import { tickKey, type Tick } from '../../shared/model.ts';
 /**
  * A sink that keeps what was flushed in memory, keyed by tick identity like a real idempotent store, and can
  * be told to fail: `failRetriable` times with a retriable error, to reject ticks matching `poison` (a
- * non-retriable error), or to `hang` in flush (a process that stops mid-batch).
+ * non-retriable error), to `hang` in flush (a process that stops mid-batch), or to store part of a batch
+ * and then fail (`partialThenFail`).
  */
 export class RecordingSink implements Sink {
   readonly name = 'recording';
@@ -19,6 +20,13 @@ export class RecordingSink implements Sink {
   /** Milliseconds each flush takes (a slow store). */
   delayMs = 0;
   closed = false;
+  /** True while a flush is in progress (for tests that act during one). */
+  flushing = false;
+  /**
+   * Store this many ticks of the next flush, then fail it retriably (a store that commits part of a request
+   * before the connection drops): the worker must write the whole batch again and the store dedups it.
+   */
+  partialThenFail: number | undefined;
   private staged: Tick[] = [];
 
   async start(): Promise<void> {}
@@ -28,10 +36,28 @@ export class RecordingSink implements Sink {
   }
 
   async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      await this.flushStaged();
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private async flushStaged(): Promise<void> {
     const batch = this.staged;
     this.staged = [];
     if (this.hang) await new Promise(() => undefined);
     if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
+    if (this.partialThenFail !== undefined) {
+      const n = this.partialThenFail;
+      this.partialThenFail = undefined;
+      for (const t of batch.slice(0, n)) {
+        this.stored.set(tickKey(t), t);
+        this.writes++;
+      }
+      throw new SinkError(`connection lost after ${n} ticks (test)`, { retriable: true });
+    }
     if (this.failRetriable > 0) {
       this.failRetriable--;
       throw new SinkError('store unavailable (test)', { retriable: true });

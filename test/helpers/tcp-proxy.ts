@@ -3,11 +3,13 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 /**
  * A TCP forwarder to a real server, to make a store appear, vanish and come back on a port of its own
  * without touching the shared server: `listen()` brings it up, `close()` refuses new connections and cuts
- * the open ones (what a stopped server looks like to a client).
+ * the open ones (what a stopped server looks like to a client), `stall()` cuts the open ones and accepts new
+ * ones that never get an answer (a hung server, or packets dropped on the way).
  */
 export class TcpProxy {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
+  private stalled = false;
 
   constructor(
     readonly port: number,
@@ -34,6 +36,12 @@ export class TcpProxy {
   async listen(): Promise<void> {
     if (this.server !== undefined) return;
     const server = createServer((client) => {
+      if (this.stalled) {
+        this.sockets.add(client);
+        client.on('close', () => this.sockets.delete(client));
+        client.on('error', () => undefined);
+        return;
+      }
       const upstream = connect(this.target.port, this.target.host);
       for (const s of [client, upstream]) {
         this.sockets.add(s);
@@ -49,7 +57,15 @@ export class TcpProxy {
     this.server = server;
   }
 
+  /** Cut open connections; new ones are accepted and never answered (until close()). */
+  stall(): void {
+    this.stalled = true;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+  }
+
   async close(): Promise<void> {
+    this.stalled = false;
     const server = this.server;
     this.server = undefined;
     for (const s of this.sockets) s.destroy();

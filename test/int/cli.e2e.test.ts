@@ -1,4 +1,5 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { closeRedis } from '../../shared/redis.ts';
 import { allStreamKeys } from '../../shared/streams.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
@@ -12,8 +13,16 @@ const env = {
   TICKSTREAM_STREAM_PREFIX: prefix,
   TICKSTREAM_SHARDS: '2',
   TICKSTREAM_QUOTE_KEY_PREFIX: `${prefix}:quote:`,
+  // Never the global quotes:* channels: other tests and a running dashboard listen there.
+  TICKSTREAM_QUOTE_CHANNEL_PREFIX: `${prefix}:quotes:`,
   TICKSTREAM_BLOCK_MS: '100',
 };
+
+// Children still running when a test failed are killed, whatever the test's outcome.
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
 
 afterAll(async () => {
   await cleanupPrefix(redis, prefix);
@@ -39,6 +48,7 @@ describe('tickstream CLI (processes, real Redis)', () => {
       ...env,
       TICKSTREAM_METRICS_PORT: String(metricsPort),
     });
+    children.push(consumer);
     const group = await waitUntil(async () => {
       const groups = (await redis
         .call('XINFO', 'GROUPS', allStreamKeys(config.streams)[0]!)
@@ -115,8 +125,8 @@ describe('tickstream CLI (processes, real Redis)', () => {
     };
     expect(parsed.shards).toHaveLength(2);
     expect(parsed.shards.reduce((n, s) => n + s.length, 0)).toBeGreaterThan(0);
-    expect(parsed.shards[0]!.groups[0]).toMatchObject({ group, pending: 0 });
-  });
+    expect(parsed.shards[0]!.groups[0]).toMatchObject({ group, pending: 0, lag: 0 });
+  }, 240_000); // five CLI processes: each takes many seconds to start on a loaded machine
 
   it('quote for an unknown symbol says so and exits 1', async () => {
     const r = await runCli(['quote', 'NOPE'], env);

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupWorker } from '../../consumers/worker.ts';
+import { streamsStatus } from '../../consumers/status.ts';
 import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters.ts';
 import { encodeFrame } from '../../shared/codec.ts';
 import type { Config } from '../../shared/config.ts';
@@ -175,9 +176,11 @@ describe('group worker (real Redis)', () => {
   });
 
   it('a slow flush keeps its entries: live consumers do not claim them meanwhile (heartbeat)', async () => {
-    const { config, redis, group } = setup(); // claimMinIdleMs 500
+    // The heartbeat refreshes every third of the min idle time: with 2 s, an event-loop stall of well over
+    // 330 ms (a loaded CI machine) still leaves a wide margin before others may claim.
+    const { config, redis, group } = setup({ consumer: { claimMinIdleMs: 2_000 } });
     const slow = new RecordingSink();
-    slow.delayMs = 1_500;
+    slow.delayMs = 3_000;
     const a = startWorker(config, group, slow);
     await a.worker.start();
     const ticks = await produceTicks(config, redis, 200);
@@ -217,15 +220,32 @@ describe('group worker (real Redis)', () => {
   it('keeps entries pending while the sink fails retriably, then delivers all of them', async () => {
     const { config, redis, group } = setup();
     const sink = new RecordingSink();
-    sink.failRetriable = 5;
+    sink.failRetriable = Number.MAX_SAFE_INTEGER; // until the test has seen the entries held
     const ticks = await produceTicks(config, redis, 300);
     const { worker } = startWorker(config, group, sink);
     await worker.start();
-    await waitUntil(() => worker.stats.retries >= 1, 'a retry');
+    await waitUntil(() => worker.stats.retries >= 3, 'retries');
     expect(await pendingTotal(redis, config, group)).toBeGreaterThan(0);
     expect(await redis.xlen(deadLetterKey(config.streams))).toBe(0);
+    sink.failRetriable = 0;
     await waitUntil(() => sink.stored.size === ticks.length, 'every tick stored after recovery');
     await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(worker.stats.deadLettered).toBe(0);
+  });
+
+  it('a store that keeps part of a batch and then fails: the batch is written again, each tick stored once', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    sink.partialThenFail = 37;
+    const ticks = await produceTicks(config, redis, 300);
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    await waitUntil(() => sink.stored.size === ticks.length, 'every tick stored');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(new Set(sink.stored.keys())).toEqual(new Set(ticks.map(tickKey)));
+    expect(sink.writes).toBe(ticks.length + 37); // the 37 kept before the failure were sent again
+    expect(worker.stats.retries).toBe(1);
+    expect(worker.stats.acked).toBe(worker.stats.entries);
     expect(worker.stats.deadLettered).toBe(0);
   });
 
@@ -294,8 +314,208 @@ describe('group worker (real Redis)', () => {
     await worker.start();
     const first = await produceTicks(config, redis, 100, { seed: 1 });
     await waitUntil(() => sink.stored.size === first.length, 'first batch');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'first batch acknowledged');
     for (const s of allStreamKeys(config.streams)) await redis.del(s); // what a restart without persistence does
     const second = await produceTicks(config, redis, 100, { seed: 2 });
     await waitUntil(() => sink.stored.size === first.length + second.length, 'ticks after the restart');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending after');
+    // The group was recreated on every shard, from id 0 (so ticks added before it came back are not skipped).
+    for (const s of allStreamKeys(config.streams)) {
+      const groups = (await redis.call('XINFO', 'GROUPS', s)) as unknown[][];
+      expect(groups.map((g) => g[1])).toEqual([group]);
+    }
+    expect(worker.stats.acked).toBe(worker.stats.entries);
+  });
+});
+
+describe('group worker housekeeping and shutdown (real Redis)', () => {
+  it('removes consumers idle past the threshold with nothing pending; keeps those holding entries', async () => {
+    const { config, redis, group } = setup({ consumer: { removeIdleMs: 300, claimMinIdleMs: 30_000 } });
+    const [stream] = allStreamKeys(config.streams);
+    await redis.call('XGROUP', 'CREATE', stream!, group, '0', 'MKSTREAM');
+    await redis.xadd(
+      stream!,
+      '*',
+      ...encodeFrame(new SyntheticMarket({ symbols: ['AAA'], seed: 4, source: 'src' }).next(1)),
+    );
+    // A dead consumer holding an entry, and one holding nothing (both gone without a word).
+    await redis.call('XREADGROUP', 'GROUP', group, 'dead-holding', 'COUNT', '1', 'STREAMS', stream!, '>');
+    await redis.call('XGROUP', 'CREATECONSUMER', stream!, group, 'dead-empty');
+    const names = async () =>
+      ((await redis.call('XINFO', 'CONSUMERS', stream!, group)) as unknown[][]).map((c) => String(c[1]));
+    expect((await names()).sort()).toEqual(['dead-empty', 'dead-holding']);
+
+    const status = await streamsStatus(redis, config.streams, 100);
+    const before = status.shards[0]!.groups.find((g) => g.group === group)!;
+    expect(before.consumers.map((c) => c.name).sort(), JSON.stringify(status)).toEqual([
+      'dead-empty',
+      'dead-holding',
+    ]);
+
+    const { worker, consumer } = startWorker(config, group, new RecordingSink());
+    await worker.start();
+    await waitUntil(async () => !(await names()).includes('dead-empty'), 'the idle empty consumer removed');
+    const now = await names();
+    expect(now).toContain('dead-holding');
+    expect(now).toContain(consumer);
+    const after = (await streamsStatus(redis, config.streams, 250)).shards[0]!.groups.find(
+      (g) => g.group === group,
+    )!;
+    expect(after.consumers.find((c) => c.name === 'dead-holding')).toMatchObject({ idle: true, pending: 1 });
+    expect(after.consumers.find((c) => c.name === consumer)).toMatchObject({ idle: false });
+  });
+
+  it('close() during a slow flush finishes that batch, acknowledges it once and leaves the group', async () => {
+    const { config, redis, group } = setup();
+    const sink = new RecordingSink();
+    sink.delayMs = 600;
+    const { worker, consumer } = startWorker(config, group, sink);
+    await worker.start();
+    const ticks = await produceTicks(config, redis, 500);
+    await waitUntil(() => sink.flushing, 'a flush in progress');
+    const storedAtClose = sink.stored.size;
+    await worker.close();
+    expect(sink.stored.size).toBeGreaterThan(storedAtClose);
+    expect(worker.pendingOnStop).toBe(0);
+    expect(await pendingTotal(redis, config, group)).toBe(0);
+    expect(worker.stats.acked).toBe(worker.stats.entries);
+    expect(sink.writes).toBe(sink.stored.size);
+    for (const stream of allStreamKeys(config.streams)) {
+      const names = ((await redis.call('XINFO', 'CONSUMERS', stream, group)) as unknown[][]).map((c) => c[1]);
+      expect(names).not.toContain(consumer);
+    }
+    expect(sink.stored.size).toBeLessThanOrEqual(ticks.length);
+  });
+
+  it('close() while the store keeps failing leaves the batch pending and says so (pendingOnStop)', async () => {
+    const { config, redis, group } = setup({ consumer: { shutdownTimeoutMs: 400 } });
+    const sink = new RecordingSink();
+    sink.failRetriable = Number.MAX_SAFE_INTEGER;
+    const { worker, consumer } = startWorker(config, group, sink);
+    await worker.start();
+    await produceTicks(config, redis, 200);
+    await waitUntil(() => worker.stats.retries >= 2, 'the store failing');
+    await worker.close();
+    expect(sink.closed).toBe(false); // its close() flush failed too: reported, not thrown
+    const held = await pendingTotal(redis, config, group);
+    expect(held).toBeGreaterThan(0);
+    expect(worker.pendingOnStop).toBe(held);
+    expect(sink.stored.size).toBe(0);
+    const names = (
+      (await redis.call('XINFO', 'CONSUMERS', allStreamKeys(config.streams)[0]!, group)) as unknown[][]
+    )
+      .concat(
+        (await redis.call('XINFO', 'CONSUMERS', allStreamKeys(config.streams)[1]!, group)) as unknown[][],
+      )
+      .map((c) => c[1]);
+    expect(names).toContain(consumer);
+  });
+});
+
+describe('group worker: claims, own pending entries, outages (real Redis)', () => {
+  it('while the store is down, a second consumer neither claims the entries nor raises their delivery count', async () => {
+    const { config, redis, group } = setup({
+      consumer: { claimMinIdleMs: 300, claimIntervalMs: 50, shutdownTimeoutMs: 400 },
+    });
+    const down = new RecordingSink();
+    down.failRetriable = Number.MAX_SAFE_INTEGER;
+    const a = startWorker(config, group, down);
+    await a.worker.start();
+    await produceTicks(config, redis, 200);
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) > 0, 'entries held');
+    const other = new RecordingSink();
+    const b = startWorker(config, group, other);
+    await b.worker.start();
+    // Let many claim rounds of the second consumer pass: five times the min idle time.
+    const since = Date.now();
+    await waitUntil(() => Date.now() - since > 1_500 && a.worker.stats.retries > 5, 'claim rounds');
+    expect(b.worker.stats.claimed).toBe(0);
+    expect(other.stored.size).toBe(0);
+    for (const s of allStreamKeys(config.streams)) {
+      const rows = (await redis.call('XPENDING', s, group, '-', '+', '1000')) as [
+        string,
+        string,
+        number,
+        number,
+      ][];
+      for (const [id, owner, , deliveries] of rows) {
+        expect(owner, id).toBe(a.consumer);
+        expect(deliveries, id).toBe(1);
+      }
+    }
+  });
+
+  it('a sink stuck for good releases its batch after ten min-idle periods (the heartbeat gives up)', async () => {
+    const { config, redis, group } = setup({ consumer: { claimMinIdleMs: 100, claimIntervalMs: 50 } });
+    const stuck = new RecordingSink();
+    stuck.hang = true;
+    const a = startWorker(config, group, stuck);
+    await a.worker.start();
+    const ticks = await produceTicks(config, redis, 100);
+    await waitUntil(
+      async () => (await pendingTotal(redis, config, group)) > 0,
+      'stuck consumer holds entries',
+    );
+    const heldSince = Date.now();
+    const live = new RecordingSink();
+    const b = startWorker(config, group, live);
+    await b.worker.start();
+    await waitUntil(() => live.stored.size === ticks.length, 'the live consumer took the batch over');
+    // Not before the heartbeat stopped: ten min-idle periods after the stuck batch was taken.
+    expect(Date.now() - heldSince).toBeGreaterThanOrEqual(10 * 100 - 200);
+    expect(b.worker.stats.claimed).toBeGreaterThan(0);
+    a.kill();
+  });
+
+  it('a restart under a fixed consumer name re-reads its own pending entries (a late or lost read reply)', async () => {
+    const { config, redis, group } = setup({ consumer: { claimMinIdleMs: 30_000 } });
+    const ticks = await produceTicks(config, redis, 300);
+    // A read whose reply never reached the process: the entries are pending on its name.
+    for (const s of allStreamKeys(config.streams)) {
+      await redis.call('XGROUP', 'CREATE', s, group, '0', 'MKSTREAM');
+      await redis.call('XREADGROUP', 'GROUP', group, 'fixed-name', 'COUNT', '1000', 'STREAMS', s, '>');
+    }
+    expect(await pendingTotal(redis, config, group)).toBeGreaterThan(0);
+    const sink = new RecordingSink();
+    const { worker } = startWorker(config, group, sink, 'fixed-name');
+    await worker.start();
+    await waitUntil(() => sink.stored.size === ticks.length, 'its own pending entries delivered');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(worker.stats.claimed).toBe(0); // re-read, not claimed (the min idle time is far away)
+  });
+
+  it("processes claims from XAUTOCLAIM's reply, skipping entries deleted meanwhile", async () => {
+    const { config, redis, group } = setup({ consumer: { claimMinIdleMs: 50, claimIntervalMs: 50 } });
+    const ticks = await produceTicks(config, redis, 300, { frameSize: 10 });
+    const deleted = new Set<string>();
+    for (const s of allStreamKeys(config.streams)) {
+      await redis.call('XGROUP', 'CREATE', s, group, '0', 'MKSTREAM');
+      const reply = (await redis.call(
+        'XREADGROUP',
+        'GROUP',
+        group,
+        'dead',
+        'COUNT',
+        '1000',
+        'STREAMS',
+        s,
+        '>',
+      )) as [string, [string, string[]][]][];
+      // Two entries of the dead consumer's batch are deleted before anyone acknowledges them (XDEL, a trim).
+      for (const [id, fields] of reply[0]![1].slice(0, 2)) {
+        await redis.xdel(s, id);
+        const rows = JSON.parse(fields[5]!) as unknown[][];
+        for (const r of rows) deleted.add(`${String(r[2])}|${String(r[3])}|${String(r[4])}`);
+      }
+    }
+    const sink = new RecordingSink();
+    const { worker } = startWorker(config, group, sink);
+    await worker.start();
+    const expected = ticks.filter((t) => !deleted.has(`${t.symbol}|${t.ts}|${t.seq}`));
+    await waitUntil(() => sink.stored.size === expected.length, 'every remaining tick stored');
+    await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
+    expect(worker.stats.claimed).toBe(worker.stats.entries);
+    expect(new Set(sink.stored.keys())).toEqual(new Set(expected.map(tickKey)));
+    expect(sink.writes).toBe(expected.length);
   });
 });
