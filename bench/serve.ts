@@ -171,6 +171,7 @@ export default async function serveBench(): Promise<BenchReport> {
         `autocannon ${CONNECTIONS} connections, ${LOAD_S} s per run, ${REPS} runs per variant, random symbol of ${SYMBOLS}`,
         'load generator, server (child process), Redis and PostgreSQL share 2 cores with other engineers: figures are noisy',
         'push: publisher, 1,000 ws clients and the server all on this machine; delivered < 1 means conflation dropped superseded updates',
+        'the baselines run on a bare Fastify app in the same child process; the L1 route runs in the full serve app (WebSocket, static, CORS-ready, schema validation and serialization), so framework cost per request differs between them',
       ],
     };
   } finally {
