@@ -13,6 +13,7 @@ import { quoteFromFields } from '../server/tiers/redis.ts';
  * loop): `tickstream serve` and, on a second port, the two baselines with the same Fastify stack:
  *   GET /naive/:symbol  cache-aside as the design documents draw it: one Redis read per request, no L1
  *   GET /pg/:symbol     straight from PostgreSQL (newest archived quote and trade), no cache
+ *   GET /cpu            this process's CPU time (process.cpuUsage)
  * Prints one JSON line with both URLs, then runs until SIGTERM.
  */
 const overrides = JSON.parse(process.argv[2] ?? '{}') as ConfigInput;
@@ -32,6 +33,8 @@ baseline.get<{ Params: { symbol: string } }>('/pg/:symbol', async (req, reply) =
   const q = (await pg.quotes([req.params.symbol])).get(req.params.symbol);
   return q === undefined ? reply.code(404).send({ error: 'unknown symbol' }) : q;
 });
+// CPU time this process spent, so the benchmark can report CPU per request, which a loaded machine skews less.
+baseline.get('/cpu', async () => process.cpuUsage());
 await baseline.listen({ host: '127.0.0.1', port: 0 });
 const addr = baseline.server.address();
 const port = typeof addr === 'object' && addr !== null ? addr.port : 0;

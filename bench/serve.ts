@@ -76,7 +76,13 @@ export default async function serveBench(): Promise<BenchReport> {
     const { url, baseline } = JSON.parse(line) as { url: string; baseline: string };
     await fetch(`${url}/v1/quotes?symbols=${symbols.join(',')}`); // L1 holds every symbol
 
-    const load = async (base: string, path: (s: string) => string) => {
+    const cpu = async () =>
+      (await (await fetch(`${baseline}/cpu`)).json()) as { user: number; system: number };
+    const cpuPerRequest = { l1: [] as number[], naive: [] as number[], pg: [] as number[] };
+    const load = async (base: string, path: (s: string) => string, cpuRuns: number[]) => {
+      // Let requests queued by the previous run (the PostgreSQL pool) finish first.
+      await new Promise((r) => setTimeout(r, 2000));
+      const before = await cpu();
       const r = await autocannon({
         url: base,
         connections: CONNECTIONS,
@@ -89,6 +95,8 @@ export default async function serveBench(): Promise<BenchReport> {
         ],
       });
       if (r.non2xx > 0 || r.errors > 0) throw new Error(`${base}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+      const after = await cpu();
+      cpuRuns.push((after.user - before.user + after.system - before.system) / Math.max(1, r.requests.total));
       return r;
     };
     const runs = {
@@ -97,9 +105,9 @@ export default async function serveBench(): Promise<BenchReport> {
       pg: [] as LoadResult[],
     };
     for (let rep = 0; rep < REPS; rep++) {
-      runs.l1.push(await load(url, (s) => `/v1/quotes/${s}`));
-      runs.naive.push(await load(baseline, (s) => `/naive/${s}`));
-      runs.pg.push(await load(baseline, (s) => `/pg/${s}`));
+      runs.l1.push(await load(url, (s) => `/v1/quotes/${s}`, cpuPerRequest.l1));
+      runs.naive.push(await load(baseline, (s) => `/naive/${s}`, cpuPerRequest.naive));
+      runs.pg.push(await load(baseline, (s) => `/pg/${s}`, cpuPerRequest.pg));
     }
 
     // Coalescing: 1,000 concurrent requests for a key L1 has never held.
@@ -134,6 +142,17 @@ export default async function serveBench(): Promise<BenchReport> {
         measurement('straight PostgreSQL: requests/s', 'req/s', rps(runs.pg)),
         measurement('straight PostgreSQL: p50', 'ms', p50(runs.pg)),
         measurement('straight PostgreSQL: p99', 'ms', p99(runs.pg)),
+        measurement('server CPU per request: L1', 'us', cpuPerRequest.l1),
+        measurement(
+          'server CPU per request: naive cache-aside (+ Redis server CPU, not counted)',
+          'us',
+          cpuPerRequest.naive,
+        ),
+        measurement(
+          'server CPU per request: straight PostgreSQL (+ PostgreSQL CPU, not counted)',
+          'us',
+          cpuPerRequest.pg,
+        ),
         measurement('1,000 concurrent cold requests: Redis reads', 'reads', reads),
         measurement('1,000 concurrent cold requests: coalesced waits', 'waits', coalesced),
         measurement(`push p50 (${WS_CLIENTS} clients, ${PUSH_RATE}/s)`, 'ms', [push.p50]),
@@ -144,6 +163,7 @@ export default async function serveBench(): Promise<BenchReport> {
       summary: {
         'L1 vs naive cache-aside': `${(l1 / median(rps(runs.naive))).toFixed(1)}x (target >= 3x)`,
         'L1 vs straight PostgreSQL': `${(l1 / median(rps(runs.pg))).toFixed(1)}x`,
+        'server CPU per request, naive / L1': `${(median(cpuPerRequest.naive) / median(cpuPerRequest.l1)).toFixed(2)}x`,
         'L1 target': '>= 20,000 req/s, p99 <= 5 ms',
         'push target': 'p99 <= 50 ms',
       },
@@ -151,6 +171,7 @@ export default async function serveBench(): Promise<BenchReport> {
         `autocannon ${CONNECTIONS} connections, ${LOAD_S} s per run, ${REPS} runs per variant, random symbol of ${SYMBOLS}`,
         'load generator, server (child process), Redis and PostgreSQL share 2 cores with other engineers: figures are noisy',
         'push: publisher, 1,000 ws clients and the server all on this machine; delivered < 1 means conflation dropped superseded updates',
+        'the baselines run on a bare Fastify app in the same child process; the L1 route runs in the full serve app (WebSocket, static, CORS-ready, schema validation and serialization), so framework cost per request differs between them',
       ],
     };
   } finally {

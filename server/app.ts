@@ -36,7 +36,5 @@ export async function buildApp(ctx: ServerContext): Promise<FastifyInstance> {
   await app.register(status, { prefix: '/v1/status' });
   await app.register(cache, { prefix: '/v1/cache' });
   await app.register(stream, { prefix: '/v1/stream' });
-  // Close stream clients with 1001 before the server stops accepting.
-  app.addHook('preClose', async () => ctx.hub.close());
   return app;
 }

@@ -13,7 +13,7 @@ import { Hub, topicKey } from './push/hub.ts';
 import { Subscriber } from './push/subscriber.ts';
 import { ReadModel } from './tiers/index.ts';
 import { MemoryTier } from './tiers/memory.ts';
-import { nsToIso, withTimeout } from './tiers/port.ts';
+import { withTimeout } from './tiers/port.ts';
 import { PostgresTier } from './tiers/postgres.ts';
 import { QuestDbTier } from './tiers/questdb.ts';
 import { RedisTier } from './tiers/redis.ts';
@@ -83,7 +83,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         const out: { topic: string; payload: string }[] = [];
         for (const [symbol, o] of await model.quotes(symbols)) {
           if (o.status !== 'ok') continue;
-          const data = { ...o.value, time: nsToIso(o.value.ts), stale: o.stale };
+          const data = { ...o.value, stale: o.stale };
           out.push({ topic: topicKey('quotes', symbol), payload: JSON.stringify({ type: 'quote', data }) });
         }
         return out;

@@ -57,6 +57,8 @@ const requests = counter('tickstream_api_cache_requests_total', 'L1 lookups by k
   'kind',
   'result',
 ]);
+/** Label lookups cost more than the hit they count: the hit counters are bound once. */
+const hits = new Map(KINDS.map((kind) => [kind, requests.labels({ kind, result: 'hit' })]));
 const evictions = counter('tickstream_api_cache_evictions_total', 'L1 entries evicted (LRU full)', ['kind']);
 const entries = gauge('tickstream_api_cache_entries', 'L1 entries held per kind', ['kind']);
 const tierReads = counter('tickstream_api_tier_reads_total', 'reads from a store tier, by outcome', [
@@ -115,6 +117,20 @@ export class MemoryTier {
   ): Promise<Map<string, Outcome<V>>> {
     const cache = this.cache(kind);
     const stats = this.kindStats.get(kind)!;
+    if (keys.length === 1) {
+      // The hot path (one key, in L1): no batch bookkeeping.
+      const e = cache.get(keys[0]!) as Entry<V> | undefined;
+      if (e !== undefined) {
+        stats.hits++;
+        hits.get(kind)!.inc();
+        return new Map([
+          [
+            keys[0]!,
+            { status: 'ok', value: e.value, stale: false, ageMs: this.now() - e.at, source: 'memory' },
+          ],
+        ]);
+      }
+    }
     const out = new Map<string, Outcome<V>>();
     const waits: Promise<unknown>[] = [];
     const todo: string[] = [];
@@ -122,7 +138,7 @@ export class MemoryTier {
       const e = cache.get(key) as Entry<V> | undefined;
       if (e !== undefined) {
         stats.hits++;
-        requests.inc({ kind, result: 'hit' });
+        hits.get(kind)!.inc();
         out.set(key, {
           status: 'ok',
           value: e.value,

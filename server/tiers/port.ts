@@ -64,6 +64,8 @@ export interface QuoteView {
   trade_venue: string | null;
   /** Exchange time (ns) of the newer of quote and trade. */
   ts: string;
+  /** `ts` as ISO 8601 with nanoseconds (computed once, when the value is read or pushed). */
+  time: string;
   /** Wall-clock ms of the last change (Redis server time; the exchange time for archive reads). */
   updated_at: number;
 }

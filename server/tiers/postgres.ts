@@ -69,6 +69,7 @@ export class PostgresTier {
         trade_ts: r.t_ts,
         trade_venue: r.t_venue,
         ts,
+        time: nsToIso(ts),
         updated_at: Number(BigInt(ts) / 1_000_000n),
       });
     }

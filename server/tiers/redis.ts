@@ -112,6 +112,7 @@ export function quoteFromFields(h: Fields): QuoteView | undefined {
     trade_ts: nsText(h.trade_ts),
     trade_venue: str(h.trade_venue),
     ts,
+    time: nsToIso(ts),
     updated_at: num(h.updated_at) ?? Number(BigInt(ts) / 1_000_000n),
   };
 }

@@ -7,7 +7,7 @@ import { Hub } from '../../server/push/hub.ts';
 import { Subscriber } from '../../server/push/subscriber.ts';
 import { ReadModel, type PostgresReads, type RedisReads } from '../../server/tiers/index.ts';
 import { MemoryTier } from '../../server/tiers/memory.ts';
-import type { BarView, Kind, Loader, QuoteView } from '../../server/tiers/port.ts';
+import { nsToIso, type BarView, type Kind, type Loader, type QuoteView } from '../../server/tiers/port.ts';
 import { decodeCursor, encodeCursor } from '../../server/tiers/postgres.ts';
 import { parseTime } from '../../server/params.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -46,6 +46,7 @@ function quote(symbol: string, ts: bigint, bid = 10): QuoteView {
     trade_ts: null,
     trade_venue: null,
     ts: ts.toString(),
+    time: nsToIso(ts),
     updated_at: Date.now(),
   };
 }

@@ -12,7 +12,14 @@ export async function externalPlugins(app: FastifyInstance): Promise<void> {
   if (origins.length > 0) {
     await app.register(cors, { origin: origins.includes('*') ? true : origins, methods: ['GET', 'POST'] });
   }
-  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  await app.register(websocket, {
+    options: { maxPayload: 64 * 1024 },
+    // On close, stream clients get 1001 "server shutting down" (the plugin's default closes them without a code).
+    preClose: function (done) {
+      app.ctx.hub.close();
+      this.websocketServer.close(() => done());
+    },
+  });
   if (webRoot !== undefined) {
     if (!existsSync(`${webRoot}/dist/app.js`))
       log.warn(

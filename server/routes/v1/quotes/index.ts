@@ -3,7 +3,7 @@ import { unavailable, unknownSymbol } from '../../../errors.ts';
 import { parseSymbols } from '../../../params.ts';
 import { SYMBOL_PATTERN } from '../../../schemas/common.ts';
 import { getQuote, getQuotes } from '../../../schemas/quotes.ts';
-import { nsToIso, type Outcome, type QuoteView } from '../../../tiers/port.ts';
+import type { Outcome, QuoteView } from '../../../tiers/port.ts';
 
 const SYMBOL = new RegExp(SYMBOL_PATTERN);
 
@@ -43,7 +43,6 @@ function quoteBody(o: Extract<Outcome<QuoteView>, { status: 'ok' }>) {
   const q = o.value;
   return {
     ...q,
-    time: nsToIso(q.ts),
     age_ms: Math.max(0, Date.now() - q.updated_at),
     stale: o.stale,
     source: o.source,
