@@ -217,6 +217,8 @@ export const ConfigSchema = z
         compressAfter: pgInterval.default('7 days'),
         /** Drop archived days older than this (a PostgreSQL interval), or "off" to keep everything. */
         retention: pgInterval.default('off'),
+        /** TimescaleDB: decompress the compressed chunks a batch writes into (the policy recompresses them). */
+        backfillDecompress: bool(false),
       })
       .strict()
       .prefault({}),
@@ -392,6 +394,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_PG_PARTITIONS_AHEAD: 'postgres.partitionsAhead',
   TICKSTREAM_PG_COMPRESS_AFTER: 'postgres.compressAfter',
   TICKSTREAM_PG_RETENTION: 'postgres.retention',
+  TICKSTREAM_PG_BACKFILL_DECOMPRESS: 'postgres.backfillDecompress',
   QDB_CLIENT_CONF: 'questdb.clientConf',
   QDB_HTTP_URL: 'questdb.httpUrl',
   TICKSTREAM_QDB_TABLE_PREFIX: 'questdb.tablePrefix',

@@ -258,11 +258,9 @@ export class QuestDbSink implements Sink {
     const log = this.log;
     const { sender, options } = await createIlpSender(this.clientConf, log);
     this.senderOptions = options;
-    if (options.protocol_version === '1' && this.timestampType === 'TIMESTAMP_NS') {
-      log.warn(
-        'ILP protocol version 1 stores microseconds even in TIMESTAMP_NS columns; use protocol_version=2',
-      );
-    }
+    // Every ILP version sends the designated timestamp in nanoseconds (`at(ts, 'ns')`), and the server stores
+    // all nine digits in a TIMESTAMP_NS column (QuestDB 9.1 over version 1: field-exact). What version 2 adds
+    // (binary doubles, arrays, nanosecond *non-designated* timestamp columns) this writer does not use.
     log.debug({ protocolVersion: options.protocol_version }, 'QuestDB client ready');
     return sender;
   }
