@@ -243,6 +243,11 @@ export const ConfigSchema = z
         requestTimeoutMs: int(100, 10_000),
         /** How long the hot writer keeps retrying its table setup while QuestDB is unreachable. */
         startTimeoutMs: int(0, 60_000),
+        /**
+         * How long one ILP flush may wait for QuestDB's answer before the batch is retried; the client's own
+         * request_timeout/retry_timeout in QDB_CLIENT_CONF win when set.
+         */
+        flushTimeoutMs: int(100, 5_000),
       })
       .strict()
       .prefault({}),
@@ -401,6 +406,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_QDB_TIMESTAMP: 'questdb.timestamp',
   TICKSTREAM_QDB_TIMEOUT_MS: 'questdb.requestTimeoutMs',
   TICKSTREAM_QDB_START_TIMEOUT_MS: 'questdb.startTimeoutMs',
+  TICKSTREAM_QDB_FLUSH_TIMEOUT_MS: 'questdb.flushTimeoutMs',
   KAFKA_BROKERS: 'kafka.brokers',
   KAFKA_CLIENT_ID: 'kafka.clientId',
   KAFKA_TOPICS: 'kafka.topics',
