@@ -120,6 +120,11 @@ function rowKey(r: IlpRow): string {
   return `${r.symbols.source}|${r.symbols.symbol}|${r.ts}|${r.fields.seq?.text.replace(/i$/, '')}`;
 }
 
+/** Identities of the rows the stand-in holds after DEDUP, both tables, duplicates included, sorted. */
+function storedKeys(s: QuestDbStandin, sink: QuestDbSink): string[] {
+  return [...s.storedRows(sink.tables.trades), ...s.storedRows(sink.tables.quotes)].map(rowKey).sort();
+}
+
 describe('QuestDB hot writer against the stand-in', () => {
   it('sends the exact ILP lines for a known batch in one request (protocol 1, nanosecond precision)', async () => {
     const s = await standin();
@@ -315,11 +320,73 @@ describe('QuestDB hot writer against the stand-in', () => {
 
     s.recover();
     await waitUntil(
-      async () => (await pendingTotal(open[0]!, config, group)) === 0 && s.rows.length >= ticks.length,
+      async () =>
+        (await pendingTotal(open[0]!, config, group)) === 0 && storedKeys(s, sink).length >= ticks.length,
       'all ticks to arrive',
     );
-    expect(s.rows).toHaveLength(ticks.length); // once each: no row of a failed request was kept
-    expect(new Set(s.rows.map(rowKey))).toEqual(new Set(ticks.map(tickKey)));
+    expect(storedKeys(s, sink)).toEqual(ticks.map(tickKey).sort()); // once each
+    expect(worker.stats.deadLettered).toBe(0);
+  });
+
+  it('under GroupWorker: requests stored but whose reply was lost (a 500, a dropped connection) are resent and stored once', async () => {
+    const s = await standin({ walLagMs: 50 });
+    const { config, sink } = setup(s);
+    const ticks = await produceTicks(config, redisFor(config), 400, {
+      symbols: ['AAA', 'BBB', 'CCC', 'DDD'],
+      seed: 9,
+      frameSize: 25,
+    });
+    s.loseReplies(2, 500);
+    const group = uniqueName('hot');
+    const worker = startWorker(config, sink, group);
+    await worker.start();
+    // The client itself resends a request answered 500 (within retry_timeout), the worker one that failed.
+    await waitUntil(() => s.writes.filter((w) => w.status === 500).length === 2, 'two replies lost');
+    s.loseReplies(1, 'drop');
+    await waitUntil(
+      async () =>
+        (await pendingTotal(open[0]!, config, group)) === 0 && storedKeys(s, sink).length === ticks.length,
+      'all ticks stored and acknowledged',
+    );
+    // The stand-in committed the lost requests' rows: the writer's resends met them, and only the table's
+    // DEDUP keys over the identity the writer sends (exact ts, source, symbol, seq) kept them single.
+    expect(s.rows.length).toBeGreaterThan(ticks.length);
+    expect(storedKeys(s, sink)).toEqual(ticks.map(tickKey).sort());
+    expect(worker.stats.deadLettered).toBe(0);
+  });
+
+  it('401, 429 and 503 keep the batch for a retry; a 413 (request too large) is split until it fits, nothing lost', async () => {
+    const s = await standin();
+    const { sink } = setup(s);
+    await sink.start();
+    for (const status of [401, 429, 503]) {
+      s.failWrites(status);
+      await sink.write(BATCH);
+      await expect(sink.flush(), String(status)).rejects.toMatchObject({ retriable: true });
+      s.recover();
+    }
+    await sink.write(BATCH);
+    await sink.flush();
+    expect(storedKeys(s, sink)).toEqual(BATCH.map(tickKey).sort());
+
+    const small = await standin({ maxRequestBytes: 1500 });
+    const { config, sink: split } = setup(small);
+    const ticks = await produceTicks(config, redisFor(config), 300, {
+      symbols: ['AAA', 'BBB'],
+      seed: 5,
+      frameSize: 25,
+    });
+    const group = uniqueName('hot');
+    const worker = startWorker(config, split, group);
+    await worker.start();
+    await waitUntil(
+      async () =>
+        (await pendingTotal(open[0]!, config, group)) === 0 &&
+        storedKeys(small, split).length === ticks.length,
+      'every tick stored in requests that fit',
+    );
+    expect(small.writes.some((w) => w.status === 413)).toBe(true);
+    expect(storedKeys(small, split)).toEqual(ticks.map(tickKey).sort());
     expect(worker.stats.deadLettered).toBe(0);
   });
 
@@ -371,9 +438,15 @@ describe('QuestDB hot writer against the stand-in', () => {
       async () => (await pendingTotal(open[0]!, config, group)) === 0 && worker.stats.ticks >= ticks.length,
       'the run to settle',
     );
-    const stored = new Set(s.rows.map(rowKey));
-    expect(stored.size).toBe(ticks.length - 1);
-    expect(stored.has(tickKey(bad))).toBe(false);
+    // QuestDB commits per table: the request with the bad row stored the other table's rows anyway, and the
+    // resends of the split batch met them; DEDUP kept every tick once.
+    expect(s.writes.some((w) => w.status === 400 && w.rows > 0)).toBe(true);
+    expect(storedKeys(s, sink)).toEqual(
+      ticks
+        .filter((t) => t !== bad)
+        .map(tickKey)
+        .sort(),
+    );
     const letters = await listDeadLetters(open[0]!, config.streams, { group });
     expect(letters).toHaveLength(1);
     expect(letters[0]!.kind).toBe('tick');
@@ -444,6 +517,12 @@ describe('tickstream sql and status against the QuestDB stand-in', () => {
     const { config, sink } = setup(s);
     await sink.start();
     s.suspend(sink.tables.quotes);
+    // Accepted by a suspended table (two sequencer transactions), never applied until it is resumed.
+    for (let i = 0; i < 2; i++) {
+      await sink.write(BATCH);
+      await sink.flush();
+    }
+    expect(s.storedRows(sink.tables.quotes)).toHaveLength(0);
     const deps = { config, redis: redisFor(config), log: silentLogger() };
     const rows = await section.collect(deps);
     expect(rows).toEqual([
