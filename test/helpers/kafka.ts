@@ -1,4 +1,11 @@
-import type { ITopicConfig, Message, Offsets, ProducerBatch, RecordMetadata } from 'kafkajs';
+import {
+  Partitioners,
+  type ITopicConfig,
+  type Message,
+  type Offsets,
+  type ProducerBatch,
+  type RecordMetadata,
+} from 'kafkajs';
 import type { KafkaAdminLike, KafkaProducerLike } from '../../consumers/sinks/kafka.ts';
 import type { IngestBatchPayload } from '../../producers/kafka.ts';
 
@@ -7,9 +14,22 @@ import type { IngestBatchPayload } from '../../producers/kafka.ts';
  * asked to do; real-broker behaviour is covered by test/int/kafka.int.test.ts when KAFKA_BROKERS is set.
  */
 
-/** A stand-in kafkajs producer: records sendBatch calls; `gate` holds sends until released; `failWith` fails the next sends. */
+/**
+ * A stand-in kafkajs producer: records sendBatch calls; `gate` holds sends until released; `failWith` fails
+ * the next sends. Like a cluster, it places each message in a partition (the message's own, or kafkajs'
+ * default partitioner over `partitions`: murmur2 of the key) and can fail *part* of a request: with
+ * `failPartitions`, the messages of the other partitions are written and acknowledged by their brokers,
+ * then the request fails, as a sendBatch spanning several partition leaders does when one of them is down.
+ */
 export class StandInProducer implements KafkaProducerLike {
   readonly batches: ProducerBatch[] = [];
+  /** Every message written, with its partition, in write order (partially failed requests included). */
+  readonly log: { partition: number; message: Message }[] = [];
+  /** Partitions of the topic, for messages without an explicit partition. */
+  partitions = 3;
+  /** Requests touching these partitions write the others' messages, then fail with `error` (`times` requests). */
+  failPartitions: { partitions: ReadonlySet<number>; error: unknown; times: number } | undefined;
+  private readonly partitioner = Partitioners.DefaultPartitioner();
   connected = false;
   disconnects = 0;
   inFlight = 0;
@@ -49,6 +69,18 @@ export class StandInProducer implements KafkaProducerLike {
       if (err !== undefined) throw err;
       const messages = batch.topicMessages?.flatMap((t) => t.messages) ?? [];
       if (this.refuse !== undefined && messages.some(this.refuse.when)) throw this.refuse.error;
+      const placed = messages.map((message) => ({ partition: this.partitionOf(message), message }));
+      const failing = this.failPartitions;
+      if (
+        failing !== undefined &&
+        failing.times > 0 &&
+        placed.some((p) => failing.partitions.has(p.partition))
+      ) {
+        failing.times--;
+        for (const p of placed) if (!failing.partitions.has(p.partition)) this.log.push(p);
+        throw failing.error;
+      }
+      this.log.push(...placed);
       this.batches.push(batch);
       return [];
     } finally {
@@ -56,9 +88,20 @@ export class StandInProducer implements KafkaProducerLike {
     }
   }
 
-  /** Every acknowledged message, in send order. */
+  /** Every message written, in write order, including those of partially failed requests. */
   messages(): Message[] {
-    return this.batches.flatMap((b) => b.topicMessages?.flatMap((t) => t.messages) ?? []);
+    return this.log.map((p) => p.message);
+  }
+
+  partitionOf(message: Message): number {
+    const partitionMetadata = Array.from({ length: this.partitions }, (_, partitionId) => ({
+      partitionId,
+      leader: 0,
+      replicas: [],
+      isr: [],
+      partitionErrorCode: 0,
+    }));
+    return this.partitioner({ topic: 'standin', partitionMetadata, message });
   }
 }
 
@@ -73,6 +116,20 @@ export class StandInAdmin implements KafkaAdminLike {
 
   async disconnect(): Promise<void> {
     this.connected = false;
+  }
+
+  /** Partitions of topics that exist already (created elsewhere), by name. */
+  readonly partitionsOf = new Map<string, number>();
+
+  async fetchTopicMetadata(options: { topics: string[] }): Promise<{ topics: { partitions: unknown[] }[] }> {
+    return {
+      topics: options.topics.map((topic) => ({
+        partitions: Array.from({
+          length:
+            this.partitionsOf.get(topic) ?? this.created.find((t) => t.topic === topic)?.numPartitions ?? 0,
+        }),
+      })),
+    };
   }
 
   async createTopics(options: { topics: ITopicConfig[] }): Promise<boolean> {
