@@ -213,6 +213,9 @@ export interface TestBroker {
   stop(): Promise<void>;
 }
 
+/** Why the real-broker tests were skipped (printed once), when testBroker() answered undefined. */
+export let brokerSkipReason = 'set KAFKA_BROKERS, or run where a Docker engine answers';
+
 /**
  * KAFKA_BROKERS when set; otherwise a Redpanda container through testcontainers when a Docker engine is
  * reachable (DOCKER_HOST or the default socket); otherwise undefined, and the real-broker tests are skipped.
@@ -231,7 +234,15 @@ export async function testBroker(): Promise<TestBroker | undefined> {
       srv.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
     });
   });
-  const { GenericContainer, Wait } = await import('testcontainers');
+  const { GenericContainer, Wait, getContainerRuntimeClient } = await import('testcontainers');
+  try {
+    // The socket may exist while the engine cannot be used (daemon stopped, no permission): skip, saying so.
+    await getContainerRuntimeClient();
+  } catch (err) {
+    brokerSkipReason = `KAFKA_BROKERS is not set and Docker cannot be used: ${err instanceof Error ? err.message : String(err)}`;
+    process.stderr.write(`kafka tests skipped: ${brokerSkipReason}\n`);
+    return undefined;
+  }
   const container = await new GenericContainer('docker.redpanda.com/redpandadata/redpanda:v24.2.7')
     .withExposedPorts({ container: 9092, host: port })
     .withCommand([

@@ -15,7 +15,7 @@ import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { finished, startCli } from '../helpers/cli.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
-import { testBroker, type TestBroker } from '../helpers/kafka.ts';
+import { brokerSkipReason, testBroker, type TestBroker } from '../helpers/kafka.ts';
 import { RecordingSink } from '../helpers/sinks.ts';
 
 /**
@@ -128,7 +128,7 @@ async function committedTotal(groupId: string, topic: string): Promise<number> {
 }
 
 describe.skipIf(broker === undefined)(
-  'Kafka bridge against a real broker (skipped: set KAFKA_BROKERS, or run where a Docker engine answers)',
+  `Kafka bridge against a real broker${broker === undefined ? ` (skipped: ${brokerSkipReason})` : ''}`,
   () => {
     beforeAll(async () => {
       kafka = createKafka(testConfig({ kafka: { brokers: broker!.brokers } }).kafka, log);
