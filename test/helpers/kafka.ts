@@ -163,6 +163,12 @@ export class StandInBatchPayload implements IngestBatchPayload {
   stale = false;
   /** Called after each commit, e.g. to stop the consumer mid-batch. */
   onCommit: ((payload: StandInBatchPayload) => void) | undefined;
+  /**
+   * Errors the next heartbeats / commits throw, one each, as the group coordinator answers during a
+   * rebalance (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID): see `revoke`.
+   */
+  heartbeatErrors: unknown[] = [];
+  commitErrors: unknown[] = [];
 
   constructor(topic: string, partition: number, messages: StandInMessage[]) {
     this.batch = { topic, partition, messages };
@@ -174,11 +180,35 @@ export class StandInBatchPayload implements IngestBatchPayload {
 
   async heartbeat(): Promise<void> {
     this.heartbeats++;
+    const err = this.heartbeatErrors.shift();
+    if (err !== undefined) throw err;
   }
 
   async commitOffsetsIfNecessary(offsets?: Offsets): Promise<void> {
+    const err = this.commitErrors.shift();
+    if (err !== undefined) throw err;
     if (offsets !== undefined) this.commits.push(offsets);
     this.onCommit?.(this);
+  }
+
+  /**
+   * The partition is taken away mid-batch: the batch goes stale and the coordinator answers the next
+   * heartbeat and commit with `error`. Its new owner reads again from `committed()` (see `rest`).
+   */
+  revoke(error: unknown): void {
+    this.stale = true;
+    this.heartbeatErrors.push(error);
+    this.commitErrors.push(error);
+  }
+
+  /** What the partition's next owner fetches: the messages from the last committed offset on. */
+  rest(): StandInBatchPayload {
+    const from = BigInt(this.committed() ?? this.batch.messages[0]?.offset ?? '0');
+    return new StandInBatchPayload(
+      this.batch.topic,
+      this.batch.partition,
+      this.batch.messages.filter((m) => BigInt(m.offset) >= from),
+    );
   }
 
   isRunning(): boolean {
@@ -272,7 +302,11 @@ type Listener = (event: { payload: never }) => void;
 
 /** A stand-in kafkajs consumer: records how it was configured and lets a test deliver batches and crashes. */
 export class StandInConsumer {
-  readonly events = { CRASH: 'consumer.crash', GROUP_JOIN: 'consumer.group_join' } as const;
+  readonly events = {
+    CRASH: 'consumer.crash',
+    GROUP_JOIN: 'consumer.group_join',
+    REBALANCING: 'consumer.rebalancing',
+  } as const;
   config: Record<string, unknown> | undefined;
   runConfig: Record<string, unknown> | undefined;
   subscribed: unknown;
