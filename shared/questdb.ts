@@ -441,10 +441,12 @@ export async function createIlpSender(
   if (options.auto_flush !== false) options.auto_flush = false;
   if (timeouts.flushTimeoutMs !== undefined) {
     // The client's defaults (10 s per request plus 10 s of retries) made an outage take 21 s per attempt to
-    // notice. One short attempt per flush instead: the worker retries, after probing /ping.
+    // notice. A short request and a short retry window instead: the worker retries, after probing /ping.
+    // Not retry_timeout=0: with it, client 4.2 never got a request through again after an outage.
     const given = parseClientConf(clientConf).params;
     if (!given.has('request_timeout')) options.request_timeout = timeouts.flushTimeoutMs;
-    if (!given.has('retry_timeout')) options.retry_timeout = 0;
+    if (!given.has('retry_timeout'))
+      options.retry_timeout = Math.max(100, Math.min(1000, Math.floor(timeouts.flushTimeoutMs / 5)));
   }
   return { sender: new Sender(options), options };
 }

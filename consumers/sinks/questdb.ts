@@ -224,13 +224,17 @@ export class QuestDbSink implements Sink {
     } catch (err) {
       this.stats.failedFlushes++;
       this.discard();
-      if (isRetriable(err)) this.unhealthy = true;
+      if (isRetriable(err)) {
+        this.unhealthy = true;
+        this.renewSender(sender);
+      }
       if (err instanceof QuestDbError || err instanceof SinkError) throw err;
       const c = classifyIlpError(err);
       if (c.retriable && c.status !== undefined && c.status < 500) this.tablesReady = false;
       const status = c.status === undefined ? '' : ` (HTTP ${c.status})`;
       if (c.retriable) {
         this.unhealthy = true;
+        this.renewSender(sender);
         throw new SinkError(`QuestDB unavailable${status}`, { retriable: true, cause: err });
       }
       // Not retriable: the worker dead-letters with the message alone, so the server's reason is in it.
@@ -255,6 +259,18 @@ export class QuestDbSink implements Sink {
       }
       throw err;
     }
+  }
+
+  /**
+   * After a failure that was not the data's, a fresh client: the failed one's HTTP connection pool can stay
+   * stuck on the dead connection (requests time out even once QuestDB is back).
+   */
+  private renewSender(failed: Sender): void {
+    const options = this.senderOptions;
+    if (this.sender !== failed || options === undefined) return;
+    this.sender = new Sender(options);
+    failed.reset();
+    failed.close().catch((err: unknown) => this.log.debug({ err }, 'closing a failed QuestDB client'));
   }
 
   /** Forget everything staged: the worker writes the whole batch again after any failure. */

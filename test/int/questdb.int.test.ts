@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { STATUS_SECTIONS } from '../../cli/commands/status.ts';
 import { listDeadLetters } from '../../consumers/deadletters.ts';
 import { QuestDbSink } from '../../consumers/sinks/questdb.ts';
+import { createIlpSender } from '../../shared/questdb.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -298,6 +299,51 @@ describe('QuestDB hot writer against the stand-in', () => {
     await sink.write(BATCH);
     await sink.flush();
     expect(s.rows).toHaveLength(3);
+  });
+
+  it('flush timeout: the client gets TICKSTREAM_QDB_FLUSH_TIMEOUT_MS and a short retry window, unless the string sets them', async () => {
+    const s = await standin();
+    const mine = await createIlpSender(s.clientConf(), silentLogger(), { flushTimeoutMs: 1234 });
+    expect(mine.options).toMatchObject({ request_timeout: 1234, retry_timeout: 246, auto_flush: false });
+    const theirs = await createIlpSender(
+      s.clientConf('request_timeout=7000;retry_timeout=300;'),
+      silentLogger(),
+      {
+        flushTimeoutMs: 1234,
+      },
+    );
+    expect(theirs.options).toMatchObject({ request_timeout: 7000, retry_timeout: 300 });
+    await mine.sender.close();
+    await theirs.sender.close();
+  });
+
+  it('after an outage, /ping is probed before the batch is sent again; the error does not repeat its cause', async () => {
+    const s = await standin();
+    const { sink } = setup(s, ''); // the defaults from TICKSTREAM_QDB_FLUSH_TIMEOUT_MS
+    await sink.start();
+    await s.pause();
+    await sink.write(BATCH);
+    const down = (await sink.flush().catch((e: unknown) => e)) as Error;
+    expect(down).toMatchObject({ name: 'SinkError', retriable: true });
+    expect(down.cause).toBeInstanceOf(Error);
+    expect(down.message).not.toContain((down.cause as Error).message);
+
+    // Still down: the probe answers for the batch, which is not sent at all.
+    const before = s.writeRequests;
+    await sink.write(BATCH);
+    await expect(sink.flush()).rejects.toThrow(/ping does not answer/);
+    expect(sink.stats.probesFailed).toBe(1);
+    await s.resume();
+    expect(s.writeRequests).toBe(before);
+    // Back: the worker's next retries get the batch through (the client may need one more attempt).
+    await waitUntil(async () => {
+      await sink.write(BATCH);
+      return sink.flush().then(
+        () => true,
+        () => false,
+      );
+    }, 'a flush to go through once QuestDB is back');
+    expect(storedKeys(s, sink)).toEqual(BATCH.map(tickKey).sort());
   });
 
   it('under GroupWorker: nothing is acked while the stand-in answers 5xx; everything arrives once after it recovers', async () => {
