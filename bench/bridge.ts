@@ -31,6 +31,10 @@ const TICKS = 100_000;
 const BROKER_TICKS = 100_000;
 const KAFKA_BATCH = 5_000; // about what one kafkajs fetch of 1 MiB per partition holds
 const REPS = 3;
+/** Runs of each real-broker measurement: medians of five, with min and max, since one run can flip a verdict. */
+const BROKER_REPS = 5;
+/** The worker's default read (64 entries of 256-tick frames): what one mirror flush carries. */
+const MIRROR_BATCH = 16_384;
 
 export default async function bridgeBench(): Promise<BenchReport> {
   const base = loadConfig({ overrides: { log: { level: 'silent' } } });
@@ -247,8 +251,9 @@ async function brokerBench(
   const mirror: number[] = [];
   const consumeAlone: number[] = [];
   const ingest: number[] = [];
+  const sinkOnly: number[] = [];
   try {
-    for (let rep = 0; rep < 2; rep++) {
+    for (let rep = 0; rep < BROKER_REPS; rep++) {
       // Redis → Kafka
       const aloneTopic = fresh('alone');
       topics.push(aloneTopic);
@@ -268,6 +273,11 @@ async function brokerBench(
       await publisher.flush();
       mirror.push(await mirrorRun(config, ticks.length));
       await deleteByPrefix(redis, config.streams.prefix);
+
+      // The sink alone on the same batches, without Redis: what the worker's read → flush → XACK cycle costs.
+      const sinkTopic = fresh('sink');
+      topics.push(sinkTopic);
+      sinkOnly.push(await sinkOnlyRun(withPrefix(base, 'bench:unused', { mirrorTopic: sinkTopic }), ticks));
 
       // Kafka → Redis, both reading the topic kafkajs alone just filled
       const aloneGroup = fresh('count');
@@ -293,16 +303,29 @@ async function brokerBench(
   const mProduce = measurement('baseline: kafkajs alone producing the same messages', 'msgs/s', produceAlone);
   const mIngest = measurement('Kafka → Redis bridge (decode, XADD, commit)', 'ticks/s', ingest);
   const mConsume = measurement('baseline: kafkajs alone consuming the same messages', 'msgs/s', consumeAlone);
+  const mSinkOnly = measurement(
+    `Kafka sink alone, ${MIRROR_BATCH}-tick flushes, no Redis (where the mirror's time goes)`,
+    'ticks/s',
+    sinkOnly,
+  );
   const r1 = mMirror.value / mProduce.value;
   const r2 = mIngest.value / mConsume.value;
+  const spread = (m: Measurement) =>
+    `median ${Math.round(m.value)}, min ${Math.round(Math.min(...m.runs))}, max ${Math.round(Math.max(...m.runs))}`;
   return {
-    measurements: [mMirror, mProduce, mIngest, mConsume],
+    measurements: [mMirror, mSinkOnly, mProduce, mIngest, mConsume],
     summary: {
       'Redis → Kafka / kafkajs alone': `${pct(r1)} (target >= 70%) ${r1 >= 0.7 ? 'ok' : 'MISSED'}`,
       'Kafka → Redis / kafkajs alone': `${pct(r2)} (target >= 70%) ${r2 >= 0.7 ? 'ok' : 'MISSED'}`,
+      'Redis → Kafka: sink alone / kafkajs alone': pct(mSinkOnly.value / mProduce.value),
+      'Redis → Kafka bridge runs': spread(mMirror),
+      'kafkajs producing runs': spread(mProduce),
+      'Kafka → Redis bridge runs': spread(mIngest),
+      'kafkajs consuming runs': spread(mConsume),
     },
     notes: [
-      `real broker ${base.kafka.brokers.join(',')}: ${BROKER_TICKS} messages, ${base.kafka.partitions} partitions, 2 runs each`,
+      `real broker ${base.kafka.brokers.join(',')}: ${BROKER_TICKS} messages, ${base.kafka.partitions} partitions, ${BROKER_REPS} runs each (medians)`,
+      'if "sink alone" is near kafkajs alone and the bridge is not, the gap is the worker cycle (XREADGROUP, flush barrier, XACK); if "sink alone" is low too, it is the per-flush barrier of the lanes',
       'consume rates count from the first fetched batch to the last message, so the group join is left out of both',
     ],
   };
@@ -362,6 +385,21 @@ async function mirrorRun(config: Config, count: number): Promise<number> {
     await worker.close();
     await closeRedis(blocking);
     await closeRedis(redis);
+  }
+}
+
+async function sinkOnlyRun(config: Config, ticks: readonly Tick[]): Promise<number> {
+  const sink = createKafkaSink(config.kafka, silentLogger());
+  try {
+    await sink.start();
+    const t0 = performance.now();
+    for (let i = 0; i < ticks.length; i += MIRROR_BATCH) {
+      await sink.write(ticks.slice(i, i + MIRROR_BATCH));
+      await sink.flush();
+    }
+    return ticks.length / ((performance.now() - t0) / 1000);
+  } finally {
+    await sink.close();
   }
 }
 

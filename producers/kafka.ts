@@ -288,8 +288,15 @@ export interface KafkaIngestOptions {
  */
 export class KafkaIngest {
   readonly processor: KafkaBatchProcessor;
-  /** Partitions assigned at the last group join, by topic. */
+  /**
+   * Partitions assigned at the last group join, by topic; emptied as soon as a rebalance starts, so that it
+   * never shows a previous generation's partitions while the group is being re-formed.
+   */
   assignment: Record<string, number[]> = {};
+  /** Group joins of this member so far: a new value means a new generation of the group. */
+  generation = 0;
+  /** Between the start of a rebalance and the join that ends it. */
+  rebalancing = false;
   private readonly o: KafkaIngestOptions;
   private readonly consumer: Consumer;
   private readonly log: Logger;
@@ -338,9 +345,19 @@ export class KafkaIngest {
         }),
       );
     });
+    this.consumer.on(this.consumer.events.REBALANCING, () => {
+      this.rebalancing = true;
+      this.assignment = {};
+      this.log.info('the consumer group is rebalancing');
+    });
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
       this.assignment = payload.memberAssignment;
-      this.log.info({ assignment: payload.memberAssignment }, 'joined the consumer group');
+      this.generation++;
+      this.rebalancing = false;
+      this.log.info(
+        { assignment: payload.memberAssignment, generation: this.generation },
+        'joined the consumer group',
+      );
     });
   }
 

@@ -276,6 +276,8 @@ export const ConfigSchema = z
         archiveDaysBack: int(0, 1096),
         /** ... and up to this many days after today; ticks beyond are dead-lettered. */
         archiveDaysAhead: int(0, 1),
+        /** TimescaleDB: decompress the compressed chunks a batch writes into (the policy recompresses them). */
+        backfillDecompress: bool(false),
       })
       .strict()
       .prefault({}),
@@ -300,6 +302,11 @@ export const ConfigSchema = z
         requestTimeoutMs: int(100, 10_000),
         /** How long the hot writer keeps retrying its table setup while QuestDB is unreachable. */
         startTimeoutMs: int(0, 60_000),
+        /**
+         * How long one ILP flush may wait for QuestDB's answer before the batch is retried; the client's own
+         * request_timeout/retry_timeout in QDB_CLIENT_CONF win when set.
+         */
+        flushTimeoutMs: int(100, 5_000),
       })
       .strict()
       .prefault({}),
@@ -542,12 +549,14 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_PG_RETENTION: 'postgres.retention',
   TICKSTREAM_ARCHIVE_DAYS_BACK: 'postgres.archiveDaysBack',
   TICKSTREAM_ARCHIVE_DAYS_AHEAD: 'postgres.archiveDaysAhead',
+  TICKSTREAM_PG_BACKFILL_DECOMPRESS: 'postgres.backfillDecompress',
   QDB_CLIENT_CONF: 'questdb.clientConf',
   QDB_HTTP_URL: 'questdb.httpUrl',
   TICKSTREAM_QDB_TABLE_PREFIX: 'questdb.tablePrefix',
   TICKSTREAM_QDB_TIMESTAMP: 'questdb.timestamp',
   TICKSTREAM_QDB_TIMEOUT_MS: 'questdb.requestTimeoutMs',
   TICKSTREAM_QDB_START_TIMEOUT_MS: 'questdb.startTimeoutMs',
+  TICKSTREAM_QDB_FLUSH_TIMEOUT_MS: 'questdb.flushTimeoutMs',
   KAFKA_BROKERS: 'kafka.brokers',
   KAFKA_CLIENT_ID: 'kafka.clientId',
   KAFKA_TOPICS: 'kafka.topics',

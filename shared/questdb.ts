@@ -191,6 +191,20 @@ export class QuestDbHttp {
     return { columns, dataset, count, raw: body };
   }
 
+  /** GET /ping: true when QuestDB's HTTP server answers with a 2xx within `timeoutMs`. */
+  async ping(timeoutMs: number): Promise<boolean> {
+    try {
+      const response = await fetch(`${this.endpoint.url}/ping`, {
+        headers: this.endpoint.headers,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      await response.arrayBuffer();
+      return response.ok;
+    } catch {
+      return false;
+    }
+  }
+
   /** Rows as objects keyed by column name. */
   async rows(sql: string, options: { limit?: number } = {}): Promise<Record<string, unknown>[]> {
     return rowsOf(await this.exec(sql, options));
@@ -399,7 +413,11 @@ export interface IlpSender {
  * writer decides itself when a request goes out (one per batch), so no rows leave before it says so.
  * Over HTTP this asks the server (/settings) which ILP versions it speaks: retriable when it cannot.
  */
-export async function createIlpSender(clientConf: string, log: Logger): Promise<IlpSender> {
+export async function createIlpSender(
+  clientConf: string,
+  log: Logger,
+  timeouts: { flushTimeoutMs?: number } = {},
+): Promise<IlpSender> {
   let options: SenderOptions;
   try {
     options = new SenderOptions(clientConf, {
@@ -410,14 +428,26 @@ export async function createIlpSender(clientConf: string, log: Logger): Promise<
       },
     });
   } catch (err) {
-    throw new ConfigError(`QDB_CLIENT_CONF: ${errorMessage(err)}`, err);
+    throw new ConfigError('QDB_CLIENT_CONF is not a valid QuestDB client configuration', err);
   }
   try {
     await SenderOptions.resolveAuto(options);
   } catch (err) {
-    throw new SinkError(`QuestDB unavailable: ${errorMessage(err)}`, { retriable: true, cause: err });
+    throw new SinkError('QuestDB unavailable (asking /settings for its ILP versions)', {
+      retriable: true,
+      cause: err,
+    });
   }
   if (options.auto_flush !== false) options.auto_flush = false;
+  if (timeouts.flushTimeoutMs !== undefined) {
+    // The client's defaults (10 s per request plus 10 s of retries) made an outage take 21 s per attempt to
+    // notice. A short request and a short retry window instead: the worker retries, after probing /ping.
+    // Not retry_timeout=0: with it, client 4.2 never got a request through again after an outage.
+    const given = parseClientConf(clientConf).params;
+    if (!given.has('request_timeout')) options.request_timeout = timeouts.flushTimeoutMs;
+    if (!given.has('retry_timeout'))
+      options.retry_timeout = Math.max(100, Math.min(1000, Math.floor(timeouts.flushTimeoutMs / 5)));
+  }
   return { sender: new Sender(options), options };
 }
 

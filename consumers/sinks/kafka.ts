@@ -1,4 +1,11 @@
-import type { ITopicConfig, Message, ProducerBatch, RecordMetadata } from 'kafkajs';
+import {
+  Partitioners,
+  type ITopicConfig,
+  type Message,
+  type PartitionMetadata,
+  type ProducerBatch,
+  type RecordMetadata,
+} from 'kafkajs';
 import { SinkError } from '../../shared/errors.ts';
 import { encodeKafkaValue } from '../../shared/kafka-codec.ts';
 import {
@@ -9,8 +16,7 @@ import {
 } from '../../shared/kafka.ts';
 import { backoffMs, once, sleep } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
-import type { Tick } from '../../shared/model.ts';
-import { shardOf } from '../../shared/streams.ts';
+import { tickKey, type Tick } from '../../shared/model.ts';
 import type { Sink } from '../sink.ts';
 
 /** Attempts inside one flush for retriable send failures, before the worker retries the whole batch. */
@@ -24,8 +30,11 @@ export const FLUSH_ATTEMPTS = 3;
  *   group worker's XACK follows the broker's acknowledgement. The producer is idempotent: its own retries of
  *   a request are not duplicated by the broker.
  * - Sends are batched (`sendBatchSize` messages per request) with at most `maxInFlight` requests in flight.
- *   Symbols are spread over that many lanes and each lane sends in order, so concurrent requests never carry
- *   the same symbol and cannot reorder it.
+ *   The sink computes each message's partition itself (kafkajs' default partitioner: murmur2 of the key over
+ *   the topic's partitions) and every request carries one partition only: a produce request to one
+ *   partition is acknowledged or refused as a whole, so a failed request never leaves part of itself written
+ *   for a retry to duplicate. Partitions are spread over that many lanes and each lane sends in order, so
+ *   concurrent requests never carry the same symbol and cannot reorder it.
  * - Kafka is not an idempotent store: a batch redelivered after a crash between the acknowledgement and the
  *   XACK is produced twice. Readers of the topic dedupe by tick identity (source, symbol, ts, seq), as the
  *   Kafka → Redis bridge and every tickstream sink do.
@@ -47,6 +56,7 @@ export interface KafkaAdminLike {
   connect(): Promise<void>;
   disconnect(): Promise<void>;
   createTopics(options: { topics: ITopicConfig[]; waitForLeaders?: boolean }): Promise<boolean>;
+  fetchTopicMetadata(options: { topics: string[] }): Promise<{ topics: { partitions: unknown[] }[] }>;
 }
 
 export interface KafkaSinkOptions {
@@ -72,11 +82,33 @@ export class KafkaSink implements Sink {
   readonly stats: KafkaSinkStats = { messages: 0, requests: 0, flushes: 0 };
   private readonly o: KafkaSinkOptions;
   private staged: Message[] = [];
-  private stagedSymbols: string[] = [];
+  private stagedKeys: string[] = [];
+  /**
+   * Ticks Kafka acknowledged during a flush that failed as a whole: the worker writes the same batch again,
+   * and these are left out of it, so that a partial failure does not put them in the topic twice.
+   */
+  private acknowledged = new Set<string>();
   private started = false;
+  /** The topic's partition count: from the broker when an admin client is given, else `partitions`. */
+  private partitionCount: number;
+  private readonly partitioner = Partitioners.DefaultPartitioner();
+  private partitionMetadata: PartitionMetadata[] = [];
 
   constructor(options: KafkaSinkOptions) {
     this.o = options;
+    this.partitionCount = options.partitions;
+    this.setPartitions(options.partitions);
+  }
+
+  private setPartitions(n: number): void {
+    this.partitionCount = n;
+    this.partitionMetadata = Array.from({ length: n }, (_, partitionId) => ({
+      partitionId,
+      leader: 0,
+      replicas: [],
+      isr: [],
+      partitionErrorCode: 0,
+    }));
   }
 
   async start(): Promise<void> {
@@ -90,6 +122,10 @@ export class KafkaSink implements Sink {
           waitForLeaders: true,
         });
         if (created) this.o.log.info({ topic, partitions }, 'created the Kafka topic');
+        // An existing topic may have another partition count than configured: partition as the broker has it.
+        const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+        const n = meta.topics[0]?.partitions.length ?? 0;
+        if (n > 0) this.setPartitions(n);
       } catch (err) {
         throw new SinkError(`cannot create Kafka topic "${topic}": ${describeKafkaError(err)}`, {
           retriable: true,
@@ -105,21 +141,46 @@ export class KafkaSink implements Sink {
 
   async write(ticks: readonly Tick[]): Promise<void> {
     for (const t of ticks) {
-      this.staged.push({ key: t.symbol, value: encodeKafkaValue(t) });
-      this.stagedSymbols.push(t.symbol);
+      const key = tickKey(t);
+      if (this.acknowledged.has(key)) continue;
+      this.stagedKeys.push(key);
+      const message: Message = { key: t.symbol, value: encodeKafkaValue(t) };
+      message.partition = this.partitioner({
+        topic: this.o.topic,
+        partitionMetadata: this.partitionMetadata,
+        message,
+      });
+      this.staged.push(message);
     }
   }
 
   async flush(): Promise<void> {
     const messages = this.staged;
-    const symbols = this.stagedSymbols;
+    const keys = this.stagedKeys;
     this.staged = [];
-    this.stagedSymbols = [];
-    if (messages.length === 0) return;
+    this.stagedKeys = [];
+    if (messages.length === 0) {
+      this.acknowledged.clear();
+      return;
+    }
+    const keyOf = new Map<Message, string>(messages.map((m, i) => [m, keys[i]!]));
     const { sendBatchSize, maxInFlight } = this.o;
-    const laneCount = Math.max(1, Math.min(maxInFlight, Math.ceil(messages.length / sendBatchSize)));
-    const lanes: Message[][] = Array.from({ length: laneCount }, () => []);
-    for (let i = 0; i < messages.length; i++) lanes[shardOf(symbols[i]!, laneCount)]!.push(messages[i]!);
+    const laneCount = Math.max(
+      1,
+      Math.min(maxInFlight, this.partitionCount, Math.ceil(messages.length / sendBatchSize)),
+    );
+    // A lane is a list of one-partition requests; a partition belongs to one lane (its order is kept).
+    const byPartition = new Map<number, Message[]>();
+    for (const m of messages) {
+      const list = byPartition.get(m.partition!);
+      if (list === undefined) byPartition.set(m.partition!, [m]);
+      else list.push(m);
+    }
+    const lanes: Message[][][] = Array.from({ length: laneCount }, () => []);
+    for (const [partition, list] of byPartition) {
+      const lane = lanes[partition % laneCount]!;
+      for (let i = 0; i < list.length; i += sendBatchSize) lane.push(list.slice(i, i + sendBatchSize));
+    }
     // Progress per lane survives a failed attempt: a retry inside this flush resumes each lane where it
     // stopped, so lanes Kafka already acknowledged are not produced again (only a retry of the whole batch by
     // the worker, after the last attempt here, resends them).
@@ -137,19 +198,25 @@ export class KafkaSink implements Sink {
       }
       const cause = fault ?? causes[0];
       const c = classifyKafkaError(cause);
+      this.acknowledged.clear();
+      lanes.forEach((lane, i) => {
+        for (const chunk of lane.slice(0, sent[i]!))
+          for (const m of chunk) this.acknowledged.add(keyOf.get(m)!);
+      });
       throw new SinkError(
         `Kafka send failed (${failures.length}/${lanes.length} lanes): ${describeKafkaError(cause)}`,
         { retriable: c.retriable, cause },
       );
     }
+    this.acknowledged.clear();
     this.stats.flushes++;
   }
 
-  private async sendLane(lane: Message[], sent: number[], index: number): Promise<void> {
-    for (let i = sent[index]!; i < lane.length; i += this.o.sendBatchSize) {
-      const messages = lane.slice(i, i + this.o.sendBatchSize);
+  private async sendLane(lane: Message[][], sent: number[], index: number): Promise<void> {
+    for (let i = sent[index]!; i < lane.length; i++) {
+      const messages = lane[i]!;
       await this.o.producer.sendBatch({ acks: -1, topicMessages: [{ topic: this.o.topic, messages }] });
-      sent[index] = i + messages.length;
+      sent[index] = i + 1;
       this.stats.requests++;
       this.stats.messages += messages.length;
     }

@@ -1,4 +1,11 @@
-import type { ITopicConfig, Message, Offsets, ProducerBatch, RecordMetadata } from 'kafkajs';
+import {
+  Partitioners,
+  type ITopicConfig,
+  type Message,
+  type Offsets,
+  type ProducerBatch,
+  type RecordMetadata,
+} from 'kafkajs';
 import type { KafkaAdminLike, KafkaProducerLike } from '../../consumers/sinks/kafka.ts';
 import type { IngestBatchPayload } from '../../producers/kafka.ts';
 
@@ -7,9 +14,22 @@ import type { IngestBatchPayload } from '../../producers/kafka.ts';
  * asked to do; real-broker behaviour is covered by test/int/kafka.int.test.ts when KAFKA_BROKERS is set.
  */
 
-/** A stand-in kafkajs producer: records sendBatch calls; `gate` holds sends until released; `failWith` fails the next sends. */
+/**
+ * A stand-in kafkajs producer: records sendBatch calls; `gate` holds sends until released; `failWith` fails
+ * the next sends. Like a cluster, it places each message in a partition (the message's own, or kafkajs'
+ * default partitioner over `partitions`: murmur2 of the key) and can fail *part* of a request: with
+ * `failPartitions`, the messages of the other partitions are written and acknowledged by their brokers,
+ * then the request fails, as a sendBatch spanning several partition leaders does when one of them is down.
+ */
 export class StandInProducer implements KafkaProducerLike {
   readonly batches: ProducerBatch[] = [];
+  /** Every message written, with its partition, in write order (partially failed requests included). */
+  readonly log: { partition: number; message: Message }[] = [];
+  /** Partitions of the topic, for messages without an explicit partition. */
+  partitions = 3;
+  /** Requests touching these partitions write the others' messages, then fail with `error` (`times` requests). */
+  failPartitions: { partitions: ReadonlySet<number>; error: unknown; times: number } | undefined;
+  private readonly partitioner = Partitioners.DefaultPartitioner();
   connected = false;
   disconnects = 0;
   inFlight = 0;
@@ -49,6 +69,18 @@ export class StandInProducer implements KafkaProducerLike {
       if (err !== undefined) throw err;
       const messages = batch.topicMessages?.flatMap((t) => t.messages) ?? [];
       if (this.refuse !== undefined && messages.some(this.refuse.when)) throw this.refuse.error;
+      const placed = messages.map((message) => ({ partition: this.partitionOf(message), message }));
+      const failing = this.failPartitions;
+      if (
+        failing !== undefined &&
+        failing.times > 0 &&
+        placed.some((p) => failing.partitions.has(p.partition))
+      ) {
+        failing.times--;
+        for (const p of placed) if (!failing.partitions.has(p.partition)) this.log.push(p);
+        throw failing.error;
+      }
+      this.log.push(...placed);
       this.batches.push(batch);
       return [];
     } finally {
@@ -56,9 +88,20 @@ export class StandInProducer implements KafkaProducerLike {
     }
   }
 
-  /** Every acknowledged message, in send order. */
+  /** Every message written, in write order, including those of partially failed requests. */
   messages(): Message[] {
-    return this.batches.flatMap((b) => b.topicMessages?.flatMap((t) => t.messages) ?? []);
+    return this.log.map((p) => p.message);
+  }
+
+  partitionOf(message: Message): number {
+    const partitionMetadata = Array.from({ length: this.partitions }, (_, partitionId) => ({
+      partitionId,
+      leader: 0,
+      replicas: [],
+      isr: [],
+      partitionErrorCode: 0,
+    }));
+    return this.partitioner({ topic: 'standin', partitionMetadata, message });
   }
 }
 
@@ -73,6 +116,20 @@ export class StandInAdmin implements KafkaAdminLike {
 
   async disconnect(): Promise<void> {
     this.connected = false;
+  }
+
+  /** Partitions of topics that exist already (created elsewhere), by name. */
+  readonly partitionsOf = new Map<string, number>();
+
+  async fetchTopicMetadata(options: { topics: string[] }): Promise<{ topics: { partitions: unknown[] }[] }> {
+    return {
+      topics: options.topics.map((topic) => ({
+        partitions: Array.from({
+          length:
+            this.partitionsOf.get(topic) ?? this.created.find((t) => t.topic === topic)?.numPartitions ?? 0,
+        }),
+      })),
+    };
   }
 
   async createTopics(options: { topics: ITopicConfig[] }): Promise<boolean> {
@@ -106,6 +163,12 @@ export class StandInBatchPayload implements IngestBatchPayload {
   stale = false;
   /** Called after each commit, e.g. to stop the consumer mid-batch. */
   onCommit: ((payload: StandInBatchPayload) => void) | undefined;
+  /**
+   * Errors the next heartbeats / commits throw, one each, as the group coordinator answers during a
+   * rebalance (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID): see `revoke`.
+   */
+  heartbeatErrors: unknown[] = [];
+  commitErrors: unknown[] = [];
 
   constructor(topic: string, partition: number, messages: StandInMessage[]) {
     this.batch = { topic, partition, messages };
@@ -117,11 +180,35 @@ export class StandInBatchPayload implements IngestBatchPayload {
 
   async heartbeat(): Promise<void> {
     this.heartbeats++;
+    const err = this.heartbeatErrors.shift();
+    if (err !== undefined) throw err;
   }
 
   async commitOffsetsIfNecessary(offsets?: Offsets): Promise<void> {
+    const err = this.commitErrors.shift();
+    if (err !== undefined) throw err;
     if (offsets !== undefined) this.commits.push(offsets);
     this.onCommit?.(this);
+  }
+
+  /**
+   * The partition is taken away mid-batch: the batch goes stale and the coordinator answers the next
+   * heartbeat and commit with `error`. Its new owner reads again from `committed()` (see `rest`).
+   */
+  revoke(error: unknown): void {
+    this.stale = true;
+    this.heartbeatErrors.push(error);
+    this.commitErrors.push(error);
+  }
+
+  /** What the partition's next owner fetches: the messages from the last committed offset on. */
+  rest(): StandInBatchPayload {
+    const from = BigInt(this.committed() ?? this.batch.messages[0]?.offset ?? '0');
+    return new StandInBatchPayload(
+      this.batch.topic,
+      this.batch.partition,
+      this.batch.messages.filter((m) => BigInt(m.offset) >= from),
+    );
   }
 
   isRunning(): boolean {
@@ -156,6 +243,9 @@ export interface TestBroker {
   stop(): Promise<void>;
 }
 
+/** Why the real-broker tests were skipped (printed once), when testBroker() answered undefined. */
+export let brokerSkipReason = 'set KAFKA_BROKERS, or run where a Docker engine answers';
+
 /**
  * KAFKA_BROKERS when set; otherwise a Redpanda container through testcontainers when a Docker engine is
  * reachable (DOCKER_HOST or the default socket); otherwise undefined, and the real-broker tests are skipped.
@@ -174,7 +264,15 @@ export async function testBroker(): Promise<TestBroker | undefined> {
       srv.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
     });
   });
-  const { GenericContainer, Wait } = await import('testcontainers');
+  const { GenericContainer, Wait, getContainerRuntimeClient } = await import('testcontainers');
+  try {
+    // The socket may exist while the engine cannot be used (daemon stopped, no permission): skip, saying so.
+    await getContainerRuntimeClient();
+  } catch (err) {
+    brokerSkipReason = `KAFKA_BROKERS is not set and Docker cannot be used: ${err instanceof Error ? err.message : String(err)}`;
+    process.stderr.write(`kafka tests skipped: ${brokerSkipReason}\n`);
+    return undefined;
+  }
   const container = await new GenericContainer('docker.redpanda.com/redpandadata/redpanda:v24.2.7')
     .withExposedPorts({ container: 9092, host: port })
     .withCommand([
@@ -204,7 +302,11 @@ type Listener = (event: { payload: never }) => void;
 
 /** A stand-in kafkajs consumer: records how it was configured and lets a test deliver batches and crashes. */
 export class StandInConsumer {
-  readonly events = { CRASH: 'consumer.crash', GROUP_JOIN: 'consumer.group_join' } as const;
+  readonly events = {
+    CRASH: 'consumer.crash',
+    GROUP_JOIN: 'consumer.group_join',
+    REBALANCING: 'consumer.rebalancing',
+  } as const;
   config: Record<string, unknown> | undefined;
   runConfig: Record<string, unknown> | undefined;
   subscribed: unknown;

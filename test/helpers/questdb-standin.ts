@@ -5,20 +5,36 @@ import type { AddressInfo } from 'node:net';
  * A stand-in for QuestDB's HTTP port, for tests and benchmarks that cannot run the real server. It is not
  * QuestDB: it speaks just enough of it for the hot writer.
  *
+ * It is as unkind as the real server where a writer could be caught out:
+ *
  * - POST /write: parses ILP (protocol 1 text and protocol 2 binary doubles) and records every row; keeps a
- *   deduplicated view per table keyed by the table's DEDUP UPSERT KEYS, like the real server. A request is
- *   all or nothing, as QuestDB's ILP/HTTP is for a single table.
+ *   deduplicated view per table keyed by the table's DEDUP UPSERT KEYS, compared at the designated
+ *   timestamp's precision (a TIMESTAMP column keys on microseconds), like the real server.
+ * - Commit per table within a request: when a row is refused (400), the rows of the *other* tables of the
+ *   request are committed all the same, as QuestDB does; only the refused row's table is rolled back.
+ * - Column types enforced on write for tables created through /exec: a float into a LONG, a string into a
+ *   DOUBLE, a field into a SYMBOL column is refused with QuestDB's "cast error".
+ * - WAL applied asynchronously: a committed request is a sequencer transaction, applied `walLagMs` later
+ *   (writerTxn behind sequencerTxn in wal_tables()); a suspended table accepts writes and never applies them
+ *   until resumeWal(). storedRows() shows applied rows only.
  * - GET /exec: canned answers for `select 1`, `select build()`, CREATE TABLE IF NOT EXISTS (it remembers the columns,
  *   designated timestamp and upsert keys), `table_columns('x')` and `wal_tables()`; `onExec` adds more.
- * - GET /settings (the client asks which ILP versions the server speaks) and /ping.
- * - Failure on demand: 5xx for /write, a 400 with QuestDB's error JSON for rows a predicate rejects, dropped
- *   connections, or not listening at all (connection refused) between pause() and resume().
+ * - GET /settings as the pretended version offers it: ILP versions [1, 2] from 9.0, [1] on 8.x, no
+ *   /settings at all (404) before 8.1; and /ping.
+ * - Failure on demand: any status for /write (401, 413, 429, 500, 503 …), a 400 with QuestDB's error JSON
+ *   for rows a predicate rejects, 413 above `maxRequestBytes`, dropped connections, "stored, then the reply
+ *   is lost" (the rows are committed, then the connection drops or a 500 comes back, so a resend must rely on
+ *   DEDUP), or not listening at all (connection refused) between pause() and resume().
  * - `cheap: true` skips parsing for benchmarks: it only counts requests and bytes.
  */
 
 export interface StandinOptions {
-  /** ILP protocol versions advertised on /settings (the client picks the highest it knows). */
+  /** ILP protocol versions advertised on /settings (the client picks the highest it knows); by version. */
   protocolVersions?: number[];
+  /** Delay between a request's commit and its rows being applied (visible in storedRows()). */
+  walLagMs?: number;
+  /** Bodies larger than this are refused with 413 (QuestDB's http.recv.buffer.size). */
+  maxRequestBytes?: number;
   /** Version reported by `select build()`; TIMESTAMP_NS is refused below 9.1. */
   version?: string;
   cheap?: boolean;
@@ -80,6 +96,11 @@ export class QuestDbStandin {
   private readonly tables = new Map<string, TableDef>();
   private readonly stored = new Map<string, Map<string, IlpRow>>();
   private readonly suspended = new Set<string>();
+  /** Sequencer transactions (committed requests) and applied ones, per table. */
+  private readonly txns = new Map<string, { sequencer: number; writer: number }>();
+  private readonly unapplied = new Map<string, IlpRow[][]>();
+  private loseReplyTimes = 0;
+  private loseReplyAs: 'drop' | 500 = 'drop';
   private failStatus = 0;
   private failMessage = '';
   private failTimes = 0;
@@ -88,10 +109,15 @@ export class QuestDbStandin {
   private port = 0;
 
   private constructor(options: StandinOptions) {
+    const version = options.version ?? '9.1.0';
     this.options = {
-      protocolVersions: options.protocolVersions ?? [1, 2],
-      version: options.version ?? '9.1.0',
+      protocolVersions:
+        options.protocolVersions ??
+        (versionAtLeast(version, 9, 0) ? [1, 2] : versionAtLeast(version, 8, 1) ? [1] : []),
+      version,
       cheap: options.cheap ?? false,
+      walLagMs: options.walLagMs ?? 0,
+      maxRequestBytes: options.maxRequestBytes ?? Infinity,
     };
     this.server = createServer({ keepAlive: true }, (req, res) => this.handle(req, res));
   }
@@ -123,6 +149,15 @@ export class QuestDbStandin {
     this.rejector = reason;
   }
 
+  /**
+   * The next `times` /write requests are committed, then their reply is lost: the connection drops without
+   * an answer ('drop'), or a 500 comes back (500). The writer cannot tell this from a failure before commit.
+   */
+  loseReplies(times = 1, as: 'drop' | 500 = 'drop'): void {
+    this.loseReplyTimes = times;
+    this.loseReplyAs = as;
+  }
+
   /** Close the connection of the next `times` /write requests without answering. */
   dropConnections(times = Infinity): void {
     this.dropTimes = times;
@@ -137,6 +172,18 @@ export class QuestDbStandin {
 
   suspend(table: string): void {
     this.suspended.add(table);
+  }
+
+  /** ALTER TABLE … RESUME WAL: apply what the suspended table accepted meanwhile. */
+  resumeWal(table: string): void {
+    this.suspended.delete(table);
+    this.applyPending(table);
+  }
+
+  /** writerTxn and sequencerTxn of a table, as wal_tables() reports them. */
+  walState(table: string): { writerTxn: number; sequencerTxn: number } {
+    const t = this.txns.get(table) ?? { sequencer: 0, writer: 0 };
+    return { writerTxn: t.writer, sequencerTxn: t.sequencer };
   }
 
   /** Stop listening: clients now get "connection refused". */
@@ -186,6 +233,8 @@ export class QuestDbStandin {
     req.on('end', () => {
       if (url.pathname === '/ping') {
         res.writeHead(204).end();
+      } else if (url.pathname === '/settings' && this.options.protocolVersions.length === 0) {
+        json(res, 404, { error: 'Not Found' });
       } else if (url.pathname === '/settings') {
         json(res, 200, {
           config: {
@@ -205,6 +254,20 @@ export class QuestDbStandin {
 
   private handleWrite(req: IncomingMessage, res: ServerResponse, url: URL): void {
     this.writeRequests++;
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > this.options.maxRequestBytes) {
+      req.resume();
+      this.writes.push({ query: url.search, bytes: length, status: 413, rows: 0 });
+      req.on('end', () =>
+        json(res, 413, {
+          code: 'request too large',
+          message: `request body of ${length} bytes exceeds the ${this.options.maxRequestBytes}-byte receive buffer`,
+          line: 0,
+          errorId: 'standin-413',
+        }),
+      );
+      return;
+    }
     if (this.dropTimes > 0) {
       this.dropTimes--;
       req.socket.destroy();
@@ -255,39 +318,105 @@ export class QuestDbStandin {
       });
       return;
     }
-    const reject = this.rejector;
-    if (reject !== undefined) {
-      for (let i = 0; i < rows.length; i++) {
-        const reason = reject(rows[i]!);
-        if (reason === undefined) continue;
-        record(400, 0);
-        json(res, 400, {
-          code: 'invalid',
-          message: `failed to parse line protocol:errors encountered on line(s):\nerror in line ${i + 1}: table: ${rows[i]!.table}; ${reason}`,
-          line: i + 1,
-          errorId: `standin-${i + 1}`,
-        });
-        return;
-      }
+    for (let i = 0; i < rows.length; i++) {
+      const reason = this.rejector?.(rows[i]!) ?? this.typeError(rows[i]!);
+      if (reason === undefined) continue;
+      // Each table of the request is its own transaction: the other tables' rows are committed anyway.
+      const failed = rows[i]!.table;
+      const kept = rows.filter((r) => r.table !== failed);
+      this.commit(kept);
+      record(400, kept.length);
+      json(res, 400, {
+        code: 'invalid',
+        message: `failed to parse line protocol:errors encountered on line(s):\nerror in line ${i + 1}: table: ${failed}; ${reason}`,
+        line: i + 1,
+        errorId: `standin-${i + 1}`,
+      });
+      return;
     }
-    for (const row of rows) this.store(row);
+    this.commit(rows);
+    if (this.loseReplyTimes > 0) {
+      this.loseReplyTimes--;
+      record(this.loseReplyAs === 'drop' ? 0 : 500, rows.length);
+      if (this.loseReplyAs === 'drop') res.socket?.destroy();
+      else json(res, 500, { code: 'internal error', message: 'stand-in: reply lost after commit', line: 0 });
+      return;
+    }
     record(204, rows.length);
     res.writeHead(204).end();
   }
 
+  /** QuestDB's cast errors for a row that does not fit the table's column types, or undefined. */
+  private typeError(row: IlpRow): string | undefined {
+    const def = this.tables.get(row.table);
+    if (def === undefined) return undefined;
+    for (const col of def.columns) {
+      const field = row.fields[col.name];
+      if (col.type === 'SYMBOL' && field !== undefined)
+        return `cast error from protocol type: ${field.type.toUpperCase()} to column type: SYMBOL`;
+      if (field === undefined) continue;
+      const ok =
+        col.type === 'LONG' || col.type === 'INT'
+          ? field.type === 'int'
+          : col.type === 'DOUBLE' || col.type === 'FLOAT'
+            ? field.type === 'float' || field.type === 'int'
+            : col.type === 'STRING' || col.type === 'VARCHAR'
+              ? field.type === 'string'
+              : col.type === 'BOOLEAN'
+                ? field.type === 'bool'
+                : true;
+      if (!ok)
+        return `cast error from protocol type: ${field.type.toUpperCase()} to column type: ${col.type}`;
+    }
+    return undefined;
+  }
+
+  /** One sequencer transaction per table of the request; applied after the WAL lag, unless suspended. */
+  private commit(rows: readonly IlpRow[]): void {
+    const byTable = new Map<string, IlpRow[]>();
+    for (const row of rows) {
+      this.rows.push(row);
+      const list = byTable.get(row.table);
+      if (list === undefined) byTable.set(row.table, [row]);
+      else list.push(row);
+    }
+    for (const [table, list] of byTable) {
+      const t = this.txns.get(table) ?? { sequencer: 0, writer: 0 };
+      t.sequencer++;
+      this.txns.set(table, t);
+      const queue = this.unapplied.get(table) ?? [];
+      queue.push(list);
+      this.unapplied.set(table, queue);
+      if (this.options.walLagMs > 0) setTimeout(() => this.applyPending(table), this.options.walLagMs);
+      else this.applyPending(table);
+    }
+  }
+
+  private applyPending(table: string): void {
+    if (this.suspended.has(table)) return;
+    const queue = this.unapplied.get(table) ?? [];
+    const t = this.txns.get(table);
+    for (let txn = queue.shift(); txn !== undefined; txn = queue.shift()) {
+      for (const row of txn) this.store(row);
+      if (t !== undefined) t.writer++;
+    }
+  }
+
   private store(row: IlpRow): void {
-    this.rows.push(row);
     let table = this.stored.get(row.table);
     if (table === undefined) this.stored.set(row.table, (table = new Map()));
-    const keys = this.tables.get(row.table)?.upsertKeys ?? [];
+    const def = this.tables.get(row.table);
+    const keys = def?.upsertKeys ?? [];
+    // The key is compared at the column's precision: in a TIMESTAMP (microsecond) table, two rows whose
+    // times differ below the microsecond are the same row.
+    const micro = def?.columns.find((c) => c.name === def.designated)?.type === 'TIMESTAMP';
+    const tsKey = (ts: bigint | undefined) => String(ts === undefined ? '' : micro ? ts / 1000n : ts);
     const key =
       keys.length === 0
         ? String(table.size)
         : keys
             .map((k) =>
-              k === this.tables.get(row.table)?.designated
-                ? String(row.ts)
-                : (row.symbols[k] ?? row.fields[k]?.text ?? ''),
+              k === def?.designated ? tsKey(row.ts) : (row.symbols[k] ?? row.fields[k]?.text ?? ''),
             )
             .join('|');
     table.set(key, row);
@@ -340,7 +469,8 @@ export class QuestDbStandin {
         ],
         [...this.tables.keys()].map((name) => {
           const s = this.suspended.has(name);
-          return [name, s, s ? 3 : 5, 5, s ? 'disk full (stand-in)' : ''];
+          const { writerTxn, sequencerTxn } = this.walState(name);
+          return [name, s, writerTxn, sequencerTxn, s ? 'disk full (stand-in)' : ''];
         }),
       );
     }

@@ -408,39 +408,43 @@ describe.skipIf(TIMESCALE_DATABASE_URL === undefined)(
       await sink.close();
     });
 
-    it('new and already-stored ticks mixed in one batch into a compressed chunk: every new tick stored, none twice', async () => {
-      const { config, pool, schema } = fresh();
-      const bad = timescaleVersionProblem(await version(pool));
-      const sink = new ArchiveSink({ settings: config.postgres, log, pool });
-      if (bad !== undefined) {
-        await expect(sink.start()).rejects.toThrow(/upgrade the extension to 2\.18\.1 or later/);
-        return;
-      }
-      await sink.start();
-      // Two days ago, one chunk; every tenth tick held back, to arrive later among the stored ones.
-      const all = tradesAt(Date.now() - 2 * 86_400_000, 2_000, 10);
-      const stored = all.filter((_, i) => i % 10 !== 9);
-      await sink.write(stored);
-      await sink.flush();
-      const compressed = await pool.query(
-        `SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('"${schema}".trades') c`,
-      );
-      expect(compressed.rowCount).toBeGreaterThan(0);
+    it.each([false, true])(
+      'new and already-stored ticks mixed in one batch into a compressed chunk: every new tick stored, none twice (backfillDecompress %s)',
+      async (backfillDecompress) => {
+        const { config, pool, schema } = fresh({ backfillDecompress });
+        const bad = timescaleVersionProblem(await version(pool));
+        const sink = new ArchiveSink({ settings: config.postgres, log, pool });
+        if (bad !== undefined) {
+          await expect(sink.start()).rejects.toThrow(/upgrade the extension to 2\.18\.1 or later/);
+          return;
+        }
+        await sink.start();
+        // Two days ago, one chunk; every tenth tick held back, to arrive later among the stored ones.
+        const all = tradesAt(Date.now() - 2 * 86_400_000, 2_000, 10);
+        const stored = all.filter((_, i) => i % 10 !== 9);
+        await sink.write(stored);
+        await sink.flush();
+        const compressed = await pool.query(
+          `SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('"${schema}".trades') c`,
+        );
+        expect(compressed.rowCount).toBeGreaterThan(0);
 
-      await sink.write(all);
-      await sink.flush();
-      expect(sink.stats).toMatchObject({
-        inserted: all.length,
-        duplicates: stored.length,
-        shortfalls: 0,
-      });
-      expect(await digest(pool, schema)).toEqual({ rows: all.length, distinct: all.length });
-      // And a replay of everything again: nothing new, nothing twice.
-      await sink.write(all);
-      await sink.flush();
-      expect(await digest(pool, schema)).toEqual({ rows: all.length, distinct: all.length });
-      await sink.close();
-    });
+        await sink.write(all);
+        await sink.flush();
+        expect(sink.stats).toMatchObject({
+          inserted: all.length,
+          duplicates: stored.length,
+          shortfalls: 0,
+        });
+        expect(await digest(pool, schema)).toEqual({ rows: all.length, distinct: all.length });
+        // And a replay of everything again: nothing new, nothing twice.
+        await sink.write(all);
+        await sink.flush();
+        expect(await digest(pool, schema)).toEqual({ rows: all.length, distinct: all.length });
+        expect(sink.stats.chunksDecompressed > 0).toBe(backfillDecompress);
+        await sink.close();
+      },
+    );
 
     it('history written behind the refresh policy is in trades_1m after the writer closes, and by migrate --refresh', async () => {
       const { config, pool, schema } = fresh();

@@ -7,12 +7,15 @@ import { silentLogger } from '../../shared/logger.ts';
 import { tickKey, type Tick } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys, deadLetterKey, streamForSymbol } from '../../shared/streams.ts';
-import type { Kafka } from 'kafkajs';
+import kafkajs, { type Kafka } from 'kafkajs';
 import { loadConfig } from '../../shared/config.ts';
 import { KafkaBatchProcessor, KafkaIngest } from '../../producers/kafka.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { messagesAt, StandInBatchPayload, StandInKafka } from '../helpers/kafka.ts';
+
+// kafkajs is CommonJS and spreads its error classes into module.exports, which named ESM imports cannot see.
+const { KafkaJSProtocolError } = kafkajs;
 
 /**
  * Kafka → Redis processing against the real Redis, with a stand-in for kafkajs' eachBatch payload: which
@@ -233,6 +236,44 @@ describe('Kafka → Redis batch processing (real Redis, stand-in kafkajs payload
     expect(await streamTicks(redis, config)).toHaveLength(100);
   });
 
+  it.each([
+    ['REBALANCE_IN_PROGRESS', 'heartbeat'],
+    ['ILLEGAL_GENERATION', 'commit'],
+    ['UNKNOWN_MEMBER_ID', 'commit'],
+  ])(
+    'a partition revoked mid-batch (%s at the %s): its new owner reads from the last commit, every tick arrives',
+    async (type, at) => {
+      const { config, redis } = setup();
+      const ticks = market(500);
+      const payload = new StandInBatchPayload('ticks', 2, messagesAt(0, ticks.map(encodeKafkaValue)));
+      const error = new KafkaJSProtocolError({
+        type,
+        code: 27,
+        retriable: false,
+        message: `The group is rebalancing (${type}, test)`,
+      } as unknown as string);
+      payload.onCommit = (p) => {
+        if (p.commits.length !== 2) return;
+        if (at === 'heartbeat') p.revoke(error);
+        else p.commitErrors.push(error); // the third chunk is published, its commit refused
+      };
+      const first = processor(config, redis, { flushEvery: 100 });
+      await expect(first.process(payload)).rejects.toBe(error);
+      expect(payload.committed()).toBe('200');
+
+      const next = payload.rest();
+      expect(next.batch.messages[0]!.offset).toBe('200');
+      const owner = processor(config, redis, { flushEvery: 100 });
+      await owner.process(next);
+      expect(next.committed()).toBe('500');
+
+      const stored = (await streamTicks(redis, config)).map((s) => tickKey(s.tick));
+      expect(new Set(stored)).toEqual(new Set(ticks.map(tickKey)));
+      // Only a chunk published but not committed when the partition moved is in the streams twice.
+      expect(stored.length - ticks.length).toBe(at === 'heartbeat' ? 0 : 100);
+    },
+  );
+
   it('processes nothing of a stale batch (the partition was seeked or revoked)', async () => {
     const { config, redis } = setup();
     const payload = new StandInBatchPayload('ticks', 1, messagesAt(0, market(5).map(encodeKafkaValue)));
@@ -283,6 +324,12 @@ describe('Kafka → Redis consumer lifecycle (real Redis, stand-in kafkajs consu
     expect(ing.stats.ticks).toBe(50);
     consumer.emit(consumer.events.GROUP_JOIN, { memberAssignment: { a: [0, 1] } });
     expect(ing.assignment).toEqual({ a: [0, 1] });
+    expect(ing).toMatchObject({ generation: 1, rebalancing: false });
+    // A rebalance starts: the old assignment is not shown while the group re-forms.
+    consumer.emit(consumer.events.REBALANCING, { groupId: 'g1', memberId: 'm' });
+    expect(ing).toMatchObject({ assignment: {}, rebalancing: true, generation: 1 });
+    consumer.emit(consumer.events.GROUP_JOIN, { memberAssignment: { a: [1] } });
+    expect(ing).toMatchObject({ assignment: { a: [1] }, rebalancing: false, generation: 2 });
 
     await ing.close();
     await ing.close();

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { SINKS } from '../../consumers/sinks/index.ts';
+import { timescaleVersionProblem } from '../../shared/schema/migrate.ts';
 
 /**
  * No Docker engine runs here, so docker-compose.yml is checked by reading it: the services, images, ports,
@@ -69,6 +70,10 @@ describe('docker-compose.yml', () => {
     expect(svc('redis').image).toMatch(/^redis:7/);
     expect(svc('questdb').image).toMatch(/^questdb\/questdb:(9\.([1-9]|\d{2,})|\d{2,}\.)/); // 9.1+: TIMESTAMP_NS
     expect(svc('timescaledb').image).toMatch(/^timescale\/timescaledb:/);
+    // Pinned to a release without timescale/timescaledb#7672 (2.16.0–2.18.0 lose rows in compressed chunks).
+    const tag = /^timescale\/timescaledb:(\d+\.\d+\.\d+)-pg\d+$/.exec(svc('timescaledb').image ?? '');
+    expect(tag, 'a pinned version tag, not latest').not.toBeNull();
+    expect(timescaleVersionProblem(tag![1]!)).toBeUndefined();
     expect(svc('kafka').image).toMatch(/^apache\/kafka:/);
     expect(svc('redis').ports).toContain('6379:6379');
     expect(svc('questdb').ports).toEqual(expect.arrayContaining(['9000:9000', '8812:8812', '9009:9009']));

@@ -172,6 +172,93 @@ describe('Kafka sink against a stand-in producer', () => {
     expect(new Set(keys).size).toBe(batch.length);
   });
 
+  it('a cluster that fails part of a request (one partition leader down): every tick written exactly once', async () => {
+    const producer = new StandInProducer();
+    producer.partitions = 12;
+    const { sink: s } = sink(producer, { sendBatchSize: 50 });
+    await s.start();
+    const batch = ticks(
+      600,
+      Array.from({ length: 30 }, (_, i) => `S${i}`),
+    );
+    const down = new KafkaJSConnectionError('Connection error: leader of partition 4 unreachable (test)');
+    // Inside one flush: the failing partition's requests are retried, nothing else is resent.
+    producer.failPartitions = { partitions: new Set([4, 7]), error: down, times: 2 };
+    await s.write(batch);
+    await s.flush();
+    const keyOf = (m: { key?: unknown; value: unknown }) =>
+      `${String(m.key)}|${JSON.parse(String(m.value)).seq}`;
+    expect(producer.messages().map(keyOf).sort()).toEqual(batch.map((t) => `${t.symbol}|${t.seq}`).sort());
+
+    // Past the flush's attempts: the flush fails, the worker writes the same batch again, and what Kafka
+    // acknowledged the first time is not produced twice.
+    const again = ticks(300, ['X1', 'X2', 'X3', 'X4', 'X5', 'X6', 'X7', 'X8']);
+    const before = producer.messages().length;
+    producer.failPartitions = {
+      partitions: new Set([0, 1, 2, 3, 4, 5]),
+      error: down,
+      times: FLUSH_ATTEMPTS * 6,
+    };
+    await s.write(again);
+    await expect(s.flush()).rejects.toMatchObject({ retriable: true });
+    expect(producer.messages().length - before).toBeGreaterThan(0); // part of it was written
+    producer.failPartitions = undefined;
+    await s.write(again);
+    await s.flush();
+    const written = producer.messages().slice(before).map(keyOf).sort();
+    expect(written).toEqual(again.map((t) => `${t.symbol}|${t.seq}`).sort());
+  });
+
+  it('each symbol goes to one partition, the one kafkajs would pick for its key, and requests never mix partitions', async () => {
+    const producer = new StandInProducer();
+    producer.partitions = 12;
+    const { sink: s } = sink(producer, { sendBatchSize: 40 });
+    await s.start();
+    await s.write(
+      ticks(
+        500,
+        Array.from({ length: 25 }, (_, i) => `K${i}`),
+      ),
+    );
+    await s.flush();
+    const bySymbol = new Map<string, Set<number>>();
+    for (const { partition, message } of producer.log) {
+      const set = bySymbol.get(String(message.key)) ?? new Set<number>();
+      set.add(partition);
+      bySymbol.set(String(message.key), set);
+      expect(partition).toBe(producer.partitionOf({ key: message.key ?? null, value: null }));
+    }
+    expect([...bySymbol.values()].every((set) => set.size === 1)).toBe(true);
+    for (const b of producer.batches) {
+      const parts = new Set(b.topicMessages!.flatMap((t) => t.messages.map((m) => m.partition)));
+      expect(parts.size).toBe(1);
+    }
+  });
+
+  it('an existing topic with another partition count than configured is partitioned as the broker has it', async () => {
+    const producer = new StandInProducer();
+    producer.partitions = 5;
+    const admin = new StandInAdmin();
+    await admin.createTopics({ topics: [{ topic: 'mirror', numPartitions: 5 }] });
+    const s = new KafkaSink({
+      producer,
+      admin,
+      topic: 'mirror',
+      partitions: 12,
+      replicationFactor: -1,
+      sendBatchSize: 100,
+      maxInFlight: 5,
+      log: silentLogger(),
+    });
+    await s.start();
+    await s.write(ticks(200));
+    await s.flush();
+    expect(Math.max(...producer.log.map((p) => p.partition))).toBeLessThan(5);
+    for (const { partition, message } of producer.log) {
+      expect(partition).toBe(producer.partitionOf({ key: message.key ?? null, value: null }));
+    }
+  });
+
   it('a record the broker can never accept is not retriable (the worker dead-letters that tick)', async () => {
     const producer = new StandInProducer();
     const { sink: s } = sink(producer);
