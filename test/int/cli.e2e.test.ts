@@ -4,6 +4,7 @@ import { closeRedis } from '../../shared/redis.ts';
 import { allStreamKeys } from '../../shared/streams.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { finished, runCli, startCli } from '../helpers/cli.ts';
+import { freePort } from '../helpers/cluster.ts';
 
 const config = testConfig();
 const redis = testRedis(config);
@@ -43,7 +44,7 @@ describe('tickstream CLI (processes, real Redis)', () => {
   });
 
   it('produce → consume quotes → quote; SIGTERM stops the consumer cleanly with nothing pending', async () => {
-    const metricsPort = 20_000 + Math.floor(Math.random() * 20_000);
+    const metricsPort = await freePort();
     const consumer = startCli(['consume', 'quotes', '--group', uniqueName('quotes')], {
       ...env,
       TICKSTREAM_METRICS_PORT: String(metricsPort),
