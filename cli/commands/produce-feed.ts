@@ -108,8 +108,9 @@ async function produceFeed(venue: string, opts: FeedOpts): Promise<void> {
     },
   ]);
   const startedAt = Date.now();
-  const report = () =>
+  const report = (stoppedAt?: number) =>
     reporter.report({
+      ...(stoppedAt === undefined ? {} : { stoppedAt }),
       ...source.stats,
       venue,
       symbols,
@@ -163,7 +164,7 @@ async function produceFeed(venue: string, opts: FeedOpts): Promise<void> {
     if (deadline !== undefined) clearTimeout(deadline);
     abort.abort();
     await source.close();
-    await report();
+    await report(Date.now());
     await reporter.flush();
     await probes.close();
     await closeRedis(redis);

@@ -25,6 +25,8 @@ export interface FeedReport extends FeedStats {
   pid: number;
   startedAt: number;
   updatedAt: number;
+  /** Set by the last report of a process that stopped (gracefully or on a fatal refusal). */
+  stoppedAt?: number;
 }
 
 /** A feed is shown as running while its report is fresher than this. */
@@ -93,11 +95,19 @@ export async function feedsStatus(
   const now = Date.now();
   return names.map((name) => {
     const r = JSON.parse(all[name]!) as FeedReport;
-    const running = now - r.updatedAt < STALE_REPORT_MS;
+    // A process that died without its last report (kill -9) stops refreshing: it is shown as not reporting.
+    const state =
+      r.stoppedAt !== undefined
+        ? 'stopped'
+        : now - r.updatedAt >= STALE_REPORT_MS
+          ? 'not reporting'
+          : r.connected
+            ? 'connected'
+            : 'reconnecting';
     return {
       feed: name,
       venue: r.venue,
-      state: !running ? 'stopped' : r.connected ? 'connected' : 'reconnecting',
+      state,
       symbols: r.symbols.length,
       messages: r.messages,
       ticks: r.ticks,
