@@ -235,6 +235,26 @@ export function fastQuote(r: unknown[]): Quote | undefined {
   return { type: 'quote', source, symbol, ts, seq, venue, bidPrice, bidSize, askPrice, askSize };
 }
 
+/**
+ * The same checks on a tick built in process (the live-feed mappers): accepts only what the model accepts, and
+ * returns false for anything it is not sure of, which the caller then explains through the zod schema.
+ */
+export function isValidTick(t: Tick): boolean {
+  if (
+    typeof t.ts !== 'bigint' ||
+    t.ts < 0n ||
+    t.ts > MAX_TS_NS ||
+    !isName(t.source) ||
+    !isName(t.symbol) ||
+    !isSeq(t.seq) ||
+    !isVenue(t.venue)
+  )
+    return false;
+  if (t.type === 'trade')
+    return isPrice(t.price) && isSize(t.size) && (t.side === 'buy' || t.side === 'sell' || t.side === '');
+  return isPrice(t.bidPrice) && isSize(t.bidSize) && isPrice(t.askPrice) && isSize(t.askSize);
+}
+
 const TUPLE_FIELDS: Record<string, readonly string[]> = {
   t: ['kind', 'source', 'symbol', 'ts', 'seq', 'venue', 'price', 'size', 'side'],
   q: ['kind', 'source', 'symbol', 'ts', 'seq', 'venue', 'bidPrice', 'bidSize', 'askPrice', 'askSize'],

@@ -1,4 +1,4 @@
-import { fastQuote, fastTrade, toTuple } from '../../shared/codec.ts';
+import { isValidTick } from '../../shared/codec.ts';
 import { QuoteSchema, TradeSchema, type Quote, type Tick, type Trade } from '../../shared/model.ts';
 import { parseTimestamp } from '../../shared/time.ts';
 
@@ -130,14 +130,14 @@ export function epochNs(o: Record<string, unknown>, key: string, unit: 'ms' | 'u
  * the authority, explains a rejection.
  */
 export function trade(t: Trade): Trade {
-  if (fastTrade(toTuple(t)) !== undefined) return t;
+  if (isValidTick(t)) return t;
   const r = TradeSchema.safeParse(t);
   if (!r.success) throw new MappingError(`trade ${t.symbol}: ${r.error.issues[0]?.message ?? 'invalid'}`);
   return r.data;
 }
 
 export function quote(q: Quote): Quote {
-  if (fastQuote(toTuple(q)) !== undefined) return q;
+  if (isValidTick(q)) return q;
   const r = QuoteSchema.safeParse(q);
   if (!r.success) throw new MappingError(`quote ${q.symbol}: ${r.error.issues[0]?.message ?? 'invalid'}`);
   return r.data;

@@ -151,4 +151,29 @@ describe('codec fast path agrees with the zod tuple schemas', () => {
     }
     expect(compared).toBeGreaterThan(1000);
   });
+
+  it('isValidTick (ticks built in process) never accepts a tick the model rejects', async () => {
+    const { isValidTick } = await import('../../shared/codec.ts');
+    const { TickSchema } = await import('../../shared/model.ts');
+    let rand = 777;
+    const next = () => (rand = (rand * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const keys = (t: Tick) => Object.keys(t).filter((k) => k !== 'type');
+    let accepted = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const t: Record<string, unknown> = { ...(i % 2 === 0 ? trade : quote) };
+      const k = keys(t as Tick);
+      const mutations = Math.floor(next() * 3);
+      for (let m = 0; m < mutations; m++) {
+        const field = k[Math.floor(next() * k.length)]!;
+        const v = pool[Math.floor(next() * pool.length)];
+        // ts travels as a bigint in process: mutate it as one when the pool value is a digit string.
+        t[field] = field === 'ts' && typeof v === 'string' && /^\d+$/.test(v) ? BigInt(v) : v;
+      }
+      if (isValidTick(t as unknown as Tick)) {
+        expect(TickSchema.safeParse(t).success, String(i)).toBe(true);
+        accepted++;
+      }
+    }
+    expect(accepted).toBeGreaterThan(1000);
+  });
 });
