@@ -10,7 +10,12 @@ import type { RedisClient } from '../shared/redis.ts';
 import { deadLetterKey, type StreamLayout } from '../shared/streams.ts';
 import { OffsetTracker } from './kafka-offsets.ts';
 import { checkDurability, waitDurable } from './durability.ts';
-import { Publisher, type ProducerSettings } from './publisher.ts';
+import {
+  Publisher,
+  sharedPublisherMetrics,
+  type ProducerSettings,
+  type SharedPublisherMetrics,
+} from './publisher.ts';
 
 /**
  * The Kafka → Redis bridge: a kafkajs consumer group reads tick topics and publishes each tick into its
@@ -91,9 +96,12 @@ export class KafkaBatchProcessor {
   private readonly o: BatchProcessorOptions;
   private readonly decoder: KafkaTickDecoder;
   private readonly dlq: string;
+  /** Shared by the per-batch Publishers, so that each does not add a scrape source. */
+  private readonly publisherMetrics: SharedPublisherMetrics;
 
   constructor(options: BatchProcessorOptions) {
     this.o = options;
+    this.publisherMetrics = sharedPublisherMetrics(options.producer.source);
     this.decoder = new KafkaTickDecoder(options.mapping);
     this.dlq = deadLetterKey(options.layout);
   }
@@ -184,6 +192,7 @@ export class KafkaBatchProcessor {
       log: this.o.log,
       // KafkaIngest.start() checked once that the server offers the durability asked for.
       durabilityChecked: true,
+      shared: this.publisherMetrics,
     });
     await publisher.publish(items.map((d) => d.tick!));
     await publisher.flush();
