@@ -98,6 +98,8 @@ export class KafkaBatchProcessor {
   private readonly dlq: string;
   /** Shared by the per-batch Publishers, so that each does not add a scrape source. */
   private readonly publisherMetrics: SharedPublisherMetrics;
+  /** Aborted by stop(): ends a backpressure pause, so that the batch in hand can finish and be committed. */
+  private readonly stopping = new AbortController();
 
   constructor(options: BatchProcessorOptions) {
     this.o = options;
@@ -193,9 +195,15 @@ export class KafkaBatchProcessor {
       // KafkaIngest.start() checked once that the server offers the durability asked for.
       durabilityChecked: true,
       shared: this.publisherMetrics,
+      signal: this.stopping.signal,
     });
     await publisher.publish(items.map((d) => d.tick!));
     await publisher.flush();
+  }
+
+  /** Called on shutdown, before the consumer disconnects (which waits for the batch in hand). */
+  stop(): void {
+    this.stopping.abort();
   }
 
   private async deadLetter(payload: IngestBatchPayload, items: readonly Decoded[]): Promise<void> {
@@ -397,7 +405,8 @@ export class KafkaIngest {
   readonly close = once(async () => {
     try {
       // stop() waits for the batch in hand: process() sees isRunning() false after its current chunk, which
-      // it flushes and commits first.
+      // it flushes and commits first. A Publisher paused for backpressure is released first.
+      this.processor.stop();
       await this.consumer.disconnect();
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'Kafka consumer did not disconnect cleanly');
