@@ -90,7 +90,11 @@ export async function streamsStatus(
   return { shards, deadLetters: await countDeadLetters(redis, layout) };
 }
 
-/** Lag and pending of one group on every shard, in one pipelined round trip (for metrics). */
+/**
+ * Lag and pending of one group on every shard, in one pipelined round trip (for metrics). The lag is the
+ * certain backlog of shared/backlog.ts, not Redis's `lag` (stale for good after an AOF reload); null when the
+ * group is behind and Redis cannot say by how much.
+ */
 export async function groupBacklog(
   redis: RedisClient,
   layout: StreamLayout,
@@ -99,24 +103,22 @@ export async function groupBacklog(
   const streams = allStreamKeys(layout);
   const replies = await batch(
     redis,
-    streams.map((s) => ['XINFO', 'GROUPS', s] as const),
+    streams.flatMap((s) => [['XINFO', 'GROUPS', s] as const, ['XINFO', 'STREAM', s] as const]),
   );
   const out: { stream: string; lag: number | null; pending: number; entriesRead: number | null }[] = [];
   streams.forEach((stream, i) => {
-    const [err, groups] = replies[i]!;
-    if (err !== null) return;
-    for (const g of groups as unknown[][]) {
-      const info = pairs(g);
-      if (info.get('name') !== group) continue;
-      const lag = info.get('lag');
-      const read = info.get('entries-read'); // Redis 7+; nil until the group has read from a known position
-      out.push({
-        stream,
-        lag: lag === null || lag === undefined ? null : Number(lag),
-        pending: Number(info.get('pending')),
-        entriesRead: read === null || read === undefined ? null : Number(read),
-      });
-    }
+    const [err, groups] = replies[2 * i]!;
+    const [streamErr, info] = replies[2 * i + 1]!;
+    if (err !== null || streamErr !== null) return;
+    const facts = groupFacts(groups as unknown[][]).get(group);
+    if (facts === undefined) return;
+    const b = backlogOf(streamFacts(info as unknown[]), facts);
+    out.push({
+      stream,
+      lag: facts.lag === null && b.undelivered > 0 ? null : b.undelivered,
+      pending: facts.pending,
+      entriesRead: facts.entriesRead ?? null,
+    });
   });
   return out;
 }

@@ -534,12 +534,14 @@ export class GroupWorker {
       else clearInterval(heartbeat);
     }, every);
     try {
+      // writeDurably adds one dead letter per tick the sink refused: those were not written.
+      const deadBefore = dead.length;
       if (ticks.length > 0) {
         this.metrics.batch(ticks.length);
         const ok = await this.writeDurably(ticks, origins, dead);
         if (!ok) return; // stopping while the sink was down: leave everything pending for another consumer
       }
-      this.stats.ticks += ticks.length;
+      this.stats.ticks += ticks.length - (dead.length - deadBefore);
       await this.settle(entries, dead);
       this.metrics.acked(entries, ticks);
     } finally {

@@ -10,7 +10,12 @@ import type { RedisClient } from '../shared/redis.ts';
 import { deadLetterKey, type StreamLayout } from '../shared/streams.ts';
 import { OffsetTracker } from './kafka-offsets.ts';
 import { checkDurability, waitDurable } from './durability.ts';
-import { Publisher, type ProducerSettings } from './publisher.ts';
+import {
+  Publisher,
+  sharedPublisherMetrics,
+  type ProducerSettings,
+  type SharedPublisherMetrics,
+} from './publisher.ts';
 
 /**
  * The Kafka → Redis bridge: a kafkajs consumer group reads tick topics and publishes each tick into its
@@ -91,9 +96,14 @@ export class KafkaBatchProcessor {
   private readonly o: BatchProcessorOptions;
   private readonly decoder: KafkaTickDecoder;
   private readonly dlq: string;
+  /** Shared by the per-batch Publishers, so that each does not add a scrape source. */
+  private readonly publisherMetrics: SharedPublisherMetrics;
+  /** Aborted by stop(): ends a backpressure pause, so that the batch in hand can finish and be committed. */
+  private readonly stopping = new AbortController();
 
   constructor(options: BatchProcessorOptions) {
     this.o = options;
+    this.publisherMetrics = sharedPublisherMetrics(options.producer.source);
     this.decoder = new KafkaTickDecoder(options.mapping);
     this.dlq = deadLetterKey(options.layout);
   }
@@ -184,9 +194,16 @@ export class KafkaBatchProcessor {
       log: this.o.log,
       // KafkaIngest.start() checked once that the server offers the durability asked for.
       durabilityChecked: true,
+      shared: this.publisherMetrics,
+      signal: this.stopping.signal,
     });
     await publisher.publish(items.map((d) => d.tick!));
     await publisher.flush();
+  }
+
+  /** Called on shutdown, before the consumer disconnects (which waits for the batch in hand). */
+  stop(): void {
+    this.stopping.abort();
   }
 
   private async deadLetter(payload: IngestBatchPayload, items: readonly Decoded[]): Promise<void> {
@@ -388,7 +405,8 @@ export class KafkaIngest {
   readonly close = once(async () => {
     try {
       // stop() waits for the batch in hand: process() sees isRunning() false after its current chunk, which
-      // it flushes and commits first.
+      // it flushes and commits first. A Publisher paused for backpressure is released first.
+      this.processor.stop();
       await this.consumer.disconnect();
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'Kafka consumer did not disconnect cleanly');

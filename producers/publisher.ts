@@ -3,7 +3,7 @@ import { encodeFrame } from '../shared/codec.ts';
 import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
-import { publisherInstruments } from '../shared/metrics.ts';
+import { publisherInstruments, type PublisherInstruments } from '../shared/metrics.ts';
 import type { Tick } from '../shared/model.ts';
 import { LagCorrector, slowestGroupBacklog } from '../shared/backlog.ts';
 import type { RedisClient } from '../shared/redis.ts';
@@ -37,6 +37,26 @@ export interface PublisherOptions {
   signal?: AbortSignal;
   /** The caller already ran `checkDurability` on this connection (e.g. once per process, not per publisher). */
   durabilityChecked?: boolean;
+  /**
+   * Counters and histograms to record into, for a caller that builds many short-lived Publishers of one source
+   * (the Kafka bridge, one per batch): each Publisher would otherwise register another scrape source forever.
+   */
+  shared?: SharedPublisherMetrics;
+}
+
+export interface SharedPublisherMetrics {
+  stats: PublisherStats;
+  metrics: PublisherInstruments;
+}
+
+function emptyStats(): PublisherStats {
+  return { ticks: 0, frames: 0, pausedMs: 0, maxBacklog: 0, backlogChecks: 0, pauses: 0 };
+}
+
+/** One set of counters for every Publisher of `source` given it as `shared`. */
+export function sharedPublisherMetrics(source: string): SharedPublisherMetrics {
+  const stats = emptyStats();
+  return { stats, metrics: publisherInstruments(source, () => stats) };
 }
 
 export interface PublisherStats {
@@ -52,19 +72,12 @@ export interface PublisherStats {
 }
 
 export class Publisher {
-  readonly stats: PublisherStats = {
-    ticks: 0,
-    frames: 0,
-    pausedMs: 0,
-    maxBacklog: 0,
-    backlogChecks: 0,
-    pauses: 0,
-  };
+  readonly stats: PublisherStats;
   private readonly o: PublisherOptions;
   private readonly buffers: Tick[][];
   private readonly keys: string[];
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly metrics: ReturnType<typeof publisherInstruments>;
+  private readonly metrics: PublisherInstruments;
   private lingerTimer: NodeJS.Timeout | undefined;
   private failure: unknown;
   private measured = 0;
@@ -83,7 +96,13 @@ export class Publisher {
 
   constructor(options: PublisherOptions) {
     this.o = options;
-    this.metrics = publisherInstruments(options.settings.source, () => this.stats);
+    if (options.shared !== undefined) {
+      this.stats = options.shared.stats;
+      this.metrics = options.shared.metrics;
+    } else {
+      const stats = (this.stats = emptyStats());
+      this.metrics = publisherInstruments(options.settings.source, () => stats);
+    }
     this.buffers = Array.from({ length: options.layout.shards }, () => []);
     this.keys = Array.from({ length: options.layout.shards }, (_, i) => streamKey(options.layout, i));
   }

@@ -114,10 +114,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     webRoot: WEB_ROOT,
   };
 
-  const app = await buildApp(ctx);
+  let app: Awaited<ReturnType<typeof buildApp>> | undefined;
   const close = once(async () => {
     const steps: [string, () => Promise<unknown>][] = [
-      ['http server', () => app.close()],
+      ['http server', async () => app?.close()],
       ['pub/sub', () => subscriber.stop()],
       ['redis (pub/sub)', () => closeRedis(sub)],
       ['redis', () => closeRedis(redis)],
@@ -131,6 +131,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       }
     }
   });
+  try {
+    app = await buildApp(ctx);
+  } catch (err) {
+    // Connections are open already: without closing them the process would not exit.
+    await close();
+    throw err;
+  }
 
   try {
     await withTimeout(subscriber.start(), 5000, 'redis pub/sub');

@@ -675,6 +675,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
   }
+  const producer = parsed.data.producer;
+  if (!origin.has('producer.lowWater') && producer.highWater > 0) {
+    // The default low-water mark follows a lower high-water mark rather than contradicting it.
+    producer.lowWater = Math.min(producer.lowWater, Math.floor(producer.highWater / 2));
+  }
   const contradictions = crossCheck(parsed.data, (path) => origin.has(path)).map(
     ([path, other, message]) => `${where(path)} and ${where(other)}: ${message}`,
   );

@@ -10,8 +10,11 @@
 
 const MASK = '***';
 
-/** scheme://[user[:password]]@ → the password (or a lone user part, which may be a password) masked. */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/@:]*)(?::([^\s/@]*))?@/gi;
+/**
+ * scheme://[user[:password]]@ → the password (or a lone user part, which may be a password) masked. The
+ * userinfo runs to the last '@' of the token: an unencoded password may hold '/', '@' or ':'.
+ */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s"'<>@:]*)(?::([^\s"'<>]*))?@/gi;
 /** password=..., token=... up to the next separator (;, &, whitespace, quote). */
 const KEY_VALUE =
   /\b((?:[a-z_]*password|passwd|pwd|[a-z_]*secret|[a-z_]*token|auth|api[_-]?key|access[_-]?key)\s*[=:]\s*)([^;&\s"',]+)/gi;

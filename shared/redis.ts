@@ -174,6 +174,8 @@ function build(
       scaleReads: 'master',
       clusterRetryStrategy: retryStrategy,
       lazyConnect: oneShot,
+      // The Cluster queues commands itself while it (re)connects: the nodes' setting alone does not fail fast.
+      enableOfflineQueue: options.failFast !== true,
     };
     const cluster = new Cluster(nodes, clusterOptions);
     // A node's own error (NOAUTH from one node, a TLS failure) says more than the cluster's summary.

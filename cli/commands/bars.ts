@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { ConfigError } from '../../shared/errors.ts';
+import { ConfigError, TickstreamError } from '../../shared/errors.ts';
 import { handleSignals } from '../../shared/lifecycle.ts';
 import { closePgPool, createPgPool, withClient } from '../../shared/pg.ts';
 import { RateLine } from '../../shared/progress.ts';
@@ -175,7 +175,10 @@ async function rebuild(opts: RebuildOpts): Promise<void> {
     });
     const guarded = (async function* () {
       for await (const batch of ticks) {
-        if (abort.signal.aborted) throw new ConfigError('stopped by a signal: nothing was changed');
+        // Not a configuration error (exit 2): the run was interrupted (exit 1, docs/operations.md).
+        if (abort.signal.aborted) {
+          throw new TickstreamError('stopped by a signal: nothing was changed', { retriable: false });
+        }
         yield batch;
       }
     })();

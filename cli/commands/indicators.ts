@@ -12,7 +12,7 @@ import { startProbes } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 import { escapeText, printTable } from '../table.ts';
 import { parseTime, timeframeOption } from './bars.ts';
-import { ConfigError } from '../../shared/errors.ts';
+import { ConfigError, TickstreamError } from '../../shared/errors.ts';
 import { backfillIndicators } from '../../consumers/indicators/backfill.ts';
 import { assertSchemaCurrent, migrate, migrateOptions } from '../../shared/schema/migrate.ts';
 import { startProgress, type JobProgress } from '../progress-bar.ts';
@@ -108,7 +108,12 @@ async function backfill(opts: BackfillOpts): Promise<void> {
           done += computed;
           progress?.update(done, computed);
           if (stopping)
-            throw new ConfigError('stopped by a signal: rows written so far are kept; run again to resume');
+            throw new TickstreamError(
+              'stopped by a signal: rows written so far are kept; run again to resume',
+              {
+                retriable: false,
+              },
+            );
         },
       },
     );

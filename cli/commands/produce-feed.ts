@@ -121,12 +121,17 @@ async function produceFeed(venue: string, opts: FeedOpts): Promise<void> {
     });
   const reportTimer = setInterval(() => void report(), 1000);
   let deadline: NodeJS.Timeout | undefined;
-  if (opts.duration !== undefined) deadline = setTimeout(() => void source.close(), opts.duration);
+  // Both stops also end a backpressure pause, or a publisher held by a slow group would never finish.
+  const stop = () => {
+    abort.abort();
+    return source.close();
+  };
+  if (opts.duration !== undefined) deadline = setTimeout(() => void stop(), opts.duration);
   let finished: Promise<unknown> = Promise.resolve();
   handleSignals(
     log,
     async () => {
-      await source.close();
+      await stop();
       dropIfDown(redis);
       await finished;
     },

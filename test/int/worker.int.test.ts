@@ -142,6 +142,9 @@ describe('group worker (real Redis)', () => {
     expect(letters[0]!.kind).toBe('tick');
     expect(letters[0]!.reason).toContain(`seq ${victim.seq}`);
     expect(sink.stored.has(tickKey(victim))).toBe(false);
+    // Counted as dead-lettered, not as written.
+    expect(worker.stats.ticks).toBe(499);
+    expect(worker.stats.deadLettered).toBe(1);
 
     // Once the store accepts it, requeueing delivers it and the others are not stored twice.
     sink.poison = undefined;

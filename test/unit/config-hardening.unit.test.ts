@@ -40,6 +40,15 @@ describe('config: contradictory settings are refused', () => {
     expect(loadConfig({ env: { TICKSTREAM_HIGH_WATER: '0' } }).producer.highWater).toBe(0);
   });
 
+  it('not when only the high-water mark is given: the default low-water mark follows it', () => {
+    const low = (env: Record<string, string>) => loadConfig({ env }).producer;
+    expect(low({ TICKSTREAM_HIGH_WATER: '10000' })).toMatchObject({ highWater: 10_000, lowWater: 5_000 });
+    expect(low({ TICKSTREAM_HIGH_WATER: '1' })).toMatchObject({ highWater: 1, lowWater: 0 });
+    expect(low({ TICKSTREAM_HIGH_WATER: '400000' }).lowWater).toBe(50_000);
+    expect(low({}).lowWater).toBe(50_000);
+    expect(low({ TICKSTREAM_HIGH_WATER: '10000', TICKSTREAM_LOW_WATER: '9000' }).lowWater).toBe(9_000);
+  });
+
   it('a first backoff above its ceiling', () => {
     expect(error({ TICKSTREAM_RETRY_BASE_MS: '5000', TICKSTREAM_RETRY_MAX_MS: '1000' })).toMatch(
       /TICKSTREAM_RETRY_BASE_MS and TICKSTREAM_RETRY_MAX_MS: the first backoff \(5000 ms\) must not exceed/,

@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
 import { loadConfig } from '../../shared/config.ts';
+import { Publisher, sharedPublisherMetrics } from '../../producers/publisher.ts';
+import type { RedisClient } from '../../shared/redis.ts';
 import {
   exposeCounters,
   observeIndicatorJob,
@@ -121,6 +124,31 @@ describe('producer and indicator instruments', () => {
     expect(labelSets(job)).toEqual(['le,outcome,queue', 'outcome,queue']);
     expect(countOf(job, { queue: 'ind', outcome: 'completed' })).toBe(1);
     expect(countOf(job, { queue: 'ind', outcome: 'failed' })).toBe(1);
+  });
+});
+
+describe('short-lived publishers of one source', () => {
+  it('share one scrape source: one sample per label set, summing every publisher', async () => {
+    const settings = { ...loadConfig({ env: {} }).producer, source: 'kafka-shared' };
+    const shared = sharedPublisherMetrics(settings.source);
+    const before = (await registry.metrics()).split('\n').length;
+    for (let i = 0; i < 50; i++) {
+      // Not connected: constructing one must not touch Redis, only the metrics.
+      const p = new Publisher({
+        redis: {} as RedisClient,
+        layout: { prefix: 'ticks', shards: 2 },
+        settings,
+        log: pino({ level: 'silent' }),
+        shared,
+      });
+      p.stats.ticks += 2;
+    }
+    const ticks = (await metric('tickstream_producer_ticks_total')).values.filter(
+      (v) => v.labels.source === 'kafka-shared',
+    );
+    expect(ticks).toEqual([{ labels: { source: 'kafka-shared' }, value: 100 }]);
+    // The exposition does not grow with the number of publishers.
+    expect((await registry.metrics()).split('\n').length).toBe(before);
   });
 });
 

@@ -74,9 +74,9 @@ describe('Prometheus configuration (infra/prometheus/prometheus.yml)', () => {
     for (const [name, s] of served) {
       const sd = job(name).dns_sd_configs;
       // DNS discovery: every replica of a scaled service is a target.
-      expect(sd, name).toEqual([
-        { names: [name], type: 'A', port: Number(s.environment!.TICKSTREAM_METRICS_PORT) },
-      ]);
+      // `serve` has /metrics on its API port, not on a separate metrics port.
+      const port = s.environment!.TICKSTREAM_API_PORT ?? s.environment!.TICKSTREAM_METRICS_PORT;
+      expect(sd, name).toEqual([{ names: [name], type: 'A', port: Number(port) }]);
     }
     // And nothing that compose does not run.
     for (const c of prometheus.scrape_configs) {

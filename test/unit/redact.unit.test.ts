@@ -36,6 +36,12 @@ describe('redaction', () => {
     );
     expect(redactText('token=abc.def&x=1')).toBe('token=***&x=1');
     expect(redactText('redis://127.0.0.1:6379')).toBe('redis://127.0.0.1:6379');
+    // Unencoded '/', '@' and ':' in a password: everything up to the last '@' before the host is masked.
+    expect(redactText('REDIS_URL=redis://u:pa/ss@host:6379 is invalid')).toBe(
+      'REDIS_URL=redis://u:***@host:6379 is invalid',
+    );
+    expect(redactText('redis://u:p@ss:w/d@host:6379/0')).toBe('redis://u:***@host:6379/0');
+    expect(redactText('postgres://pa/ss@db/x')).toBe('postgres://***@db/x');
   });
 
   it('masks the arguments of AUTH, HELLO ... AUTH, and CONFIG SET', () => {
