@@ -24,11 +24,11 @@ import type { BarRow, BarStore } from './store.ts';
  * Closed bars into QuestDB (table `<prefix>bars`) through an outbox in PostgreSQL, so that neither a crash nor
  * a QuestDB outage loses one, and an outage never holds the bars pipeline back.
  *
- * - The outbox is the bars table itself (infra/migrations/0004_bars_questdb_outbox.sql): a closed bar whose
- *   `qdb_synced_rev` differs from its `rev` is not yet in QuestDB. Closing or amending a bar gives it a new
- *   rev in the bars transaction, so the outbox entry commits with the bar.
+ * - The outbox is the bars table itself (infra/migrations/0004 and 0006): a closed bar whose `qdb_synced_rev`
+ *   is NULL is not yet in QuestDB. Closing or amending a bar gives it a new rev and sets qdb_synced_rev back to
+ *   NULL in the bars transaction, so the outbox entry commits with the bar.
  * - A push, in one PostgreSQL transaction: take the outbox's advisory lock (try: another process pushing
- *   means nothing to do now), read up to `batch` unsynced bars, oldest change first, send them as one ILP
+ *   means nothing to do now), read up to `batch` unsynced bars, oldest bar first, send them as one ILP
  *   request over HTTP, and once QuestDB confirmed it mark them synced at the rev sent (a bar amended
  *   meanwhile keeps its new rev unsynced). One pusher at a time per schema means an older revision can never
  *   reach QuestDB after a newer one. DEDUP UPSERT KEYS(ts, symbol, tf) makes a bar sent twice (a crash

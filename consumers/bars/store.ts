@@ -419,6 +419,7 @@ export class BarStore {
          trades = b.trades + EXCLUDED.trades,
          late = b.late + EXCLUDED.late,
          rev = EXCLUDED.rev,
+         qdb_synced_rev = NULL,
          updated_at = now()
        RETURNING ${barColumns('b')}`,
       [
@@ -480,7 +481,8 @@ export class BarStore {
   async closeDue(client: PgClient, keys: readonly string[]): Promise<BarRow[]> {
     if (keys.length === 0) return [];
     const { rows } = await client.query<RawBarRow>(
-      `UPDATE ${this.s}.bars b SET closed = true, rev = nextval('${this.s}.bars_rev'), updated_at = now()
+      `UPDATE ${this.s}.bars b SET closed = true, rev = nextval('${this.s}.bars_rev'), qdb_synced_rev = NULL,
+              updated_at = now()
          FROM ${this.s}.bar_clocks c
         WHERE c.wkey = ANY($1::text[]) AND b.wkey = c.wkey AND NOT b.closed
           AND b.start_ns + b.tf_ns <= c.max_ts - $2::int8
@@ -526,13 +528,13 @@ export class BarStore {
   }
 
   /**
-   * The QuestDB outbox (infra/migrations/0004_bars_questdb_outbox.sql): closed bars whose current revision
-   * QuestDB has not confirmed, oldest change first.
+   * The QuestDB outbox (infra/migrations/0006_bars_hot_updates.sql): closed bars whose current revision QuestDB
+   * has not confirmed (every change sets qdb_synced_rev back to NULL), oldest bars first.
    */
   async unsyncedBars(client: PgClient, limit: number): Promise<BarRow[]> {
     const { rows } = await client.query<RawBarRow>(
       `SELECT ${barColumns()} FROM ${this.s}.bars
-        WHERE closed AND qdb_synced_rev IS DISTINCT FROM rev ORDER BY rev LIMIT $1`,
+        WHERE closed AND qdb_synced_rev IS NULL ORDER BY start_ns LIMIT $1`,
       [limit],
     );
     return rows.map(toBarRow);
@@ -564,13 +566,10 @@ export class BarStore {
 
   /** How many closed bars wait for QuestDB, and since when (the oldest waiting change). */
   async unsyncedBacklog(client: PgClient): Promise<{ rows: number; oldestChange: Date | null }> {
-    // The planner cannot estimate the column-to-column predicate and would scan the whole table to count;
-    // ordering by rev makes it read the partial index, which holds just the backlog. The lowest rev is the
-    // oldest change.
-    const unsynced = `FROM ${this.s}.bars WHERE closed AND qdb_synced_rev IS DISTINCT FROM rev ORDER BY rev`;
+    // Both read the partial index, which holds just the backlog (none once QuestDB has caught up).
+    const unsynced = `FROM ${this.s}.bars WHERE closed AND qdb_synced_rev IS NULL`;
     const { rows } = await client.query<{ n: string; oldest: Date | null }>(
-      `SELECT (SELECT count(*) FROM (SELECT 1 ${unsynced}) AS u)::text AS n,
-              (SELECT updated_at ${unsynced} LIMIT 1) AS oldest`,
+      `SELECT (SELECT count(*) ${unsynced})::text AS n, (SELECT min(updated_at) ${unsynced}) AS oldest`,
     );
     return { rows: Number(rows[0]?.n ?? 0), oldestChange: rows[0]?.oldest ?? null };
   }

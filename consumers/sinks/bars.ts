@@ -247,24 +247,29 @@ export class BarsSink implements Sink {
     const chunk = isCluster(this.o.redis) ? 1 : PROJECT_CHUNK;
     const all = [...newest.values()];
     const prefix = this.o.channelPrefix;
-    try {
-      for (let i = 0; i < all.length; i += chunk) {
-        const keys: string[] = [];
-        const args: string[] = [];
-        for (const r of all.slice(i, i + chunk)) {
-          const fields = barFields(r);
-          keys.push(barKeyOf(this.o.keyPrefix, r.symbol, r.tf));
-          args.push(
-            r.start.toString().padStart(20, '0'),
-            r.rev.toString().padStart(20, '0'),
-            prefix === undefined ? '' : barKeyOf(prefix, r.symbol, r.tf),
-            prefix === undefined ? '' : barMessage(fields),
-            String(fields.length),
-            ...fields,
-          );
-        }
-        this.stats.projected += Number(await PROJECT_BARS.runKeys(this.o.redis, keys, args));
+    // Every chunk is sent before the first reply is awaited: Redis runs one script while the next is encoded
+    // here (no key is in two chunks: one row per key above, so their order does not matter).
+    const calls: Promise<unknown>[] = [];
+    for (let i = 0; i < all.length; i += chunk) {
+      const keys: string[] = [];
+      const args: string[] = [];
+      for (let j = i; j < Math.min(all.length, i + chunk); j++) {
+        const r = all[j]!;
+        const fields = barFields(r);
+        keys.push(barKeyOf(this.o.keyPrefix, r.symbol, r.tf));
+        args.push(
+          r.start.toString().padStart(20, '0'),
+          r.rev.toString().padStart(20, '0'),
+          prefix === undefined ? '' : barKeyOf(prefix, r.symbol, r.tf),
+          prefix === undefined ? '' : barMessage(fields),
+          String(fields.length),
+          ...fields,
+        );
       }
+      calls.push(PROJECT_BARS.runKeys(this.o.redis, keys, args));
+    }
+    try {
+      for (const changed of await Promise.all(calls)) this.stats.projected += Number(changed);
     } catch (err) {
       throw new SinkError('bars: projecting into Redis failed', { retriable: true, cause: err });
     }

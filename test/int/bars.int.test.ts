@@ -225,6 +225,55 @@ describe('bars sink (PostgreSQL + Redis)', () => {
     expect(ddd.reduce((n, r) => n + r.trades, 0)).toBe(2);
     await sink.close();
   });
+
+  it('updates open bars in place (HOT): no index of bars covers a column a merge changes (migration 0006)', async () => {
+    const sink = await createBarsSink({ config: c.config, redis: c.redis, log });
+    await sink.start();
+    // Columns of the bars' indexes, their predicates included: PostgreSQL updates a row in place only when
+    // none of them changes. An open bar's update changes these (the merge's SET list), never its key.
+    const { rows } = await c.pool.query<{ index: string; columns: string[] }>(
+      `SELECT (SELECT relname FROM pg_class WHERE oid = i.indexrelid) AS index,
+              array(SELECT a.attname::text FROM pg_attribute a
+                     WHERE a.attrelid = i.indrelid AND a.attnum > 0 AND (
+                       a.attnum = ANY(i.indkey)
+                       OR pg_get_expr(i.indpred, i.indrelid) ~ ('\\m' || a.attname || '\\M'))) AS columns
+         FROM pg_index i WHERE i.indrelid = '"${c.schema}".bars'::regclass`,
+    );
+    const merged = ['open', 'high', 'low', 'close', 'open_ts', 'open_seq', 'open_source', 'close_ts'].concat([
+      'close_seq',
+      'close_source',
+      'volume',
+      'notional',
+      'vwap',
+      'trades',
+      'late',
+      'rev',
+      'updated_at',
+    ]);
+    expect(rows.map((r) => r.index).sort()).toContain('bars_qdb_outbox');
+    for (const r of rows)
+      expect({ index: r.index, merged: r.columns.filter((x) => merged.includes(x)) }).toEqual({
+        index: r.index,
+        merged: [],
+      });
+    const { rows: opts } = await c.pool.query<{ reloptions: string[] | null }>(
+      `SELECT reloptions FROM pg_class WHERE oid = '"${c.schema}".bars'::regclass`,
+    );
+    expect(opts[0]!.reloptions).toContain('fillfactor=70');
+
+    // And PostgreSQL agrees: the same open bars updated by flush after flush are heap-only updates.
+    for (let i = 0; i < 5; i++) await writeFlush(sink, [trade(10 + i, 10 + i, 1, 100 + i)]);
+    await sink.close(); // its connections end, which reports their statistics
+    await waitUntil(async () => {
+      const { rows: st } = await c.pool.query<{ upd: string; hot: string }>(
+        `SELECT n_tup_upd::text AS upd, n_tup_hot_upd::text AS hot FROM pg_stat_user_tables
+          WHERE schemaname = $1 AND relname = 'bars'`,
+        [c.schema],
+      );
+      // Four updates per timeframe (the first flush inserts); all of them in place.
+      return Number(st[0]?.upd) === 8 && Number(st[0]?.hot) === 8;
+    }, 'eight updates of open bars, all of them heap-only');
+  });
 });
 
 describe('bars: rebuild from a tick source equals the live bars', () => {
