@@ -158,7 +158,7 @@ export class GroupWorker {
       this.log.fatal({ err }, 'worker loop failed');
       this.failure = err;
     });
-    this.log.info({ streams: this.streams.length }, 'consuming');
+    this.log.info({ streams: this.streams.length, batch: this.o.settings.batchSize }, 'consuming');
   }
 
   /** Resolves when the worker has stopped (after close()), rejects if its loop died. */

@@ -199,6 +199,11 @@ export const ConfigSchema = z
         /** Trades older than their clock by more than this are dead-lettered (and their ledger rows pruned). */
         ledgerHorizonMs: int(60_000, 7_200_000),
         pruneIntervalMs: int(1000, 60_000),
+        /**
+         * Stream entries per read of `consume bars` (TICKSTREAM_BATCH_SIZE for the other sinks): a flush costs
+         * one row per (symbol, timeframe) it touches, so the bars group reads more at once than the others.
+         */
+        batchSize: int(1, 1024, 10_000),
         /** Closed bars per ILP request from the QuestDB outbox (when QDB_CLIENT_CONF is set). */
         questdbBatch: int(1, 2000, 100_000),
         /** Longest wait between outbox pushes: the idle sweep, and the backoff ceiling after a failure. */
@@ -508,6 +513,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_BARS_CHANNEL_PREFIX: 'bars.channelPrefix',
   TICKSTREAM_BARS_LEDGER_HORIZON_MS: 'bars.ledgerHorizonMs',
   TICKSTREAM_BARS_PRUNE_INTERVAL_MS: 'bars.pruneIntervalMs',
+  TICKSTREAM_BARS_BATCH_SIZE: 'bars.batchSize',
   TICKSTREAM_BARS_QDB_BATCH: 'bars.questdbBatch',
   TICKSTREAM_BARS_QDB_INTERVAL_MS: 'bars.questdbIntervalMs',
   TICKSTREAM_IND_TIMEFRAMES: 'indicators.timeframes',

@@ -37,12 +37,18 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
   if (definition === undefined) {
     throw new ConfigError(`unknown sink "${sinkName}"; choose one of: ${sinkNames().join(', ')}`);
   }
-  const { config, log } = makeRuntime({
+  const runtime = makeRuntime({
     consumer: {
       ...(opts.consumer !== undefined ? { name: opts.consumer } : {}),
       ...(opts.batch !== undefined ? { batchSize: opts.batch } : {}),
     },
   });
+  const { log } = runtime;
+  const readBatch = opts.batch === undefined ? definition.readBatch?.(runtime.config) : undefined;
+  const config =
+    readBatch === undefined
+      ? runtime.config
+      : { ...runtime.config, consumer: { ...runtime.config.consumer, batchSize: readBatch } };
   const group = opts.group ?? definition.group;
   const consumer = consumerName(config);
   const redis = createRedis(config, { log, connectionName: `tickstream:${group}:${consumer}` });

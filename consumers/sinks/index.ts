@@ -26,6 +26,8 @@ export interface SinkDefinition {
   readonly description: string;
   /** Stores besides Redis whose answer /readyz checks (the sink's own connections are its business). */
   readonly stores?: readonly ('postgres' | 'questdb')[];
+  /** Stream entries per read when `--batch` is not given; TICKSTREAM_BATCH_SIZE when undefined. */
+  readBatch?(config: Config): number;
   create(deps: SinkDeps): Promise<Sink>;
 }
 
@@ -61,6 +63,7 @@ export const SINKS: Record<string, SinkDefinition> = {
     description:
       'OHLCV bars (1s/1m/5m/1h) into PostgreSQL, merged exactly once; current bar in Redis bar:<symbol>:<tf>',
     stores: ['postgres'],
+    readBatch: (config) => config.bars.batchSize,
     create: async ({ config, redis, log }) => createBarsSink({ config, redis, log }),
   },
 };

@@ -114,6 +114,9 @@ describe('bars and indicators commands (processes)', () => {
     const [barsExit, archiveExit] = await Promise.all([finished(bars), finished(archive)]);
     expect(barsExit.code, barsExit.stderr).toBe(0);
     expect(archiveExit.code, archiveExit.stderr).toBe(0);
+    // The bars group reads TICKSTREAM_BARS_BATCH_SIZE entries at once, the others TICKSTREAM_BATCH_SIZE.
+    expect(barsExit.stderr).toMatch(/"batch":1024,"msg":"consuming"/);
+    expect(archiveExit.stderr).toMatch(/"batch":64,"msg":"consuming"/);
 
     const closed = await count(`SELECT count(*)::text AS n FROM "${schema}".bars WHERE closed`);
     expect(closed).toBeGreaterThan(SYMBOLS.length * HOURS * 60 - 10);
