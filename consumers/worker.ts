@@ -354,13 +354,15 @@ export class GroupWorker {
 
   /**
    * Adapt the next read's COUNT to the size of the entries just read, so that a read holds about
-   * batchBytes (TICKSTREAM_BATCH_BYTES) of payload at most: COUNT bounds entries, not bytes.
+   * batchBytes (TICKSTREAM_BATCH_BYTES) of payload at most: COUNT bounds entries, not bytes, and it bounds them
+   * per stream, so a read over every shard holds up to COUNT times the number of shards.
    */
   private sized(entries: Entry[]): Entry[] {
     if (entries.length === 0) return entries;
     let bytes = 0;
     for (const e of entries) bytes += entrySize(e);
-    const fits = Math.floor(this.o.settings.batchBytes / Math.max(1, bytes / entries.length));
+    const perEntry = Math.max(1, bytes / entries.length);
+    const fits = Math.floor(this.o.settings.batchBytes / (perEntry * this.streams.length));
     this.readCount = Math.max(1, Math.min(this.o.settings.batchSize, fits));
     return entries;
   }

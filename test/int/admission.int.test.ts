@@ -198,4 +198,45 @@ describe('a single bad tick never stops the pipeline (real Redis)', () => {
     expect(sink.largest).toBe(50);
     expect(worker.stats.batches).toBeGreaterThanOrEqual(8);
   });
+
+  it('bounds a read by bytes across all shards: COUNT applies to each stream of an XREADGROUP', async () => {
+    // Frames of 50 ticks are ~5 KB; 40 KB of budget over 2 shards is 4 frames per shard per read, not 8.
+    const { config, redis, group } = setup({
+      streams: { shards: 2 },
+      consumer: { batchBytes: 40_000, batchSize: 16 },
+    });
+    const ticks = await produceTicks(config, redis, 8000, { symbols: ['AAA', 'BBB', 'CCC', 'DDD'] });
+    const blocking = redisFor(config, true);
+    const reads: number[] = [];
+    const callBuffer = blocking.callBuffer.bind(blocking);
+    blocking.callBuffer = (async (...args: Parameters<typeof callBuffer>) => {
+      const reply = await callBuffer(...args);
+      if (String(args[0]) === 'XREADGROUP' && Array.isArray(reply)) {
+        let bytes = 0;
+        for (const [, entries] of reply as [Buffer, [Buffer, Buffer[]][]][])
+          for (const [, fields] of entries) for (const f of fields) bytes += f.length;
+        reads.push(bytes);
+      }
+      return reply;
+    }) as typeof blocking.callBuffer;
+    const sink = new RecordingSink();
+    const worker = new GroupWorker({
+      redis: redisFor(config),
+      blocking,
+      layout: config.streams,
+      group,
+      consumer: uniqueName('c'),
+      sink,
+      settings: config.consumer,
+      log: silentLogger(),
+    });
+    workers.push(worker);
+    await worker.start();
+    await waitUntil(() => sink.stored.size === ticks.length, 'all stored');
+    // The first read that returned entries knew no entry sizes yet; every later one did.
+    const nonEmpty = reads.filter((b) => b > 0);
+    const sized = nonEmpty.slice(1);
+    expect(sized.length).toBeGreaterThan(5);
+    expect(Math.max(...sized)).toBeLessThanOrEqual(40_000 * 1.2);
+  });
 });
