@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { QuotesSink } from '../consumers/sinks/quotes.ts';
 import { encodeFrame } from '../shared/codec.ts';
 import { loadConfig, type Config } from '../shared/config.ts';
@@ -13,6 +14,15 @@ import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
 import { redisServerVersion, startReplicated } from '../chaos/servers.ts';
 import { checkDurability, versionAtLeast, WAITAOF_SINCE, type Durability } from '../producers/durability.ts';
 import { measurement, median, percentile, repeat, type BenchReport, type Measurement } from './lib.ts';
+import {
+  delta,
+  freePort,
+  histogramDelta,
+  mergeScrapes,
+  scrapePort,
+  sumDelta,
+  type Scrape,
+} from './scrape.ts';
 
 /**
  * Core pipeline benchmark (issue 2):
@@ -171,11 +181,17 @@ async function groupState(redis: RedisClient, config: Config, group: string): Pr
   return s;
 }
 
-function consumers(config: Config, group: string, count: number): ChildProcess[] {
+function consumers(
+  config: Config,
+  group: string,
+  count: number,
+  metricsPorts: number[] = [],
+): ChildProcess[] {
   return Array.from({ length: count }, (_, i) =>
     spawn(process.execPath, [BIN, 'consume', 'quotes', '--group', group, '--consumer', `bench-${i}`], {
       env: {
         PATH: process.env.PATH ?? '',
+        ...(metricsPorts[i] !== undefined ? { TICKSTREAM_METRICS_PORT: String(metricsPorts[i]) } : {}),
         REDIS_URL,
         TICKSTREAM_STREAM_PREFIX: config.streams.prefix,
         TICKSTREAM_SHARDS: String(config.streams.shards),
@@ -279,16 +295,23 @@ async function projector(redis: RedisClient): Promise<Measurement[]> {
   ];
 }
 
-export async function latency(
-  redis: RedisClient,
-  lingerMs?: number,
-  processes = 2,
-): Promise<{ p50: number; p90: number; p99: number; max: number; samples: number }> {
+export async function latency(redis: RedisClient, lingerMs?: number, processes = 2): Promise<LatencyRun> {
   const config = configFor(prefixOf('latency'), lingerMs);
   const group = 'quotes';
   for (const key of allStreamKeys(config.streams))
     await redis.call('XGROUP', 'CREATE', key, group, '$', 'MKSTREAM');
-  const children = consumers(config, group, processes);
+  const ports = await Promise.all(Array.from({ length: processes }, () => freePort()));
+  const children = consumers(config, group, processes, ports);
+  const scrapeAll = async () => mergeScrapes(await Promise.all(ports.map(scrapePort)));
+  await waitFor(
+    () =>
+      scrapeAll().then(
+        () => true,
+        () => false,
+      ),
+    30_000,
+    'consumers to serve /metrics',
+  );
   await waitFor(
     async () => {
       let n = 0;
@@ -318,11 +341,18 @@ export async function latency(
   const rate = 20_000;
   const warmupMs = 2_000;
   const durationMs = 10_000;
+  // This process publishes and receives: its own stalls are part of what it measures, so they are reported.
+  const ownLoop = monitorEventLoopDelay({ resolution: 1 });
+  let before: Scrape | undefined;
   const started = performance.now();
   let sent = 0;
   for (;;) {
     const elapsed = performance.now() - started;
     if (elapsed > warmupMs + durationMs) break;
+    if (!measuring && elapsed > warmupMs) {
+      before = await scrapeAll();
+      ownLoop.enable();
+    }
     measuring = elapsed > warmupMs;
     const due = Math.floor((elapsed / 1000) * rate) - sent;
     if (due > 0) {
@@ -333,15 +363,61 @@ export async function latency(
   }
   await publisher.flush();
   measuring = false;
+  ownLoop.disable();
+  // prom-client resets its event-loop histogram at each scrape: this one covers the measured window.
+  const afterEach = await Promise.all(ports.map(scrapePort));
+  const after = mergeScrapes(afterEach);
+  const measuredS = durationMs / 1000;
   await stop(children);
   await closeRedis(sub);
   await deleteByPrefix(redis, config.streams.prefix);
+  const lbl = `group="${group}",sink="quotes"`;
+  const streamAge = histogramDelta(before!, after, 'tickstream_sink_ack_age_seconds', `${lbl},from="stream"`);
+  const flush = histogramDelta(before!, after, 'tickstream_sink_flush_seconds', lbl);
+  const batch = histogramDelta(before!, after, 'tickstream_sink_batch_ticks', lbl);
   return {
     p50: percentile(latencies, 50),
     p90: percentile(latencies, 90),
     p99: percentile(latencies, 99),
     max: percentile(latencies, 100),
     samples: latencies.length,
+    stages: {
+      streamToAckP50: streamAge.p50 * 1000,
+      streamToAckP99: streamAge.p99 * 1000,
+      flushP99: flush.p99 * 1000,
+      batchP50: batch.p50,
+      // The consumers' event-loop lag p99 (prom-client's gauge, per process; the larger of the two).
+      consumerLoopP99: Math.max(
+        ...afterEach.map((a) => (a.get('nodejs_eventloop_lag_p99_seconds') ?? NaN) * 1000),
+      ),
+      consumerGcShare: sumDelta(before!, after, 'nodejs_gc_duration_seconds_sum') / measuredS / processes,
+      consumerCpuShare: delta(before!, after, 'process_cpu_seconds_total') / measuredS / processes,
+      benchLoopP99: ownLoop.percentile(99) / 1e6,
+    },
+  };
+}
+
+interface LatencyRun {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  samples: number;
+  /** Where the time goes, from the consumers' own histograms over the measured window (ms unless noted). */
+  stages: {
+    /** XADD (stream id time, 1 ms resolution) → XACK, per entry. */
+    streamToAckP50: number;
+    streamToAckP99: number;
+    /** The projection's flush (Lua + PUBLISH) per batch. */
+    flushP99: number;
+    /** Ticks per batch. */
+    batchP50: number;
+    consumerLoopP99: number;
+    /** Share of one core spent in GC / in all, per consumer process. */
+    consumerGcShare: number;
+    consumerCpuShare: number;
+    /** This process's own event-loop delay p99: it publishes and receives the updates it times. */
+    benchLoopP99: number;
   };
 }
 
@@ -453,6 +529,15 @@ export default async function core(): Promise<BenchReport> {
     if (lats.length > 0) {
       summary['latency p99 target <= 10 ms'] = lat.p99 <= 10 ? 'met' : 'missed';
       summary['latency samples (pub/sub updates)'] = lat.samples;
+      const st = (f: (l: LatencyRun['stages']) => number, digits = 1) =>
+        `${median(lats.map((l) => f(l.stages))).toFixed(digits)} (runs: ${lats.map((l) => f(l.stages).toFixed(digits)).join(', ')})`;
+      summary["stage: XADD → XACK p50 / p99 ms (consumers' histograms)"] =
+        `${st((l) => l.streamToAckP50)} / ${st((l) => l.streamToAckP99)}`;
+      summary['stage: projection flush p99 ms'] = st((l) => l.flushP99, 2);
+      summary['stage: ticks per batch p50'] = st((l) => l.batchP50, 0);
+      summary['stage: consumer event-loop p99 ms / GC share / CPU share'] =
+        `${st((l) => l.consumerLoopP99)} / ${st((l) => l.consumerGcShare, 3)} / ${st((l) => l.consumerCpuShare, 2)}`;
+      summary['stage: bench process event-loop p99 ms (publisher + subscriber)'] = st((l) => l.benchLoopP99);
     }
     if (durable.length > 0) {
       summary['durability replica vs ack, throughput'] =

@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type Config } from '../shared/config.ts';
@@ -10,6 +9,7 @@ import { closeRedis, createRedis, deleteByPrefix, pairs, type RedisClient } from
 import { allStreamKeys } from '../shared/streams.ts';
 import { QuestDbStandin } from '../test/helpers/questdb-standin.ts';
 import { measurement, median, type BenchReport, type Measurement } from './lib.ts';
+import { delta, freePort, histogramDelta, scrapePort, sumDelta, type Scrape } from './scrape.ts';
 
 /**
  * The whole pipeline at once (issue 13): the synthetic producer and one process per sink as deployed
@@ -62,9 +62,6 @@ interface Proc {
   child: ChildProcess;
 }
 
-/** One scrape of a process: every sample by metric name and label string. */
-type Scrape = Map<string, number>;
-
 interface StepResult {
   symbols: number;
   targetRate: number;
@@ -90,76 +87,6 @@ interface StepResult {
     }
   >;
   processes: Record<string, { cpuShare: number; gcShare: number; eventLoopP99Ms: number }>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr !== null ? addr.port : 0));
-    });
-  });
-}
-
-function parseExposition(text: string): Scrape {
-  const out: Scrape = new Map();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const sp = line.lastIndexOf(' ');
-    out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
-  }
-  return out;
-}
-
-async function scrape(p: Proc): Promise<Scrape> {
-  const res = await fetch(`http://127.0.0.1:${p.port}/metrics`);
-  return parseExposition(await res.text());
-}
-
-function delta(a: Scrape, b: Scrape, key: string): number {
-  return (b.get(key) ?? 0) - (a.get(key) ?? 0);
-}
-
-/** Quantiles of a histogram's delta between two scrapes, interpolated within buckets like histogram_quantile. */
-function histogramDelta(
-  a: Scrape,
-  b: Scrape,
-  name: string,
-  labels: string,
-): { p50: number; p99: number; maxAtMost: number; count: number } {
-  const buckets: { le: number; n: number }[] = [];
-  const re = new RegExp(`^${name}_bucket\\{(.*)\\}$`);
-  for (const key of b.keys()) {
-    const m = re.exec(key);
-    if (m === null || !m[1]!.includes(labels)) continue;
-    const le = /le="([^"]+)"/.exec(m[1]!)![1]!;
-    buckets.push({ le: le === '+Inf' ? Infinity : Number(le), n: delta(a, b, key) });
-  }
-  buckets.sort((x, y) => x.le - y.le);
-  const count = buckets.at(-1)?.n ?? 0;
-  const q = (p: number) => {
-    if (count === 0) return NaN;
-    const rank = p * count;
-    let prevLe = 0;
-    let prevN = 0;
-    for (const bk of buckets) {
-      if (bk.n >= rank) {
-        if (bk.le === Infinity) return prevLe;
-        return prevLe + ((bk.le - prevLe) * (rank - prevN)) / Math.max(1, bk.n - prevN);
-      }
-      prevLe = bk.le;
-      prevN = bk.n;
-    }
-    return prevLe;
-  };
-  let maxAtMost = NaN;
-  for (let i = 0; i < buckets.length; i++) {
-    const below = i === 0 ? 0 : buckets[i - 1]!.n;
-    if (buckets[i]!.n > below) maxAtMost = buckets[i]!.le;
-  }
-  return { p50: q(0.5), p99: q(0.99), maxAtMost, count };
 }
 
 async function groupBacklogs(redis: RedisClient, config: Config): Promise<Map<string, number>> {
@@ -297,7 +224,7 @@ export default async function e2e(): Promise<BenchReport> {
     const runStep = async (symbols: number, rate: number): Promise<StepResult> => {
       const port = await freePort();
       // Sinks first: every tick the producer sends falls between these scrapes and the ones after the drain.
-      const before = await Promise.all(procs.map(scrape));
+      const before = await Promise.all(procs.map((p) => scrapePort(p.port)));
       const tBefore = performance.now();
       const producer = start(
         'producer',
@@ -328,7 +255,7 @@ export default async function e2e(): Promise<BenchReport> {
       while (producer.child.exitCode === null) {
         samples.push({ t: performance.now() - t0, backlog: await groupBacklogs(redis, config) });
         // Not listening yet (starting) or already gone (finished): either way, keep the last good scrape.
-        const s = await scrape(producer).catch(() => undefined);
+        const s = await scrapePort(producer.port).catch(() => undefined);
         if (s !== undefined) {
           prodAfter = s;
           prodAt = performance.now();
@@ -368,7 +295,7 @@ export default async function e2e(): Promise<BenchReport> {
         await sleep(250);
       }
       const drainS = (performance.now() - d0) / 1000;
-      const end = await Promise.all(procs.map(scrape));
+      const end = await Promise.all(procs.map((p) => scrapePort(p.port)));
       const summaryLine = producer.log.find((l) => l.includes('"msg":"produced"'));
       if (summaryLine === undefined) throw new Error('bench: the producer printed no summary');
       const ran = JSON.parse(summaryLine) as { ticks: number; seconds: number };
@@ -521,12 +448,6 @@ export default async function e2e(): Promise<BenchReport> {
     await pool.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`).catch(() => undefined);
     await closePgPool(pool);
   }
-}
-
-function sumDelta(a: Scrape, b: Scrape, name: string): number {
-  let total = 0;
-  for (const key of b.keys()) if (key.startsWith(`${name}{`) || key === name) total += delta(a, b, key);
-  return total;
 }
 
 function fmtMs(v: number): string {
