@@ -38,8 +38,9 @@ export interface PublisherOptions {
   /** The caller already ran `checkDurability` on this connection (e.g. once per process, not per publisher). */
   durabilityChecked?: boolean;
   /**
-   * Counters and histograms to record into, for a caller that builds many short-lived Publishers of one source
-   * (the Kafka bridge, one per batch): each Publisher would otherwise register another scrape source forever.
+   * Counters, histograms and the backlog measurement to share, for a caller that builds many short-lived
+   * Publishers of one source (the Kafka bridge, one per batch): each Publisher would otherwise register another
+   * scrape source forever, and measure the backlog (2 × shards XINFO) again on its first publish.
    */
   shared?: SharedPublisherMetrics;
 }
@@ -47,6 +48,32 @@ export interface PublisherOptions {
 export interface SharedPublisherMetrics {
   stats: PublisherStats;
   metrics: PublisherInstruments;
+  backpressure: BackpressureState;
+}
+
+/** What the backpressure check knows between measurements (shared/backlog.ts). */
+interface BackpressureState {
+  /** The slowest group's backlog at the last measurement, entries over every shard. */
+  measured: number;
+  /** Consumer groups on our streams at the last measurement: without any, nothing holds the producer. */
+  groups: number;
+  slowestGroup: string | undefined;
+  /** Redis's lag is not trusted as such (stale after a restart): see shared/backlog.ts. */
+  lagCorrector: LagCorrector;
+  /** Frames sent since the measurement: the backlog can only have grown by those. */
+  sentSinceMeasure: number;
+  lastCheck: number;
+}
+
+function emptyBackpressure(): BackpressureState {
+  return {
+    measured: 0,
+    groups: 0,
+    slowestGroup: undefined,
+    lagCorrector: new LagCorrector(),
+    sentSinceMeasure: 0,
+    lastCheck: 0,
+  };
 }
 
 function emptyStats(): PublisherStats {
@@ -56,7 +83,7 @@ function emptyStats(): PublisherStats {
 /** One set of counters for every Publisher of `source` given it as `shared`. */
 export function sharedPublisherMetrics(source: string): SharedPublisherMetrics {
   const stats = emptyStats();
-  return { stats, metrics: publisherInstruments(source, () => stats) };
+  return { stats, metrics: publisherInstruments(source, () => stats), backpressure: emptyBackpressure() };
 }
 
 export interface PublisherStats {
@@ -80,14 +107,7 @@ export class Publisher {
   private readonly metrics: PublisherInstruments;
   private lingerTimer: NodeJS.Timeout | undefined;
   private failure: unknown;
-  private measured = 0;
-  /** Consumer groups on our streams at the last measurement: without any, nothing holds the producer. */
-  private groups = 0;
-  private slowestGroup: string | undefined;
-  /** Redis's lag is not trusted as such (stale after a restart): see shared/backlog.ts. */
-  private readonly lagCorrector = new LagCorrector();
-  private sentSinceMeasure = 0;
-  private lastCheck = 0;
+  private readonly bp: BackpressureState;
   private pausedSince: number | undefined;
   private checked: Promise<void> | undefined;
   /** XADDs sent since the last durability barrier was issued, and the barrier that will cover them. */
@@ -99,9 +119,11 @@ export class Publisher {
     if (options.shared !== undefined) {
       this.stats = options.shared.stats;
       this.metrics = options.shared.metrics;
+      this.bp = options.shared.backpressure;
     } else {
       const stats = (this.stats = emptyStats());
       this.metrics = publisherInstruments(options.settings.source, () => stats);
+      this.bp = emptyBackpressure();
     }
     this.buffers = Array.from({ length: options.layout.shards }, () => []);
     this.keys = Array.from({ length: options.layout.shards }, (_, i) => streamKey(options.layout, i));
@@ -114,9 +136,8 @@ export class Publisher {
 
   /** The slowest group's backlog at the last measurement (entries over every shard), and that group. */
   get backlog(): { entries: number; group?: string } {
-    return this.slowestGroup === undefined
-      ? { entries: this.measured }
-      : { entries: this.measured, group: this.slowestGroup };
+    const { measured, slowestGroup } = this.bp;
+    return slowestGroup === undefined ? { entries: measured } : { entries: measured, group: slowestGroup };
   }
 
   /**
@@ -157,7 +178,7 @@ export class Publisher {
   private send(shard: number): void {
     const ticks = this.buffers[shard]!;
     this.buffers[shard] = [];
-    this.sentSinceMeasure++;
+    this.bp.sentSinceMeasure++;
     const key = this.keys[shard]!;
     const acked = this.metrics.publish();
     const added = this.o.redis.xadd(key, '*', ...encodeFrame(ticks));
@@ -216,12 +237,15 @@ export class Publisher {
 
   private backpressureDue(): boolean {
     const { highWater, backpressureIntervalMs } = this.o.settings;
-    return highWater > 0 && (Date.now() - this.lastCheck >= backpressureIntervalMs || this.overHighWater());
+    return (
+      highWater > 0 && (Date.now() - this.bp.lastCheck >= backpressureIntervalMs || this.overHighWater())
+    );
   }
 
   private overHighWater(): boolean {
     const { highWater } = this.o.settings;
-    return highWater > 0 && this.groups > 0 && this.measured + this.sentSinceMeasure > highWater;
+    const { groups, measured, sentSinceMeasure } = this.bp;
+    return highWater > 0 && groups > 0 && measured + sentSinceMeasure > highWater;
   }
 
   private async applyBackpressure(callSignal: AbortSignal | undefined): Promise<void> {
@@ -229,7 +253,7 @@ export class Publisher {
     if (highWater <= 0) return;
     // Between measurements the backlog can only have grown by what we sent since: count that in, so a fast
     // producer cannot overshoot the high-water mark by a whole interval's worth.
-    const due = Date.now() - this.lastCheck >= backpressureIntervalMs;
+    const due = Date.now() - this.bp.lastCheck >= backpressureIntervalMs;
     if (due || this.overHighWater()) await this.measureBacklog();
     if (!this.overHighWater()) return;
     const signals = [this.o.signal, callSignal].filter((s): s is AbortSignal => s !== undefined);
@@ -237,7 +261,7 @@ export class Publisher {
     const stopped = (): boolean => signal?.aborted === true;
     if (stopped()) return;
     this.o.log.warn(
-      { backlog: this.measured, group: this.slowestGroup, highWater },
+      { backlog: this.bp.measured, group: this.bp.slowestGroup, highWater },
       'consumers are behind: pausing the producer',
     );
     const started = Date.now();
@@ -248,14 +272,14 @@ export class Publisher {
         await sleep(backpressureIntervalMs, signal);
         if (stopped()) break;
         await this.measureBacklog();
-      } while (this.measured > lowWater);
+      } while (this.bp.measured > lowWater);
     } finally {
       this.pausedSince = undefined;
       const paused = Date.now() - started;
       this.stats.pausedMs += paused;
       this.metrics.paused(paused);
       this.o.log.info(
-        { backlog: this.measured, pausedMs: paused, stopped: stopped() },
+        { backlog: this.bp.measured, pausedMs: paused, stopped: stopped() },
         stopped() ? 'stopped while paused' : 'backlog drained: resuming',
       );
     }
@@ -263,20 +287,21 @@ export class Publisher {
 
   /** The slowest group's backlog summed over the shards (shared/backlog.ts). */
   private async measureBacklog(): Promise<void> {
-    this.lastCheck = Date.now();
+    const bp = this.bp;
+    bp.lastCheck = Date.now();
     // Frames in flight now are either counted by this measurement or still awaiting their XADD reply.
-    this.sentSinceMeasure = this.inFlight.size;
+    bp.sentSinceMeasure = this.inFlight.size;
     let slowest: { entries: number; group?: string; groups: number };
     try {
-      slowest = await slowestGroupBacklog(this.o.redis, this.keys, this.lagCorrector);
+      slowest = await slowestGroupBacklog(this.o.redis, this.keys, bp.lagCorrector);
     } catch (err) {
       // Keep the last figure (and a pause) rather than guess: the next check tries again.
       this.o.log.warn({ err }, "cannot measure the consumer groups' backlog");
       return;
     }
-    this.measured = slowest.entries;
-    this.groups = slowest.groups;
-    this.slowestGroup = slowest.group;
+    bp.measured = slowest.entries;
+    bp.groups = slowest.groups;
+    bp.slowestGroup = slowest.group;
     this.stats.backlogChecks++;
     this.stats.maxBacklog = Math.max(this.stats.maxBacklog, slowest.entries);
   }

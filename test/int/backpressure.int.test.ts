@@ -4,7 +4,7 @@ import { groupBacklogs } from '../../shared/backlog.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys, streamKey } from '../../shared/streams.ts';
-import { Publisher } from '../../producers/publisher.ts';
+import { Publisher, sharedPublisherMetrics } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
 import { finished, startCli } from '../helpers/cli.ts';
@@ -239,6 +239,46 @@ describe('producer backpressure (real Redis)', () => {
       group: otherGroup,
       entries: 1,
     });
+  });
+
+  it('Publishers sharing their state (the Kafka bridge, one per batch) measure the backlog once per interval, and all pause', async () => {
+    const { config, redis, keys } = setup(
+      { highWater: 50, lowWater: 10, backpressureIntervalMs: 60_000, frameSize: 1 },
+      2,
+    );
+    await createGroup(redis, keys);
+    const shared = sharedPublisherMetrics(config.producer.source);
+    const market = new SyntheticMarket({ symbols: symbolNames(20), seed: 4, source: uniqueName('src') });
+    for (let i = 0; i < 5; i++) {
+      const publisher = new Publisher({
+        redis,
+        layout: config.streams,
+        settings: config.producer,
+        log: silentLogger(),
+        shared,
+      });
+      await publisher.publish(market.next(5));
+      await publisher.flush();
+    }
+    // One measurement for the five: a Publisher of its own would have measured on its first publish.
+    expect(shared.stats.backlogChecks).toBe(1);
+    expect(await totalLength(redis, keys)).toBe(25);
+    // Frames sent since count against the high-water mark in a later Publisher too: this one pauses at once,
+    // measuring again, and a stop request ends the pause.
+    const stop = new AbortController();
+    const last = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+      shared,
+      signal: stop.signal,
+    });
+    const publishing = last.publish(market.next(40));
+    await waitUntil(() => last.paused, 'the new Publisher paused on the shared backlog');
+    expect(shared.stats.backlogChecks).toBeGreaterThanOrEqual(2);
+    stop.abort();
+    await publishing;
   });
 
   it('a stop request ends a backpressure pause', async () => {
