@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { build } from 'esbuild';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { closeRedis, pairs } from '../shared/redis.ts';
@@ -33,7 +34,7 @@ export interface ChaosOptions {
   seed: number;
   /** Phases in order; each loads one part of the data set. */
   faults: readonly Fault[];
-  /** kill -9 of a random consumer, over the consumer-kills phase. */
+  /** kill -9 of a consumer holding a batch, over the consumer-kills phase. */
   consumerKills: number;
   /** How long PostgreSQL stays down. */
   postgresDownMs: number;
@@ -54,14 +55,26 @@ export interface Row {
   deadLetters: number;
   expectedDeadLetters: number;
   drainMs: number;
+  /** consumer-kills: entries left pending on each killed consumer (its batch in hand when it died). */
+  heldAtKill: number[];
   problems: string[];
 }
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'tickstream.js');
+const ROOT = join(import.meta.dirname, '..');
 const SINKS = ['archive', 'bars', 'quotes'] as const;
 const PREFIX = 'chaos';
 const SHARDS = 4;
 const SCHEMA = 'tickstream';
+/**
+ * The consumers killed in the consumer-kills phase, with the tables their flush writes: while the suite holds
+ * those tables locked, a consumer that read a batch waits in its flush with the batch delivered and not
+ * acknowledged, so the kill lands mid-batch for certain. (The quotes sink writes to Redis, which cannot be
+ * held without holding the stream reads too; the redis-restart phase hits it instead.)
+ */
+const HELD: readonly { sink: (typeof SINKS)[number]; tables: readonly string[] }[] = [
+  { sink: 'archive', tables: ['trades', 'quotes'] },
+  { sink: 'bars', tables: ['bars'] },
+];
 
 interface Proc {
   name: string;
@@ -84,6 +97,7 @@ export async function runChaos(o: ChaosOptions): Promise<Row[]> {
     );
     const ticks = generate(o.ticks, o.symbols, o.seed);
     const parts = await writeParts(dir, ticks, o.faults.length);
+    const cli = await bundleCli(dir);
     redisServer = await RedisServer.start({ args: ['--appendonly', 'yes', '--appendfsync', 'everysec'] });
     pgServer = await PostgresServer.start();
     o.say(
@@ -112,7 +126,7 @@ export async function runChaos(o: ChaosOptions): Promise<Row[]> {
     let serial = 0;
     const startConsumer = (sink: string): Proc => {
       const name = `${sink}-${++serial}`;
-      const child = spawn(process.execPath, [BIN, 'consume', sink, '--consumer', name], {
+      const child = spawn(process.execPath, [cli, 'consume', sink, '--consumer', name], {
         env,
         stdio: ['ignore', 'ignore', 'pipe'],
       });
@@ -123,7 +137,7 @@ export async function runChaos(o: ChaosOptions): Promise<Row[]> {
       return p;
     };
     const produce = (path: string): ChildProcess & { done: Promise<number | null> } => {
-      const child = spawn(process.execPath, [BIN, 'produce', 'file', path], { env, stdio: 'ignore' });
+      const child = spawn(process.execPath, [cli, 'produce', 'file', path], { env, stdio: 'ignore' });
       const done = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
       return Object.assign(child, { done });
     };
@@ -147,18 +161,52 @@ export async function runChaos(o: ChaosOptions): Promise<Row[]> {
       const part = parts[i]!;
       o.say(`phase ${i + 1}: ${fault} (${part.ticks.length} ticks)`);
       let label: string = fault;
+      const heldAtKill: number[] = [];
       if (fault === 'consumer-kills') {
-        const producing = produceOk(part.path);
-        for (let k = 0; k < o.consumerKills; k++) {
-          await sleep(150 + rand() * 300);
-          const alive = [...procs];
-          const victim = alive[Math.floor(rand() * alive.length)];
-          if (victim === undefined) continue;
-          victim.child.kill('SIGKILL');
-          startConsumer(victim.sink);
+        // The stores of the killed sinks are held locked for the whole round of kills: each victim is a
+        // consumer with entries pending on it, stuck in its flush, so it dies with its batch in hand. Its
+        // replacement claims those entries (or reads new ones) and is held the same way until it is killed.
+        const tables = HELD.flatMap((h) => h.tables.map((t) => `${SCHEMA}.${t}`));
+        // The consumers create them as they start (their groups may come first).
+        await waitFor(
+          async () =>
+            (
+              await pool!.query<{ n: string }>(
+                'SELECT count(to_regclass(t)) AS n FROM unnest($1::text[]) t',
+                [tables],
+              )
+            ).rows[0]!.n === String(tables.length),
+          'the stores of the held sinks',
+          120_000,
+        );
+        const holder = await pool.connect();
+        let producing: Promise<void> | undefined;
+        try {
+          await holder.query('BEGIN');
+          await holder.query(`LOCK TABLE ${tables.join(', ')} IN EXCLUSIVE MODE`);
+          producing = produceOk(part.path);
+          producing.catch(() => undefined); // awaited below; a failure of the kills must not leave it unhandled
+          for (let k = 0; k < o.consumerKills; k++) {
+            const { sink } = HELD[Math.floor(rand() * HELD.length)]!;
+            const victim = await waitForValue(
+              () => holdingBatch(redis!, procs, sink),
+              `a ${sink} consumer holding a batch`,
+              120_000,
+            );
+            const gone = new Promise((r) => victim.child.once('exit', r));
+            victim.child.kill('SIGKILL');
+            await gone;
+            heldAtKill.push(await pendingOn(redis, sink, victim.name));
+            startConsumer(sink);
+          }
+          await holder.query('COMMIT');
+          holder.release();
+        } catch (err) {
+          holder.release(err instanceof Error ? err : true); // the connection goes, and its locks with it
+          throw err;
         }
         await producing;
-        label = `${o.consumerKills} × consumer kill -9`;
+        label = `${o.consumerKills} × consumer kill -9 holding a batch`;
       } else if (fault === 'postgres-restart') {
         const producing = produceOk(part.path);
         await waitFor(
@@ -203,7 +251,8 @@ export async function runChaos(o: ChaosOptions): Promise<Row[]> {
       );
       const drainMs = Date.now() - started;
       const row = await verify(pool, redis, truth, o.symbols, poison * SINKS.length);
-      rows.push({ fault: label, drainMs, ...row });
+      rows.push({ fault: label, drainMs, ...row, heldAtKill });
+      if (heldAtKill.length > 0) o.say(`  entries pending on each killed consumer: ${heldAtKill.join(', ')}`);
       o.say(
         `  expected ${loaded.length}, stored ${row.stored}, duplicates ${row.duplicates}, dead letters ${row.deadLetters}/${poison * SINKS.length}, drained in ${drainMs} ms${row.problems.length > 0 ? `; ${row.problems.length} problem(s)` : ''}`,
       );
@@ -219,6 +268,33 @@ export async function runChaos(o: ChaosOptions): Promise<Row[]> {
     await pgServer?.remove();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The CLI the processes run: the checked-out sources bundled once into `dir` (dependencies stay in
+ * node_modules), beside a copy of package.json and a link to infra/ (migrations), which the processes find
+ * from their own location. Never a dist/ left by an earlier build, and one compile per run instead of one per
+ * process start: through tsx every start transpiled the sources again (about 2 s of CPU each, a dozen starts
+ * in the short run), which is what made the run slow on a busy machine.
+ */
+async function bundleCli(dir: string): Promise<string> {
+  const app = join(dir, 'app');
+  const main = join(app, 'cli', 'main.js');
+  await build({
+    entryPoints: [join(ROOT, 'cli', 'main.ts')],
+    outfile: main,
+    bundle: true,
+    packages: 'external',
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    logLevel: 'warning',
+  });
+  copyFileSync(join(ROOT, 'package.json'), join(app, 'package.json'));
+  // Links, not copies: removing the run's directory removes the links and leaves their targets alone.
+  symlinkSync(join(ROOT, 'node_modules'), join(app, 'node_modules'));
+  symlinkSync(join(ROOT, 'infra'), join(app, 'infra'));
+  return main;
 }
 
 /** The report: one line per fault phase. */
@@ -266,6 +342,47 @@ async function waitFor(
     }
     await sleep(200);
   }
+}
+
+/** Poll until `check` returns a value, or fail after `timeoutMs`. */
+async function waitForValue<T>(
+  check: () => Promise<T | undefined>,
+  what: string,
+  timeoutMs: number,
+): Promise<T> {
+  let value: T | undefined;
+  await waitFor(
+    async () => {
+      value = await check();
+      return value !== undefined;
+    },
+    what,
+    timeoutMs,
+  );
+  return value!;
+}
+
+/** Entries delivered to `consumer` of the sink's group and not acknowledged, over every shard. */
+async function pendingOn(redis: Redis, sink: string, consumer: string): Promise<number> {
+  let n = 0;
+  for (const k of allStreamKeys({ prefix: PREFIX, shards: SHARDS })) {
+    const [, , , consumers] = (await redis.call('XPENDING', k, sink)) as [
+      number,
+      unknown,
+      unknown,
+      [string, string][] | null,
+    ];
+    n += Number(consumers?.find(([name]) => name === consumer)?.[1] ?? 0);
+  }
+  return n;
+}
+
+/** A running consumer of `sink` with entries pending on it: it has a batch in hand. */
+async function holdingBatch(redis: Redis, procs: ReadonlySet<Proc>, sink: string): Promise<Proc | undefined> {
+  for (const p of procs) {
+    if (p.sink === sink && p.child.exitCode === null && (await pendingOn(redis, sink, p.name)) > 0) return p;
+  }
+  return undefined;
 }
 
 async function groupNames(redis: Redis): Promise<string[]> {
@@ -326,7 +443,7 @@ async function verify(
   truth: Truth,
   symbols: number,
   expectedDeadLetters: number,
-): Promise<Omit<Row, 'fault' | 'drainMs'>> {
+): Promise<Omit<Row, 'fault' | 'drainMs' | 'heldAtKill'>> {
   const problems: string[] = [];
   const q = async <T extends pg.QueryResultRow>(sql: string) => (await pool.query<T>(sql)).rows;
 

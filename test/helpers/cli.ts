@@ -19,6 +19,9 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
   return finished(startCli(args, env), timeoutMs);
 }
 
+/** Every CLI process this test file started that has not exited yet (each file runs in its own worker). */
+const running = new Set<ChildProcess>();
+
 export function startCli(
   args: string[],
   env: Record<string, string>,
@@ -27,6 +30,8 @@ export function startCli(
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   }) as ChildProcess & { out: { stdout: string; stderr: string } };
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   child.out = { stdout: '', stderr: '' };
   child.stdout!.on('data', (d: Buffer) => (child.out.stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (child.out.stderr += d.toString()));
@@ -48,4 +53,20 @@ export function finished(
       setImmediate(() => resolve({ code, signal, stdout: child.out.stdout, stderr: child.out.stderr }));
     });
   });
+}
+
+/** SIGKILL a child that is still running and wait until it is gone; nothing once it has exited. */
+export async function killChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/**
+ * Kill every CLI process of this file still running (startCli and runCli alike) and wait for their exit: for
+ * afterEach, so that a failed or timed-out test leaves no process behind writing to its keys.
+ */
+export async function stopChildren(): Promise<void> {
+  await Promise.all([...running].map(killChild));
 }

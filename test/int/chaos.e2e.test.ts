@@ -4,8 +4,8 @@ import { postgresAvailable, redisServerVersion } from '../../chaos/servers.ts';
 
 /**
  * The short fault suite (the full one is `npm run chaos`, docs/chaos.md): its own redis-server and PostgreSQL
- * cluster, real consumer and producer processes, a few faults, and every store compared with the ground truth
- * of the data set after each.
+ * cluster, real consumer and producer processes (the checked-out CLI, bundled once per run), a few faults, and
+ * every store compared with the ground truth of the data set after each.
  */
 const missing = [
   redisServerVersion() === undefined ? 'redis-server' : undefined,
@@ -15,7 +15,7 @@ const missing = [
 describe.skipIf(missing.length > 0)(
   `chaos, short version${missing.length > 0 ? ` (skipped: no ${missing.join(', ')})` : ''}`,
   () => {
-    it('consumer kills, a redis-server kill/restart and poison entries: every store exact, no duplicates', async () => {
+    it('consumer kills mid-batch, a redis-server kill/restart and poison entries: every store exact, no duplicates', async () => {
       const lines: string[] = [];
       const rows = await runChaos({
         ticks: 24_000,
@@ -33,6 +33,9 @@ describe.skipIf(missing.length > 0)(
         rows.map((r) => r.problems),
         report,
       ).toEqual([[], [], []]);
+      // Every kill landed mid-batch: the consumer died with entries delivered to it and not acknowledged.
+      expect(rows[0]!.heldAtKill, report).toHaveLength(4);
+      for (const held of rows[0]!.heldAtKill) expect(held, report).toBeGreaterThan(0);
       expect(rows.map((r) => [r.expected, r.stored, r.duplicates])).toEqual([
         [8000, 8000, 0],
         [16_000, 16_000, 0],

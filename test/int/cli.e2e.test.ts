@@ -1,9 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { closeRedis } from '../../shared/redis.ts';
 import { allStreamKeys } from '../../shared/streams.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
-import { finished, runCli, startCli } from '../helpers/cli.ts';
+import { finished, runCli, startCli, stopChildren } from '../helpers/cli.ts';
 import { freePort } from '../helpers/cluster.ts';
 
 const config = testConfig();
@@ -19,11 +18,8 @@ const env = {
   TICKSTREAM_BLOCK_MS: '100',
 };
 
-// Children still running when a test failed are killed, whatever the test's outcome.
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
+// Children still running when a test ends (it failed or timed out) are killed and waited for.
+afterEach(stopChildren);
 
 afterAll(async () => {
   await cleanupPrefix(redis, prefix);
@@ -49,7 +45,6 @@ describe('tickstream CLI (processes, real Redis)', () => {
       ...env,
       TICKSTREAM_METRICS_PORT: String(metricsPort),
     });
-    children.push(consumer);
     const group = await waitUntil(async () => {
       const groups = (await redis
         .call('XINFO', 'GROUPS', allStreamKeys(config.streams)[0]!)

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileSource, loadFiles, type FileSourceOptions, type Rejection } from '../../producers/file/index.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { decodeFrame } from '../../shared/codec.ts';
@@ -10,7 +10,7 @@ import { silentLogger } from '../../shared/logger.ts';
 import { tickKey, type Tick } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys, type StreamLayout } from '../../shared/streams.ts';
-import { finished, runCli, startCli } from '../helpers/cli.ts';
+import { finished, runCli, startCli, stopChildren } from '../helpers/cli.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, waitUntil } from '../helpers/index.ts';
 
 const SAMPLE_CSV = join(import.meta.dirname, '..', '..', 'infra', 'samples', 'ticks-sample.csv');
@@ -22,13 +22,16 @@ const dir = mkdtempSync(join(tmpdir(), 'tickstream-file-'));
 const redisClients: RedisClient[] = [];
 const prefixes: string[] = [];
 
-afterAll(async () => {
-  rmSync(dir, { recursive: true, force: true });
-  for (const r of redisClients) {
-    for (const p of prefixes) await cleanupPrefix(r, p);
-    await closeRedis(r);
-  }
+// Whatever a test's outcome: its CLI processes killed (before its keys go), its keys deleted, its connections
+// closed.
+afterEach(async () => {
+  await stopChildren();
+  const cleaner = redisClients[0];
+  if (cleaner !== undefined) for (const p of prefixes.splice(0)) await cleanupPrefix(cleaner, p);
+  for (const r of redisClients.splice(0)) await closeRedis(r);
 });
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function file(name: string, content: string | Buffer): string {
   const path = join(dir, name);
@@ -42,8 +45,11 @@ async function readAll(
   const rejections: Rejection[] = [];
   const source = new FileSource({ ...options, onReject: (r) => rejections.push(r) });
   const ticks: Tick[] = [];
-  for await (const batch of source.batches()) ticks.push(...batch);
-  await source.close();
+  try {
+    for await (const batch of source.batches()) ticks.push(...batch);
+  } finally {
+    await source.close();
+  }
   return { ticks, rejections, source };
 }
 

@@ -13,7 +13,7 @@ import { allStreamKeys, deadLetterKey } from '../../shared/streams.ts';
 import { KafkaIngest } from '../../producers/kafka.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
-import { finished, startCli } from '../helpers/cli.ts';
+import { finished, killChild, startCli } from '../helpers/cli.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { brokerSkipReason, testBroker, type TestBroker } from '../helpers/kafka.ts';
 import { RecordingSink } from '../helpers/sinks.ts';
@@ -243,7 +243,7 @@ describe.skipIf(broker === undefined)(
         LOG_LEVEL: 'warn',
       };
       const first = startCli(['bridge', 'kafka-to-redis'], env);
-      stops.push(async () => first.kill('SIGKILL'));
+      stops.push(() => killChild(first));
       await waitUntil(async () => (await entries(redis, config)) >= 5, 'the first bridge made progress', {
         timeoutMs: 60_000,
         intervalMs: 5,
@@ -259,7 +259,7 @@ describe.skipIf(broker === undefined)(
       // committed, nothing past what Redis holds is committed, and the process exits 0.
       const entriesAfterKill = await entries(redis, config);
       const second = startCli(['bridge', 'kafka-to-redis'], env);
-      stops.push(async () => second.kill('SIGKILL'));
+      stops.push(() => killChild(second));
       await waitUntil(
         async () => (await entries(redis, config)) >= entriesAfterKill + 20,
         'the second bridge made progress',
@@ -276,7 +276,7 @@ describe.skipIf(broker === undefined)(
       expect(committedAtStop).toBeLessThan(ticks.length);
 
       const third = startCli(['bridge', 'kafka-to-redis'], env);
-      stops.push(async () => third.kill('SIGKILL'));
+      stops.push(() => killChild(third));
       await waitUntil(async () => (await committedTotal(groupId, topic)) === ticks.length, 'all committed', {
         timeoutMs: 120_000,
         intervalMs: 500,

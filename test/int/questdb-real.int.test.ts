@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nsToIso } from '../../cli/commands/quote.ts';
 import { BarStore } from '../../consumers/bars/store.ts';
 import { barStoreSettings, createBarsSink } from '../../consumers/sinks/bars.ts';
@@ -33,49 +33,82 @@ const TITLE = QDB_CLIENT_CONF
   : 'QuestDB hot writer against a real server (skipped: set QDB_CLIENT_CONF to run against a real server)';
 
 const COUNT = 5000;
+const SYMBOLS = ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'];
+
+/** A run of ticks of its own (unique source, wall-clock timestamps) for one test. */
+function run(): Tick[] {
+  return new SyntheticMarket({ symbols: SYMBOLS, seed: 3, source: uniqueName('src') }).next(COUNT);
+}
+
+function expected(ticks: readonly Tick[]): { trades: number; quotes: number } {
+  const trades = ticks.filter((t) => t.type === 'trade').length;
+  return { trades, quotes: ticks.length - trades };
+}
 
 describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
-  let config: Config;
-  let http: QuestDbHttp;
-  let redis: RedisClient;
-  let blocking: RedisClient;
-  let worker: GroupWorker | undefined;
-  let sink: QuestDbSink;
-  let ticks: Tick[] = [];
-  const group = uniqueName('hot');
+  /** Each test's own tables, streams and connections, released after it whatever its outcome. */
+  const cleanups: (() => Promise<unknown>)[] = [];
 
-  const count = async (table: string) =>
-    Number((await http.exec(`select count() from ${table}`)).dataset[0]?.[0]);
-  const expected = () => ({
-    trades: ticks.filter((t) => t.type === 'trade').length,
-    quotes: ticks.filter((t) => t.type === 'quote').length,
+  afterEach(async () => {
+    const errors: unknown[] = [];
+    for (const cleanup of cleanups.splice(0).reverse())
+      await cleanup().catch((err: unknown) => errors.push(err));
+    if (errors.length > 0) throw new AggregateError(errors, 'cleaning up after the test failed');
   });
+
+  /** Tables under a prefix no other test uses: whatever a test counts there, it wrote itself. */
+  function hot(): { config: Config; http: QuestDbHttp; sink: QuestDbSink } {
+    const config = testConfig({
+      questdb: { clientConf: QDB_CLIENT_CONF!, tablePrefix: `${uniqueName('it')}_` },
+    });
+    const http = requireQuestDbHttp(config.questdb);
+    const sink = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+    cleanups.push(async () => {
+      for (const table of Object.values(sink.tables)) await http.exec(`drop table if exists ${table}`);
+    });
+    return { config, http, sink };
+  }
+
+  const count = async (http: QuestDbHttp, table: string) =>
+    Number((await http.exec(`select count() from ${table}`)).dataset[0]?.[0]);
+
+  /** Poll until QuestDB has applied exactly the run's rows to both tables. */
+  async function holds(http: QuestDbHttp, sink: QuestDbSink, ticks: readonly Tick[]): Promise<void> {
+    const want = expected(ticks);
+    await waitUntil(
+      async () =>
+        (await count(http, sink.tables.trades)) === want.trades &&
+        (await count(http, sink.tables.quotes)) === want.quotes,
+      `QuestDB to apply ${want.trades} trades and ${want.quotes} quotes`,
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+  }
+
+  /** Write a run through a sink of its own, one ILP request per 1000 ticks, and close it (flushes). */
+  async function land(config: Config, ticks: readonly Tick[]): Promise<void> {
+    const sink = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+    try {
+      await sink.start();
+      for (let i = 0; i < ticks.length; i += 1000) {
+        await sink.write(ticks.slice(i, i + 1000));
+        await sink.flush();
+      }
+    } finally {
+      await sink.close();
+    }
+  }
+
   /** WAL applied: every transaction the sequencer accepted is in the table. */
-  const applied = async () => {
+  async function applied(http: QuestDbHttp, sink: QuestDbSink): Promise<boolean> {
     const ours = new Set(Object.values(sink.tables));
     const states = (await walTables(http)).filter((t) => ours.has(t.name));
     return states.length === 2 && states.every((t) => !t.suspended && t.writerTxn === t.sequencerTxn);
-  };
-
-  beforeAll(async () => {
-    config = testConfig({ questdb: { clientConf: QDB_CLIENT_CONF!, tablePrefix: `${uniqueName('it')}_` } });
-    http = requireQuestDbHttp(config.questdb);
-    redis = testRedis(config);
-    blocking = testRedis(config, true);
-    sink = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
-  });
-
-  afterAll(async () => {
-    await worker?.close();
-    for (const table of Object.values(sink.tables))
-      await http.exec(`drop table if exists ${table}`).catch(() => undefined);
-    await cleanupPrefix(redis, config.streams.prefix);
-    await closeRedis(blocking);
-    await closeRedis(redis);
-  });
+  }
 
   it('creates both tables with the exchange time as designated timestamp and dedup on the tick identity', async () => {
+    const { http, sink } = hot();
     await sink.start();
+    cleanups.push(() => sink.close());
     for (const table of Object.values(sink.tables)) {
       const columns = await http.rows(`select * from table_columns('${table}')`);
       const byName = new Map(columns.map((c) => [String(c.column), c]));
@@ -93,12 +126,15 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
   });
 
   it('lands a produced run through the worker with exact counts and exact timestamps', async () => {
-    const market = new SyntheticMarket({
-      symbols: ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'],
-      seed: 3,
-      source: uniqueName('src'),
+    const { config, http, sink } = hot();
+    const redis = testRedis(config);
+    const blocking = testRedis(config, true);
+    cleanups.push(async () => {
+      await cleanupPrefix(redis, config.streams.prefix);
+      await closeRedis(blocking);
+      await closeRedis(redis);
     });
-    ticks = market.next(COUNT);
+    const ticks = run();
     const publisher = new Publisher({
       redis,
       layout: config.streams,
@@ -107,7 +143,8 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
     });
     await publisher.publish(ticks);
     await publisher.flush();
-    worker = new GroupWorker({
+    const group = uniqueName('hot');
+    const worker = new GroupWorker({
       redis,
       blocking,
       layout: config.streams,
@@ -117,26 +154,19 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
       settings: config.consumer,
       log: silentLogger(),
     });
+    cleanups.push(() => worker.close()); // closes the sink too
     await worker.start();
     await waitUntil(
       async () => {
         let pending = 0;
         for (const s of allStreamKeys(config.streams))
           pending += Number(((await redis.call('XPENDING', s, group)) as [number])[0]);
-        return worker!.stats.ticks >= COUNT && pending === 0;
+        return worker.stats.ticks >= COUNT && pending === 0;
       },
       'the worker to acknowledge the run',
       { timeoutMs: 60_000 },
     );
-
-    const want = expected();
-    await waitUntil(
-      async () =>
-        (await count(sink.tables.trades)) === want.trades &&
-        (await count(sink.tables.quotes)) === want.quotes,
-      `QuestDB to apply ${want.trades} trades and ${want.quotes} quotes`,
-      { timeoutMs: 60_000, intervalMs: 250 },
-    );
+    await holds(http, sink, ticks);
 
     const trade = ticks.find((t): t is Trade => t.type === 'trade')!;
     const [row] = await http.rows(
@@ -151,20 +181,28 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
   });
 
   it('replaying the same run adds no rows (DEDUP UPSERT KEYS)', async () => {
-    const replay = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
-    await replay.start();
-    for (let i = 0; i < ticks.length; i += 1000) {
-      await replay.write(ticks.slice(i, i + 1000));
-      await replay.flush();
-    }
-    await replay.close();
-    await waitUntil(applied, 'the replay to be applied', { timeoutMs: 60_000, intervalMs: 250 });
-    const want = expected();
-    expect(await count(sink.tables.trades)).toBe(want.trades);
-    expect(await count(sink.tables.quotes)).toBe(want.quotes);
+    const { config, http, sink } = hot();
+    const ticks = run();
+    await land(config, ticks);
+    await holds(http, sink, ticks);
+
+    await land(config, ticks);
+    // Every request of the replay was answered, so its transactions are in the sequencer: once the table has
+    // applied them all, a second copy of any row would be visible.
+    await waitUntil(() => applied(http, sink), 'the replay to be applied', {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+    });
+    const want = expected(ticks);
+    expect(await count(http, sink.tables.trades)).toBe(want.trades);
+    expect(await count(http, sink.tables.quotes)).toBe(want.quotes);
   });
 
   it('SAMPLE BY 1m returns OHLCV bars that add up to the trades', async () => {
+    const { config, http, sink } = hot();
+    const ticks = run();
+    await land(config, ticks);
+    await holds(http, sink, ticks);
     const bars = await http.rows(
       `select ts, symbol, first(price) open, max(price) high, min(price) low, last(price) close, ` +
         `sum(size) volume, count() n from ${sink.tables.trades} sample by 1m`,
@@ -180,10 +218,14 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
       expect(low).toBeLessThanOrEqual(Math.min(open, close));
       expect(high).toBeGreaterThanOrEqual(Math.max(open, close));
     }
-    expect(bars.reduce((n, b) => n + Number(b.n), 0)).toBe(expected().trades);
+    expect(bars.reduce((n, b) => n + Number(b.n), 0)).toBe(expected(ticks).trades);
   });
 
   it('runs every documented example query (infra/questdb/queries.sql) on the tables', async () => {
+    const { config, http, sink } = hot();
+    const ticks = run();
+    await land(config, ticks);
+    await holds(http, sink, ticks);
     const text = readFileSync(new URL('../../infra/questdb/queries.sql', import.meta.url), 'utf8');
     const statements = text
       .split('\n')
@@ -196,7 +238,7 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
     expect(statements.length).toBeGreaterThanOrEqual(5);
     for (const sql of statements) await expect(http.exec(sql), sql).resolves.toBeDefined();
     const latest = await http.rows(statements[0]!);
-    expect(latest.length).toBe(5); // one per symbol
+    expect(latest.length).toBe(SYMBOLS.length); // one per symbol
   });
 });
 
@@ -252,25 +294,29 @@ describe.skipIf(!QDB_CLIENT_CONF)(BARS_TITLE, () => {
   });
 
   it('closed bars land once each, at their newest rev (a late trade amends one), with the bar start as designated timestamp', async () => {
-    const sink = await createBarsSink({ config, redis, log: silentLogger() });
-    await sink.start();
-    const batches = [
-      [trade(100, 10, 100, 1), trade(900, 10.5, 200, 2), trade(300, 9.75, 50, 3)],
-      [trade(1200, 10.25, 100, 4), trade(1600, 10.4, 300, 5)],
-      [trade(950, 11, 10, 6)], // late: amends the closed first second
-      [trade(2700, 10.1, 100, 7), trade(2700, 10.2, 100, 8)],
-    ];
-    for (const b of batches) {
-      await sink.write(b);
-      await sink.flush();
-    }
     const store = new BarStore(barStoreSettings(config));
-    await waitUntil(
-      async () => (await withClient(pool, (c) => store.unsyncedBacklog(c))).rows === 0,
-      'the outbox to drain',
-      { timeoutMs: 60_000, intervalMs: 250 },
-    );
-    await sink.close();
+    const sink = await createBarsSink({ config, redis, log: silentLogger() });
+    try {
+      await sink.start();
+      const batches = [
+        [trade(100, 10, 100, 1), trade(900, 10.5, 200, 2), trade(300, 9.75, 50, 3)],
+        [trade(1200, 10.25, 100, 4), trade(1600, 10.4, 300, 5)],
+        [trade(950, 11, 10, 6)], // late: amends the closed first second
+        [trade(2700, 10.1, 100, 7), trade(2700, 10.2, 100, 8)],
+      ];
+      for (const b of batches) {
+        await sink.write(b);
+        await sink.flush();
+      }
+      await waitUntil(
+        async () => (await withClient(pool, (c) => store.unsyncedBacklog(c))).rows === 0,
+        'the outbox to drain',
+        { timeoutMs: 60_000, intervalMs: 250 },
+      );
+    } finally {
+      // Closed on failure too: the outbox's timer and its QuestDB client would outlive the test.
+      await sink.close();
+    }
     const closed = (await withClient(pool, (c) => store.barsInRange(c, { from: 0n, to: 1n << 62n }))).filter(
       (b) => b.closed,
     );

@@ -11,8 +11,12 @@ import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../
 const open: RedisClient[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!();
+  // Every step runs even when one fails (a failed worker close must not leave connections open).
+  const errors: unknown[] = [];
+  for (const cleanup of cleanups.splice(0).reverse())
+    await cleanup().catch((err: unknown) => errors.push(err));
   for (const r of open.splice(0)) await closeRedis(r);
+  if (errors.length > 0) throw new AggregateError(errors, 'cleaning up after the test failed');
 });
 
 function quote(symbol: string, ts: bigint, seq: number, bid: number, ask: number): Tick {
@@ -151,8 +155,8 @@ describe('latest-quote projector (real Redis)', () => {
       settings: config.consumer,
       log: silentLogger(),
     });
-    await worker.start();
     cleanups.push(() => worker.close());
+    await worker.start();
     const publisher = new Publisher({
       redis,
       layout: config.streams,

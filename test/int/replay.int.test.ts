@@ -372,6 +372,8 @@ describe('tickstream replay (process)', () => {
       TICKSTREAM_STREAM_PREFIX: ctx.config.streams.prefix,
       TICKSTREAM_SHARDS: '3',
       TICKSTREAM_QUOTE_KEY_PREFIX: ctx.config.quotes.keyPrefix,
+      // Never the global quotes:* channels: other tests and a running dashboard listen there.
+      TICKSTREAM_QUOTE_CHANNEL_PREFIX: ctx.config.quotes.channelPrefix,
     };
     const r = await runCli(
       ['replay', '--sink', 'quotes', '--name', 'cli', '--page', '2', '--from', '2024-01-01'],

@@ -6,13 +6,26 @@ import { trimStream, trimStreams } from '../../shared/retention.ts';
 import { streamKey } from '../../shared/streams.ts';
 import { Publisher } from '../../producers/publisher.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
-import { runCli, startCli } from '../helpers/cli.ts';
+import { runCli, startCli, stopChildren } from '../helpers/cli.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
+// Whatever a test's outcome: its processes killed and waited for, its keys deleted, its connections closed.
 const open: RedisClient[] = [];
+const prefixes: string[] = [];
 afterEach(async () => {
+  await stopChildren();
+  const cleaner = open[0];
+  if (cleaner !== undefined) for (const p of prefixes.splice(0)) await cleanupPrefix(cleaner, p);
   for (const r of open.splice(0)) await closeRedis(r);
 });
+
+function setup(overrides: Parameters<typeof testConfig>[0] = {}) {
+  const config = testConfig(overrides);
+  prefixes.push(config.streams.prefix);
+  const redis = testRedis(config);
+  open.push(redis);
+  return { config, redis };
+}
 
 const frame = encodeFrame(new SyntheticMarket({ symbols: ['A'], seed: 1, source: 's' }).next(1));
 
@@ -22,9 +35,7 @@ async function fill(redis: RedisClient, stream: string, ids: string[]) {
 
 describe('retention (real Redis)', () => {
   it('trims by age but never past an entry a group has not acknowledged', async () => {
-    const config = testConfig();
-    const redis = testRedis(config);
-    open.push(redis);
+    const { config, redis } = setup();
     const stream = streamKey(config.streams, 0);
     await fill(redis, stream, ['1000-0', '2000-0', '3000-0', '4000-0', '5000-0']);
     const slow = uniqueName('slow');
@@ -62,13 +73,10 @@ describe('retention (real Redis)', () => {
     const r2 = await trimStream(redis, stream, { maxAgeMs: 500, maxLen: 0, intervalMs: 1000 }, 5000);
     expect(r2).toMatchObject({ trimmed: 1, minId: '2000-1', heldBackBy: slow });
     expect((await redis.xrange(stream, '-', '+')).map(([id]) => id)).toEqual(['3000-0', '4000-0', '5000-0']);
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 
   it('trims by size when every group is done, and does nothing when no bound applies', async () => {
-    const config = testConfig({ streams: { shards: 1 } });
-    const redis = testRedis(config);
-    open.push(redis);
+    const { config, redis } = setup({ streams: { shards: 1 } });
     const stream = streamKey(config.streams, 0);
     await fill(redis, stream, ['1-0', '2-0', '3-0', '4-0', '5-0', '6-0']);
     const r = await trimStreams(redis, config.streams, { maxAgeMs: 0, maxLen: 2, intervalMs: 1000 });
@@ -76,13 +84,10 @@ describe('retention (real Redis)', () => {
     expect(await redis.xlen(stream)).toBe(2);
     const none = await trimStreams(redis, config.streams, { maxAgeMs: 0, maxLen: 0, intervalMs: 1000 });
     expect(none[0]!.trimmed).toBe(0);
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 
   it('keeps every unacknowledged tick of a produced run through repeated trims', async () => {
-    const config = testConfig({ streams: { shards: 2 } });
-    const redis = testRedis(config);
-    open.push(redis);
+    const { config, redis } = setup({ streams: { shards: 2 } });
     const keys = [streamKey(config.streams, 0), streamKey(config.streams, 1)];
     const group = uniqueName('g');
     for (const k of keys) await redis.call('XGROUP', 'CREATE', k, group, '0', 'MKSTREAM');
@@ -145,22 +150,10 @@ describe('retention (real Redis)', () => {
     // Every tick was delivered exactly once: none was trimmed before the group read it.
     expect(seen.length).toBe(produced.length);
     expect(new Set(seen).size).toBe(produced.length);
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 });
 
 describe('retention in the commands (processes, real Redis)', () => {
-  const children: ReturnType<typeof startCli>[] = [];
-  afterEach(async () => {
-    for (const c of children.splice(0)) {
-      if (c.exitCode === null && c.signalCode === null) {
-        const exited = new Promise((r) => c.once('exit', r));
-        c.kill('SIGKILL');
-        await exited;
-      }
-    }
-  });
-
   async function readSome(
     redis: RedisClient,
     stream: string,
@@ -182,9 +175,7 @@ describe('retention in the commands (processes, real Redis)', () => {
   }
 
   it('`tickstream trim` trims and names the group that held it back', async () => {
-    const config = testConfig({ streams: { shards: 2 } });
-    const redis = testRedis(config);
-    open.push(redis);
+    const { config, redis } = setup({ streams: { shards: 2 } });
     const [s0, s1] = [streamKey(config.streams, 0), streamKey(config.streams, 1)];
     await fill(redis, s0, ['1-0', '2-0', '3-0', '4-0', '5-0', '6-0']);
     await fill(redis, s1, ['1-0', '2-0', '3-0']);
@@ -213,13 +204,10 @@ describe('retention in the commands (processes, real Redis)', () => {
     ]);
     expect((await redis.xrange(s0, '-', '+')).map(([id]) => id)).toEqual(['2-0', '3-0', '4-0', '5-0', '6-0']);
     expect((await redis.xrange(s1, '-', '+')).map(([id]) => id)).toEqual(['3-0']);
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 
   it('`tickstream consume` trims on its interval, never past another group’s pending entries', async () => {
-    const config = testConfig({ streams: { shards: 1 } });
-    const redis = testRedis(config);
-    open.push(redis);
+    const { config, redis } = setup({ streams: { shards: 1 } });
     const stream = streamKey(config.streams, 0);
     const slow = uniqueName('slow');
     await redis.call('XGROUP', 'CREATE', stream, slow, '0', 'MKSTREAM');
@@ -239,17 +227,15 @@ describe('retention in the commands (processes, real Redis)', () => {
     await redis.xack(stream, slow, ...(await readSome(redis, stream, slow, 3)));
     const pending = await readSome(redis, stream, slow, 2);
 
-    children.push(
-      startCli(['consume', 'quotes'], {
-        REDIS_URL,
-        TICKSTREAM_STREAM_PREFIX: config.streams.prefix,
-        TICKSTREAM_SHARDS: '1',
-        TICKSTREAM_QUOTE_KEY_PREFIX: config.quotes.keyPrefix,
-        TICKSTREAM_QUOTE_CHANNEL_PREFIX: config.quotes.channelPrefix,
-        TICKSTREAM_RETENTION_MAX_LEN: '1',
-        TICKSTREAM_RETENTION_INTERVAL_MS: '100',
-      }),
-    );
+    startCli(['consume', 'quotes'], {
+      REDIS_URL,
+      TICKSTREAM_STREAM_PREFIX: config.streams.prefix,
+      TICKSTREAM_SHARDS: '1',
+      TICKSTREAM_QUOTE_KEY_PREFIX: config.quotes.keyPrefix,
+      TICKSTREAM_QUOTE_CHANNEL_PREFIX: config.quotes.channelPrefix,
+      TICKSTREAM_RETENTION_MAX_LEN: '1',
+      TICKSTREAM_RETENTION_INTERVAL_MS: '100',
+    });
     // The quotes group reads and acknowledges everything; the trim stops at the slow group's oldest pending.
     await waitUntil(
       async () => (await redis.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0] === pending[0],
@@ -261,6 +247,5 @@ describe('retention in the commands (processes, real Redis)', () => {
     // Once the slow group is done, a later pass of the interval trims down to the size bound.
     await redis.xack(stream, slow, ...pending, ...(await readSome(redis, stream, slow, 100)));
     await waitUntil(async () => (await redis.xlen(stream)) === 1, 'a later trim down to one entry');
-    await cleanupPrefix(redis, config.streams.prefix);
   });
 });

@@ -1,8 +1,9 @@
-import kafkajs from 'kafkajs';
-import { describe, expect, it } from 'vitest';
-import { FLUSH_ATTEMPTS, KafkaSink } from '../../consumers/sinks/kafka.ts';
+import kafkajs, { type Producer } from 'kafkajs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { FLUSH_ATTEMPTS, KafkaSink, createKafkaSink } from '../../consumers/sinks/kafka.ts';
+import { loadConfig } from '../../shared/config.ts';
 import { SinkError } from '../../shared/errors.ts';
-import { classifyKafkaError } from '../../shared/kafka.ts';
+import { classifyKafkaError, requireKafka } from '../../shared/kafka.ts';
 import { KafkaTickDecoder } from '../../shared/kafka-codec.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import type { Tick } from '../../shared/model.ts';
@@ -302,5 +303,47 @@ describe('Kafka sink against a stand-in producer', () => {
     await s.close();
     expect(producer.messages()).toHaveLength(3);
     expect(producer.disconnects).toBe(1);
+  });
+});
+
+describe('createKafkaSink', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  /** The kafkajs producer createKafkaSink builds (no broker is contacted: nothing connects). */
+  function built(env: Record<string, string>): { options: kafkajs.ProducerConfig; producer: Producer } {
+    const factory = vi.spyOn(kafkajs.Kafka.prototype, 'producer');
+    // Port 1: were anything to connect by mistake, it would fail rather than reach a broker.
+    createKafkaSink(
+      requireKafka(loadConfig({ env: { KAFKA_BROKERS: '127.0.0.1:1', ...env } })),
+      silentLogger(),
+    );
+    expect(factory).toHaveBeenCalledTimes(1);
+    const options = factory.mock.calls[0]![0]!;
+    const result = factory.mock.results[0]!;
+    expect(result.type).toBe('return');
+    return { options, producer: result.value as Producer };
+  }
+
+  it('builds an idempotent producer by default: retries allowed, at most 5 requests in flight, acks=-1 enforced', async () => {
+    const { options, producer } = built({ KAFKA_MAX_IN_FLIGHT: '4' });
+    expect(options.idempotent).toBe(true);
+    expect(producer.isIdempotent()).toBe(true);
+    // The broker keeps a producer's sequence per partition for its last 5 requests only: more in flight and a
+    // retried request can be written twice or out of order.
+    expect(options.maxInFlightRequests).toBe(4);
+    // kafkajs refuses an idempotent producer with no retries; a retry is how it recovers a lost reply.
+    expect(options.retry?.retries).toBeGreaterThanOrEqual(1);
+    // An idempotent producer accepts acks=-1 only (the sink's own requests use it: tested above); anything
+    // else is refused before a request is built.
+    await expect(
+      producer.sendBatch({ acks: 1, topicMessages: [{ topic: 'mirror', messages: [{ value: 'x' }] }] }),
+    ).rejects.toThrow(/idempotent producer/);
+  });
+
+  it('the producer is idempotent only because the settings say so (KAFKA_IDEMPOTENT=false turns it off)', () => {
+    const { options, producer } = built({ KAFKA_IDEMPOTENT: 'false', KAFKA_MAX_IN_FLIGHT: '6' });
+    expect(options.idempotent).toBe(false);
+    expect(producer.isIdempotent()).toBe(false);
+    expect(options.maxInFlightRequests).toBe(6);
   });
 });
