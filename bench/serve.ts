@@ -1,6 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
@@ -25,12 +27,18 @@ import { measurement, median, percentile, type BenchReport } from './lib.ts';
 type LoadResult = Awaited<ReturnType<typeof autocannon>>;
 
 const SYMBOLS = 100;
-const REPS = 3;
-const LOAD_S = 4;
+const REPS = Number(process.env.BENCH_RUNS ?? 3);
+const LOAD_S = Number(process.env.BENCH_SERVE_LOAD_S ?? 4);
 const CONNECTIONS = 50;
 const WS_CLIENTS = 1000;
 const PUSH_RATE = 20_000;
-const PUSH_S = 5;
+const PUSH_S = Number(process.env.BENCH_SERVE_PUSH_S ?? 5);
+/** Which parts run (all by default): http (L1 and the baselines), coalescing, push. */
+const PARTS = new Set((process.env.BENCH_SERVE_PARTS ?? 'http,coalescing,push').split(','));
+/** A folder: the server child writes a V8 CPU profile there (node --cpu-prof) when it exits. */
+const PROF_DIR = process.env.BENCH_SERVE_PROF_DIR;
+/** 1: run the server from the TypeScript sources through tsx (as `npm run serve` does) instead of compiled. */
+const FROM_SOURCES = process.env.BENCH_SERVE_TSX === '1';
 
 export default async function serveBench(): Promise<BenchReport> {
   const id = randomBytes(4).toString('hex');
@@ -67,26 +75,32 @@ export default async function serveBench(): Promise<BenchReport> {
 
     child = spawn(
       process.execPath,
-      ['--import', 'tsx', join(import.meta.dirname, 'serve-server.ts'), JSON.stringify(overrides)],
-      {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
+      [
+        ...(PROF_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`]),
+        ...(FROM_SOURCES
+          ? ['--import', 'tsx', join(import.meta.dirname, 'serve-server.ts')]
+          : [compileServer()]),
+        JSON.stringify(overrides),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-    const { url, baseline } = JSON.parse(line) as { url: string; baseline: string };
+    const { url } = JSON.parse(line) as { url: string };
     await fetch(`${url}/v1/quotes?symbols=${symbols.join(',')}`); // L1 holds every symbol
 
     const cpu = async () =>
-      (await (await fetch(`${baseline}/cpu`)).json()) as { user: number; system: number };
+      (await (await fetch(`${url}/bench/cpu`)).json()) as { user: number; system: number };
     const cpuPerRequest = { l1: [] as number[], naive: [] as number[], pg: [] as number[] };
-    const load = async (base: string, path: (s: string) => string, cpuRuns: number[]) => {
-      // Let requests queued by the previous run (the PostgreSQL pool) finish first.
-      await new Promise((r) => setTimeout(r, 2000));
-      const before = await cpu();
-      const r = await autocannon({
-        url: base,
+    const paths = {
+      l1: (s: string) => `/v1/quotes/${s}`,
+      naive: (s: string) => `/bench/naive/${s}`,
+      pg: (s: string) => `/bench/pg/${s}`,
+    };
+    const cannon = (path: (s: string) => string, duration: number) =>
+      autocannon({
+        url,
         connections: CONNECTIONS,
-        duration: LOAD_S,
+        duration,
         requests: [
           {
             method: 'GET',
@@ -94,7 +108,13 @@ export default async function serveBench(): Promise<BenchReport> {
           },
         ],
       });
-      if (r.non2xx > 0 || r.errors > 0) throw new Error(`${base}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+    const load = async (path: (s: string) => string, cpuRuns: number[]) => {
+      // Let requests queued by the previous run (the PostgreSQL pool) finish first.
+      await new Promise((r) => setTimeout(r, 2000));
+      const before = await cpu();
+      const r = await cannon(path, LOAD_S);
+      if (r.non2xx > 0 || r.errors > 0)
+        throw new Error(`${path('X')}: ${r.non2xx} non-2xx, ${r.errors} errors`);
       const after = await cpu();
       cpuRuns.push((after.user - before.user + after.system - before.system) / Math.max(1, r.requests.total));
       return r;
@@ -104,16 +124,20 @@ export default async function serveBench(): Promise<BenchReport> {
       naive: [] as LoadResult[],
       pg: [] as LoadResult[],
     };
-    for (let rep = 0; rep < REPS; rep++) {
-      runs.l1.push(await load(url, (s) => `/v1/quotes/${s}`, cpuPerRequest.l1));
-      runs.naive.push(await load(baseline, (s) => `/naive/${s}`, cpuPerRequest.naive));
-      runs.pg.push(await load(baseline, (s) => `/pg/${s}`, cpuPerRequest.pg));
+    if (PARTS.has('http')) {
+      // Untimed: the JIT compiles every path before the first timed run, which would otherwise favour the later ones.
+      for (const path of Object.values(paths)) await cannon(path, 1);
+    }
+    for (let rep = 0; rep < (PARTS.has('http') ? REPS : 0); rep++) {
+      runs.l1.push(await load(paths.l1, cpuPerRequest.l1));
+      runs.naive.push(await load(paths.naive, cpuPerRequest.naive));
+      runs.pg.push(await load(paths.pg, cpuPerRequest.pg));
     }
 
     // Coalescing: 1,000 concurrent requests for a key L1 has never held.
     const reads: number[] = [];
     const coalesced: number[] = [];
-    for (let rep = 0; rep < 3; rep++) {
+    for (let rep = 0; rep < (PARTS.has('coalescing') ? 3 : 0); rep++) {
       const before = await stats(url);
       const answers = await Promise.all(
         Array.from({ length: 1000 }, () => fetch(`${url}/v1/quotes/COLD${rep}`).then((r) => r.status)),
@@ -124,7 +148,7 @@ export default async function serveBench(): Promise<BenchReport> {
       coalesced.push(after.coalesced - before.coalesced);
     }
 
-    const push = await pushRun(url, config);
+    const push = PARTS.has('push') ? await pushRun(url, config) : undefined;
 
     const rps = (r: LoadResult[]) => r.map((x) => x.requests.average);
     const p50 = (r: LoadResult[]) => r.map((x) => x.latency.p50);
@@ -155,11 +179,27 @@ export default async function serveBench(): Promise<BenchReport> {
         ),
         measurement('1,000 concurrent cold requests: Redis reads', 'reads', reads),
         measurement('1,000 concurrent cold requests: coalesced waits', 'waits', coalesced),
-        measurement(`push p50 (${WS_CLIENTS} clients, ${PUSH_RATE}/s)`, 'ms', [push.p50]),
-        measurement(`push p99 (${WS_CLIENTS} clients, ${PUSH_RATE}/s)`, 'ms', [push.p99]),
-        measurement('push: updates published per second (achieved)', 'msg/s', [push.publishedRate]),
-        measurement('push: updates delivered / published', 'ratio', [push.delivered]),
-      ],
+        measurement(
+          `push p50 (${WS_CLIENTS} clients, ${PUSH_RATE}/s)`,
+          'ms',
+          push === undefined ? [] : [push.p50],
+        ),
+        measurement(
+          `push p99 (${WS_CLIENTS} clients, ${PUSH_RATE}/s)`,
+          'ms',
+          push === undefined ? [] : [push.p99],
+        ),
+        measurement(
+          'push: updates published per second (achieved)',
+          'msg/s',
+          push === undefined ? [] : [push.publishedRate],
+        ),
+        measurement(
+          'push: updates delivered / published',
+          'ratio',
+          push === undefined ? [] : [push.delivered],
+        ),
+      ].filter((m) => m.runs.length > 0),
       summary: {
         'L1 vs naive cache-aside': `${(l1 / median(rps(runs.naive))).toFixed(1)}x (target >= 3x)`,
         'L1 vs straight PostgreSQL': `${(l1 / median(rps(runs.pg))).toFixed(1)}x`,
@@ -171,7 +211,7 @@ export default async function serveBench(): Promise<BenchReport> {
         `autocannon ${CONNECTIONS} connections, ${LOAD_S} s per run, ${REPS} runs per variant, random symbol of ${SYMBOLS}`,
         'load generator, server (child process), Redis and PostgreSQL share 2 cores with other engineers: figures are noisy',
         'push: publisher, 1,000 ws clients and the server all on this machine; delivered < 1 means conflation dropped superseded updates',
-        'the baselines run on a bare Fastify app in the same child process; the L1 route runs in the full serve app (WebSocket, static, CORS-ready, schema validation and serialization), so framework cost per request differs between them',
+        'the baselines are routes of the same serve app (same plugins, hooks, validation and serialization), so the ratios compare data paths',
       ],
     };
   } finally {
@@ -184,6 +224,30 @@ export default async function serveBench(): Promise<BenchReport> {
     await deleteByPrefix(redis, prefix);
     await closeRedis(redis);
   }
+}
+
+/**
+ * Compile the server child with tsc, as `npm run build` does for production (bin/tickstream.js and the image
+ * run dist/), into .tickstream-bench-build/. Through tsx the server measured would differ from the one deployed:
+ * tsx keeps function names by wrapping every closure created at run time (esbuild's keepNames) and maps stack
+ * traces through source maps. No type check here; `npm run typecheck` does that.
+ */
+function compileServer(): string {
+  const root = join(import.meta.dirname, '..');
+  const out = join(root, '.tickstream-bench-build');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(
+    join(out, 'tsconfig.json'),
+    JSON.stringify({
+      extends: '../tsconfig.json',
+      compilerOptions: { outDir: '.', rootDir: '..', noCheck: true, incremental: false },
+      files: ['../bench/serve-server.ts'],
+      include: [],
+    }),
+  );
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  execFileSync(process.execPath, [tsc, '-p', join(out, 'tsconfig.json')], { stdio: 'inherit' });
+  return join(out, 'bench', 'serve-server.js');
 }
 
 async function stats(url: string): Promise<{ reads: number; coalesced: number }> {
