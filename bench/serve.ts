@@ -145,6 +145,16 @@ export default async function serveBench(): Promise<BenchReport> {
       runs.pg.push(await load(paths.pg, cpuPerRequest.pg));
     }
 
+    const datapath = { l1: [] as number[], naive: [] as number[] };
+    for (let rep = 0; rep < (PARTS.has('http') ? REPS : 0); rep++) {
+      const d = (await (await fetch(`${url}/bench/datapath?symbols=${symbols.join(',')}`)).json()) as {
+        l1Us: number;
+        naiveUs: number;
+      };
+      datapath.l1.push(d.l1Us);
+      datapath.naive.push(d.naiveUs);
+    }
+
     // Coalescing: 1,000 concurrent requests for a key L1 has never held.
     const reads: number[] = [];
     const coalesced: number[] = [];
@@ -188,6 +198,12 @@ export default async function serveBench(): Promise<BenchReport> {
           'us',
           cpuPerRequest.pg,
         ),
+        measurement('data path alone (no HTTP), server CPU per lookup: L1 hit', 'us', datapath.l1),
+        measurement(
+          'data path alone (no HTTP), server CPU per lookup: one Redis read (+ Redis CPU, not counted)',
+          'us',
+          datapath.naive,
+        ),
         measurement('1,000 concurrent cold requests: Redis reads', 'reads', reads),
         measurement('1,000 concurrent cold requests: coalesced waits', 'waits', coalesced),
         measurement(
@@ -220,6 +236,7 @@ export default async function serveBench(): Promise<BenchReport> {
         'L1 vs naive cache-aside': `${(l1 / median(rps(runs.naive))).toFixed(1)}x (target >= 3x)`,
         'L1 vs straight PostgreSQL': `${(l1 / median(rps(runs.pg))).toFixed(1)}x`,
         'server CPU per request, naive / L1': `${(median(cpuPerRequest.naive) / median(cpuPerRequest.l1)).toFixed(2)}x`,
+        'data path alone, naive / L1 (server CPU per lookup)': `${(median(datapath.naive) / median(datapath.l1)).toFixed(0)}x`,
         'L1 target': '>= 20,000 req/s, p99 <= 5 ms',
         'push target': 'p99 <= 50 ms',
       },
