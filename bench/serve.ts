@@ -231,6 +231,12 @@ export default async function serveBench(): Promise<BenchReport> {
           'us',
           push === undefined ? [] : [push.serverCpuPerUpdate],
         ),
+        measurement(
+          'push: benchmark process CPU (publisher + 1,000 clients) per update',
+          'us',
+          push === undefined ? [] : [push.benchCpuPerUpdate],
+        ),
+        measurement('push: Redis CPU per update', 'us', push === undefined ? [] : [push.redisCpuPerUpdate]),
       ].filter((m) => m.runs.length > 0),
       summary: {
         'L1 vs naive cache-aside': `${(l1 / median(rps(runs.naive))).toFixed(1)}x (target >= 3x)`,
@@ -336,7 +342,14 @@ async function pushRun(url: string, config: Config) {
   const pub = createRedis(config, { log: silentLogger() });
   const cpu = async () =>
     (await (await fetch(`${url}/bench/cpu`)).json()) as { user: number; system: number };
+  const redisCpu = async () => {
+    const info = await pub.info('cpu');
+    const field = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? NaN);
+    return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6;
+  };
   const cpuBefore = await cpu();
+  const benchBefore = process.cpuUsage();
+  const redisBefore = await redisCpu();
   let published = 0;
   const started = performance.now();
   while (performance.now() - started < PUSH_S * 1000) {
@@ -365,6 +378,8 @@ async function pushRun(url: string, config: Config) {
   const elapsed = (performance.now() - started) / 1000;
   await new Promise((r) => setTimeout(r, 1000));
   const cpuAfter = await cpu();
+  const bench = process.cpuUsage(benchBefore);
+  const redisUs = (await redisCpu()) - redisBefore;
   for (const ws of clients) ws.terminate();
   await closeRedis(pub);
   return {
@@ -374,5 +389,7 @@ async function pushRun(url: string, config: Config) {
     delivered: latencies.length / Math.max(1, published),
     serverCpuPerUpdate:
       (cpuAfter.user - cpuBefore.user + cpuAfter.system - cpuBefore.system) / Math.max(1, latencies.length),
+    benchCpuPerUpdate: (bench.user + bench.system) / Math.max(1, published),
+    redisCpuPerUpdate: redisUs / Math.max(1, published),
   };
 }
