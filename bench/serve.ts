@@ -267,20 +267,20 @@ export default async function serveBench(): Promise<BenchReport> {
 
 /**
  * Compile the server child with tsc, as `npm run build` does for production (bin/tickstream.js and the image
- * run dist/), into .tickstream-bench-build/. Through tsx the server measured would differ from the one deployed:
- * tsx keeps function names by wrapping every closure created at run time (esbuild's keepNames) and maps stack
- * traces through source maps. No type check here; `npm run typecheck` does that.
+ * run dist/), into dist/bench-serve/ (ignored by git, eslint and prettier like the rest of dist/). Through tsx
+ * the server measured would differ from the one deployed: tsx keeps function names by wrapping every closure
+ * created at run time (esbuild's keepNames) and maps stack traces through source maps. No type check here;
+ * `npm run typecheck` does that.
  */
 function compileServer(): string {
-  const root = join(import.meta.dirname, '..');
-  const out = join(root, '.tickstream-bench-build');
+  const out = join(import.meta.dirname, '..', 'dist', 'bench-serve');
   mkdirSync(out, { recursive: true });
   writeFileSync(
     join(out, 'tsconfig.json'),
     JSON.stringify({
-      extends: '../tsconfig.json',
-      compilerOptions: { outDir: '.', rootDir: '..', noCheck: true, incremental: false },
-      files: ['../bench/serve-server.ts'],
+      extends: '../../tsconfig.json',
+      compilerOptions: { outDir: '.', rootDir: '../..', noCheck: true, incremental: false },
+      files: ['../../bench/serve-server.ts'],
       include: [],
     }),
   );
