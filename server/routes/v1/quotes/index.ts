@@ -40,9 +40,9 @@ export default async function quotes(app: FastifyInstance): Promise<void> {
 }
 
 /**
- * The answer for one quote. Field by field rather than `{ ...q, age_ms }`: spreading the 14-field view into a
- * literal with three more fields makes V8 build a dictionary-mode object, which cost about 5 us per request
- * (CPU profile of `npm run bench -- serve`), more than the L1 lookup itself.
+ * The answer for one quote. Field by field rather than `{ ...q, age_ms, stale, source }`: on Node 20 a spread
+ * followed by more fields takes V8's slow path, 5-10 us per object in isolation against ~0.05 us for this
+ * (a spread alone is fast), and it showed in the server's CPU profile under `npm run bench -- serve`.
  */
 export function quoteBody(o: Extract<Outcome<QuoteView>, { status: 'ok' }>): QuoteView & {
   age_ms: number;
