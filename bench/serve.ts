@@ -19,10 +19,12 @@ import { measurement, median, percentile, type BenchReport } from './lib.ts';
 /**
  * `tickstream serve` read path, all in one run, the server in a child process (bench/serve-server.ts):
  * - GET /v1/quotes/:symbol from L1 vs the naive cache-aside (one Redis read per request) vs straight from
- *   PostgreSQL, same Fastify stack, autocannon: requests/s, p50, p99 (medians of REPS runs).
+ *   PostgreSQL, routes of the same app, autocannon: requests/s, p50, p99 (medians of REPS runs), and the data
+ *   paths alone in the server process (CPU per lookup, no HTTP).
  * - Coalescing: 1,000 concurrent requests for a cold key → how many reads reached Redis.
  * - Push: 1,000 WebSocket clients (one symbol each, 1,000 symbols) while 20,000 quote updates/s are published
- *   on pub/sub → p99 publish-to-client latency; the generator, the clients and the server share the 2 cores.
+ *   on pub/sub → p99 publish-to-client latency, and each process's CPU per update; the generator, the clients,
+ *   Redis and the server share the 2 cores.
  */
 type LoadResult = Awaited<ReturnType<typeof autocannon>>;
 
@@ -251,6 +253,9 @@ export default async function serveBench(): Promise<BenchReport> {
         'load generator, server (child process), Redis and PostgreSQL share 2 cores with other engineers: figures are noisy',
         'push: publisher, 1,000 ws clients and the server all on this machine; delivered < 1 means conflation dropped superseded updates',
         'the baselines are routes of the same serve app (same plugins, hooks, validation and serialization), so the ratios compare data paths',
+        `the server runs compiled by tsc, as deployed${FROM_SOURCES ? ' (not this run: BENCH_SERVE_TSX=1, sources through tsx)' : ''}`,
+        'HTTP and the socket write cost every variant the same tens of microseconds per request (see the data path lines for the lookups alone), so the end-to-end ratio stays far below the data path ratio',
+        'push: updates are published in batches, one script call per batch doing one PUBLISH per update, so the generator leaves the cores to the server and clients',
       ],
     };
   } finally {
