@@ -1,47 +1,81 @@
-import Fastify from 'fastify';
+import { quoteBody } from '../server/routes/v1/quotes/index.ts';
+import { unknownSymbol } from '../server/errors.ts';
+import { getQuote } from '../server/schemas/quotes.ts';
 import { startServer } from '../server/server.ts';
+import { PostgresTier } from '../server/tiers/postgres.ts';
+import { quoteFromFields } from '../server/tiers/redis.ts';
+import type { QuoteView, TierName } from '../server/tiers/port.ts';
 import { loadConfig, type ConfigInput } from '../shared/config.ts';
 import { handleSignals } from '../shared/lifecycle.ts';
 import { silentLogger } from '../shared/logger.ts';
 import { closePgPool, createPgPool } from '../shared/pg.ts';
 import { closeRedis, createRedis } from '../shared/redis.ts';
-import { PostgresTier } from '../server/tiers/postgres.ts';
-import { quoteFromFields } from '../server/tiers/redis.ts';
 
 /**
  * The process under test of `npm run bench -- serve` (a child, so the load generator does not share its event
- * loop): `tickstream serve` and, on a second port, the two baselines with the same Fastify stack:
- *   GET /naive/:symbol  cache-aside as the design documents draw it: one Redis read per request, no L1
- *   GET /pg/:symbol     straight from PostgreSQL (newest archived quote and trade), no cache
- *   GET /cpu            this process's CPU time (process.cpuUsage)
- * Prints one JSON line with both URLs, then runs until SIGTERM.
+ * loop): `tickstream serve` with the two baselines added to the same app, so that they pass through the same
+ * plugins, hooks, parameter validation and response serialization as GET /v1/quotes/:symbol and the ratios
+ * compare data paths only:
+ *   GET /bench/naive/:symbol  cache-aside as the design documents draw it: one Redis read per request, no L1
+ *   GET /bench/pg/:symbol     straight from PostgreSQL (newest archived quote and trade), no cache
+ *   GET /bench/cpu            this process's CPU time (process.cpuUsage)
+ * Prints one JSON line with the URL, then runs until SIGTERM.
  */
 const overrides = JSON.parse(process.argv[2] ?? '{}') as ConfigInput;
 const config = loadConfig({ overrides });
 const log = silentLogger();
-const server = await startServer(config, log);
 
 const redis = createRedis(config, { log, connectionName: 'tickstream:bench:naive' });
 const pool = createPgPool(config.postgres, { log, applicationName: 'tickstream:bench:pg' });
 const pg = new PostgresTier(pool, config.postgres.schema);
-const baseline = Fastify({ logger: false });
-baseline.get<{ Params: { symbol: string } }>('/naive/:symbol', async (req, reply) => {
-  const q = quoteFromFields(await redis.hgetall(config.quotes.keyPrefix + req.params.symbol));
-  return q === undefined ? reply.code(404).send({ error: 'unknown symbol' }) : q;
+const answer = (symbol: string, q: QuoteView | undefined, source: TierName) => {
+  if (q === undefined) throw unknownSymbol(symbol, 'quote');
+  return quoteBody({ status: 'ok', value: q, stale: false, ageMs: 0, source });
+};
+
+const server = await startServer(config, log, {
+  routes: (app, ctx) => {
+    app.get<{ Params: { symbol: string } }>('/bench/naive/:symbol', { schema: getQuote }, async (req) => {
+      const { symbol } = req.params;
+      return answer(symbol, quoteFromFields(await redis.hgetall(config.quotes.keyPrefix + symbol)), 'redis');
+    });
+    app.get<{ Params: { symbol: string } }>('/bench/pg/:symbol', { schema: getQuote }, async (req) => {
+      const { symbol } = req.params;
+      return answer(symbol, (await pg.quotes([symbol])).get(symbol), 'postgres');
+    });
+    // CPU time this process spent, so the benchmark can report CPU per request, which a loaded machine skews less.
+    app.get('/bench/cpu', async () => process.cpuUsage());
+    // The data paths alone, without HTTP: this process's CPU per lookup, L1 hits vs one Redis read each
+    // (50 in flight, as under the HTTP load; Redis's own CPU not counted).
+    app.get<{ Querystring: { symbols: string } }>('/bench/datapath', async (req) => {
+      const symbols = req.query.symbols.split(',');
+      const n = 20_000;
+      const cpu = () => {
+        const c = process.cpuUsage();
+        return c.user + c.system;
+      };
+      // Entries expire after the quote TTL: read them through once so that the loop below only hits.
+      await ctx.model.quotes(symbols);
+      let t = cpu();
+      for (let i = 0; i < n; i++) {
+        const o = ctx.model.quote(symbols[i % symbols.length]!);
+        if (o instanceof Promise || o.status !== 'ok') throw new Error('datapath: not an L1 hit');
+      }
+      const l1 = (cpu() - t) / n;
+      t = cpu();
+      for (let i = 0; i < n; i += 50)
+        await Promise.all(
+          Array.from({ length: 50 }, (_, k) =>
+            redis.hgetall(config.quotes.keyPrefix + symbols[(i + k) % symbols.length]!).then(quoteFromFields),
+          ),
+        );
+      return { l1Us: l1, naiveUs: (cpu() - t) / n };
+    });
+  },
 });
-baseline.get<{ Params: { symbol: string } }>('/pg/:symbol', async (req, reply) => {
-  const q = (await pg.quotes([req.params.symbol])).get(req.params.symbol);
-  return q === undefined ? reply.code(404).send({ error: 'unknown symbol' }) : q;
-});
-// CPU time this process spent, so the benchmark can report CPU per request, which a loaded machine skews less.
-baseline.get('/cpu', async () => process.cpuUsage());
-await baseline.listen({ host: '127.0.0.1', port: 0 });
-const addr = baseline.server.address();
-const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-process.stdout.write(`${JSON.stringify({ url: server.url, baseline: `http://127.0.0.1:${port}` })}\n`);
+process.stdout.write(`${JSON.stringify({ url: server.url })}\n`);
 
 handleSignals(log, async () => {
-  await baseline.close();
   await server.close();
   await closeRedis(redis);
   await closePgPool(pool);

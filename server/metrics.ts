@@ -10,8 +10,14 @@ function reuse<T>(name: string, make: () => T): T {
   return (register.getSingleMetric(name) as T | undefined) ?? make();
 }
 
-export function counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
-  return reuse(name, () => new Counter({ name, help, labelNames }));
+/** `collect`, when given, sets the counter from numbers kept elsewhere when it is scraped. */
+export function counter<L extends string>(
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  collect?: (this: Counter<L>) => void,
+): Counter<L> {
+  return reuse(name, () => new Counter({ name, help, labelNames, ...(collect ? { collect } : {}) }));
 }
 
 export function gauge<L extends string>(

@@ -31,11 +31,23 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+export interface StartOptions {
+  /**
+   * More routes, added to the app before it listens, under the same plugins and hooks as the API's own (the
+   * benchmark's baselines, bench/serve-server.ts).
+   */
+  routes?: (app: FastifyInstance, ctx: ServerContext) => Promise<void> | void;
+}
+
 /**
  * `tickstream serve`: connect to the stores, warm L1, subscribe to pub/sub, listen. Only the entry point
  * (cli/commands/serve.ts) handles signals; it calls `close`.
  */
-export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+export async function startServer(
+  config: Config,
+  log: Logger,
+  options: StartOptions = {},
+): Promise<RunningServer> {
   ensureDefaultMetrics();
   const redis = createRedis(config, { log, connectionName: 'tickstream:serve', failFast: true });
   const sub = createRedis(config, { log, connectionName: 'tickstream:serve:pubsub' });
@@ -133,6 +145,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   });
   try {
     app = await buildApp(ctx);
+    await options.routes?.(app, ctx);
   } catch (err) {
     // Connections are open already: without closing them the process would not exit.
     await close();

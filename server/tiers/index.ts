@@ -54,6 +54,11 @@ export class ReadModel {
     this.memory = deps.memory;
   }
 
+  /** One quote: answered from L1 without a promise or a batch when it holds it fresh (the hot path). */
+  quote(symbol: string): Outcome<QuoteView> | Promise<Outcome<QuoteView>> {
+    return this.memory.fresh<QuoteView>('quote', symbol) ?? this.quotes([symbol]).then((m) => m.get(symbol)!);
+  }
+
   quotes(symbols: readonly string[]): Promise<Map<string, Outcome<QuoteView>>> {
     const { redis, postgres } = this.d;
     return this.memory.getMany<QuoteView>('quote', symbols, [

@@ -53,12 +53,23 @@ export interface StoreTierStats {
 
 export const KINDS: readonly Kind[] = ['quote', 'bar', 'bars', 'indicators', 'history', 'trades'];
 
-const requests = counter('tickstream_api_cache_requests_total', 'L1 lookups by kind and result', [
-  'kind',
-  'result',
-]);
-/** Label lookups cost more than the hit they count: the hit counters are bound once. */
-const hits = new Map(KINDS.map((kind) => [kind, requests.labels({ kind, result: 'hit' })]));
+type LookupResult = 'hit' | 'miss' | 'coalesced' | 'stale';
+const RESULTS: readonly LookupResult[] = ['hit', 'miss', 'coalesced', 'stale'];
+/**
+ * L1 lookups of every MemoryTier in the process, by kind and result. Plain numbers on the hot path, read into
+ * the counter when /metrics is scraped: a prom-client `inc` (label hashing) costs more than the hit it counts.
+ */
+const lookupCounts = new Map(KINDS.map((kind) => [kind, { hit: 0, miss: 0, coalesced: 0, stale: 0 }]));
+counter(
+  'tickstream_api_cache_requests_total',
+  'L1 lookups by kind and result',
+  ['kind', 'result'],
+  function collect() {
+    this.reset();
+    for (const [kind, counts] of lookupCounts)
+      for (const result of RESULTS) this.inc({ kind, result }, counts[result]);
+  },
+);
 const evictions = counter('tickstream_api_cache_evictions_total', 'L1 entries evicted (LRU full)', ['kind']);
 const entries = gauge('tickstream_api_cache_entries', 'L1 entries held per kind', ['kind']);
 const tierReads = counter('tickstream_api_tier_reads_total', 'reads from a store tier, by outcome', [
@@ -115,48 +126,29 @@ export class MemoryTier {
     keys: readonly string[],
     loaders: readonly Loader<V>[],
   ): Promise<Map<string, Outcome<V>>> {
-    const cache = this.cache(kind);
     const stats = this.kindStats.get(kind)!;
     if (keys.length === 1) {
-      // The hot path (one key, in L1): no batch bookkeeping.
-      const e = cache.get(keys[0]!) as Entry<V> | undefined;
-      if (e !== undefined) {
-        stats.hits++;
-        hits.get(kind)!.inc();
-        return new Map([
-          [
-            keys[0]!,
-            { status: 'ok', value: e.value, stale: false, ageMs: this.now() - e.at, source: 'memory' },
-          ],
-        ]);
-      }
+      const hit = this.fresh<V>(kind, keys[0]!);
+      if (hit !== undefined) return new Map([[keys[0]!, hit]]);
     }
     const out = new Map<string, Outcome<V>>();
     const waits: Promise<unknown>[] = [];
     const todo: string[] = [];
     for (const key of new Set(keys)) {
-      const e = cache.get(key) as Entry<V> | undefined;
-      if (e !== undefined) {
-        stats.hits++;
-        hits.get(kind)!.inc();
-        out.set(key, {
-          status: 'ok',
-          value: e.value,
-          stale: false,
-          ageMs: this.now() - e.at,
-          source: 'memory',
-        });
+      const hit = this.fresh<V>(kind, key);
+      if (hit !== undefined) {
+        out.set(key, hit);
         continue;
       }
       const pending = this.inflight.get(flightId(kind, key)) as Promise<Outcome<V>> | undefined;
       if (pending !== undefined) {
         stats.coalesced++;
-        requests.inc({ kind, result: 'coalesced' });
+        lookupCounts.get(kind)!.coalesced++;
         waits.push(pending.then((o) => out.set(key, o)));
         continue;
       }
       stats.misses++;
-      requests.inc({ kind, result: 'miss' });
+      lookupCounts.get(kind)!.miss++;
       todo.push(key);
     }
     if (todo.length > 0) {
@@ -174,6 +166,18 @@ export class MemoryTier {
     }
     await Promise.all(waits);
     return out;
+  }
+
+  /**
+   * The hot path: a fresh L1 entry as an outcome (counted as a hit), or undefined (nothing counted; the
+   * caller reads through with `getMany`). No batch bookkeeping, no promise.
+   */
+  fresh<V>(kind: Kind, key: string): Outcome<V> | undefined {
+    const e = this.cache(kind).get(key) as Entry<V> | undefined;
+    if (e === undefined) return undefined;
+    this.kindStats.get(kind)!.hits++;
+    lookupCounts.get(kind)!.hit++;
+    return { status: 'ok', value: e.value, stale: false, ageMs: this.now() - e.at, source: 'memory' };
   }
 
   private async load<V>(
@@ -211,7 +215,7 @@ export class MemoryTier {
             continue;
           }
           stats.stale++;
-          requests.inc({ kind, result: 'stale' });
+          lookupCounts.get(kind)!.stale++;
           out.set(key, {
             status: 'ok',
             value: e.value,

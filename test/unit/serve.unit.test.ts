@@ -387,6 +387,34 @@ describe('stream hub', () => {
     expect(fast.closed).toBe(1001);
   });
 
+  it('heartbeats a slice of clients per event-loop turn, and terminates a client that missed a pong', () => {
+    vi.useFakeTimers();
+    const hub = new Hub(
+      { highWaterBytes: 100, stuckMs: 1000, heartbeatMs: 100, maxSubscriptions: 10, timeframes: ['1m'] },
+      silentLogger(),
+    );
+    const sockets = Array.from({ length: 120 }, () => new FakeSocket());
+    for (const s of sockets) hub.add(s as unknown as WebSocket);
+    const beats = () =>
+      sockets.filter((s) => s.sent.some((m) => (JSON.parse(m) as { type: string }).type === 'heartbeat'))
+        .length;
+    vi.advanceTimersByTime(99);
+    expect(beats()).toBe(0);
+    // The interval's turn beats one slice; each following turn (setImmediate) the next.
+    vi.advanceTimersToNextTimer();
+    expect(beats()).toBe(50);
+    vi.advanceTimersToNextTimer();
+    expect(beats()).toBe(100);
+    vi.advanceTimersToNextTimer();
+    expect(beats()).toBe(120);
+    // Every client but the first answers the ping; the next beat drops the first.
+    for (const s of sockets.slice(1)) s.emit('pong');
+    vi.advanceTimersByTime(100);
+    expect(hub.stats.heartbeatDisconnects).toBe(1);
+    expect(hub.size).toBe(sockets.length - 1);
+    hub.close();
+  });
+
   it('answers a bad request with an error naming the field', async () => {
     const hub = new Hub(
       { highWaterBytes: 100, stuckMs: 1000, heartbeatMs: 60_000, maxSubscriptions: 10, timeframes: ['1m'] },
