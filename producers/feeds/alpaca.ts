@@ -1,7 +1,6 @@
 import {
   Collector,
   MappingError,
-  SequenceTracker,
   contentSeq,
   id,
   isoNs,
@@ -45,7 +44,6 @@ const FATAL_CODES = new Set([401, 402, 404, 405, 409]);
 
 export class AlpacaMapper implements FeedMapper {
   readonly venue = 'alpaca';
-  private readonly seqs = new SequenceTracker();
 
   constructor(private readonly o: AlpacaOptions) {}
 
@@ -74,7 +72,7 @@ export class AlpacaMapper implements FeedMapper {
     void receivedNs; // Alpaca stamps every trade and quote with its own time
     return safeMap(() => {
       const items = Array.isArray(message) ? message : [message];
-      const c = new Collector(this.seqs);
+      const c = new Collector();
       const send: string[] = [];
       let fatal: string | undefined;
       for (const item of items) {

@@ -32,7 +32,7 @@ export const KRAKEN_URL = 'wss://ws.kraken.com/v2';
 
 export class KrakenMapper implements FeedMapper {
   readonly venue = 'kraken';
-  private readonly seqs = new SequenceTracker();
+  private readonly tradeIds = new SequenceTracker();
   private reqId = 0;
 
   constructor(private readonly o: MapperOptions) {}
@@ -98,10 +98,11 @@ export class KrakenMapper implements FeedMapper {
   }
 
   private trades(m: Record<string, unknown>): MapResult {
-    const c = new Collector(this.seqs);
+    const c = new Collector();
     for (const r of this.rows(m)) {
       const side = r.side;
       c.sequencedTrade(
+        this.tradeIds,
         trade({
           type: 'trade',
           source: this.venue,
@@ -119,7 +120,7 @@ export class KrakenMapper implements FeedMapper {
   }
 
   private tickers(m: Record<string, unknown>, receivedNs: bigint): MapResult {
-    const c = new Collector(this.seqs);
+    const c = new Collector();
     for (const r of this.rows(m)) {
       const exchangeTime = typeof r.timestamp === 'string';
       const q = {
