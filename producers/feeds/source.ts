@@ -5,7 +5,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { nowNs, type Tick } from '../../shared/model.ts';
 import type { TickSource } from '../source.ts';
 import { RX_MARK, type FeedEvent, type FeedMapper } from './mapper.ts';
-import { feedMetrics } from './metrics.ts';
+import { feedMetrics, type HistogramSeries } from './metrics.ts';
 
 /**
  * A live feed as a TickSource: one WebSocket connection to a venue, kept open for as long as the source is
@@ -94,11 +94,13 @@ export class FeedSource implements TickSource {
    */
   private readonly unreported = { messages: 0, trades: 0, quotes: 0 };
   private readonly venueLabel: { venue: string };
+  private readonly lag: HistogramSeries;
 
   constructor(options: FeedSourceOptions) {
     this.o = options;
     this.name = `feed:${options.mapper.venue}`;
     this.venueLabel = { venue: options.mapper.venue };
+    this.lag = this.metrics.lag.venue(options.mapper.venue);
   }
 
   async *batches(): AsyncIterable<readonly Tick[]> {
@@ -268,8 +270,7 @@ export class FeedSource implements TickSource {
       for (const t of result.ticks) {
         if (t.type === 'trade') u.trades++;
         else u.quotes++;
-        if (!t.venue.endsWith(RX_MARK))
-          this.metrics.lag.observe(this.venueLabel, Number(receivedNs - t.ts) / 1e9);
+        if (!t.venue.endsWith(RX_MARK)) this.lag.observe(Number(receivedNs - t.ts) / 1e9);
         this.queue.push(t);
       }
       this.stats.ticks += result.ticks.length;

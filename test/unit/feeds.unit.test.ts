@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Histogram, register } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { AlpacaMapper } from '../../producers/feeds/alpaca.ts';
 import { BinanceMapper } from '../../producers/feeds/binance.ts';
@@ -15,6 +16,7 @@ import {
 } from '../../producers/feeds/mapper.ts';
 import { parseChannels } from '../../cli/commands/produce-feed.ts';
 import { mulberry32 } from '../../producers/synthetic.ts';
+import { feedMetrics } from '../../producers/feeds/metrics.ts';
 
 // Venue messages written from each venue's documentation (test/fixtures/feeds/README.md).
 function fixtures(venue: string): Record<string, unknown> {
@@ -401,6 +403,35 @@ describe('feed helpers', () => {
       contentSeq('ETH/USD', 91234.4, 0.83),
     ]);
     expect(seqs.size).toBe(6);
+  });
+
+  it('exposes the lag histogram exactly as a prom-client Histogram would', async () => {
+    const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    const reference = new Histogram({
+      name: 'reference_lag_seconds',
+      help: 'h',
+      labelNames: ['venue'],
+      buckets,
+    });
+    try {
+      const series = feedMetrics().lag.venue('unit-test-venue');
+      for (const v of [0.0005, 0.001, 0.003, 0.2, 7, 11, 0.001, 1e-7, -0.002]) {
+        series.observe(v);
+        reference.observe({ venue: 'unit-test-venue' }, v);
+      }
+      const lines = (await register.metrics()).split('\n');
+      const ours = lines.filter(
+        (l) => l.startsWith('tickstream_feed_lag_seconds') && l.includes('unit-test-venue'),
+      );
+      const theirs = lines
+        .filter((l) => l.startsWith('reference_lag_seconds'))
+        .map((l) => l.replace('reference_lag_seconds', 'tickstream_feed_lag_seconds'));
+      expect(ours).toHaveLength(buckets.length + 3);
+      expect(ours).toEqual(theirs);
+      expect(lines).toContain('# TYPE tickstream_feed_lag_seconds histogram');
+    } finally {
+      register.removeSingleMetric('reference_lag_seconds');
+    }
   });
 
   it('parses --channels strictly', () => {
