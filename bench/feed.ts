@@ -31,7 +31,7 @@ function iso(i: number): string {
 }
 
 /** One venue's message stream: trades and quotes alternating over a few symbols, ids consecutive. */
-export const VENUES: Record<string, { mapper: () => FeedMapper; message: (i: number) => string }> = {
+const VENUES: Record<string, { mapper: () => FeedMapper; message: (i: number) => string }> = {
   coinbase: {
     mapper: () => new CoinbaseMapper({ symbols: SYMBOLS, channels: ['trades', 'quotes'] }),
     message: (i) => {
@@ -190,7 +190,7 @@ export const VENUES: Record<string, { mapper: () => FeedMapper; message: (i: num
  * The frames of `messages` as a venue's server writes them (RFC 6455 section 5.2: FIN + text opcode, unmasked,
  * 7/16/64-bit length), back to back in one buffer.
  */
-export function preframed(messages: readonly string[]): Buffer {
+function preframed(messages: readonly string[]): Buffer {
   const parts: Buffer[] = [];
   for (const m of messages) {
     const payload = Buffer.from(m, 'utf8');
@@ -218,7 +218,7 @@ export function preframed(messages: readonly string[]): Buffer {
  * frames in 1 MiB slices does the same at next to no CPU, so the figure is the producer's own. ws offers no
  * public API to write pre-built frames, and the handshake (RFC 6455 section 4.2.2) is a few lines.
  */
-export class BulkStandIn {
+class BulkStandIn {
   private readonly sockets = new Set<Socket>();
   private constructor(
     private readonly server: Server,
