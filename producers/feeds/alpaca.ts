@@ -1,7 +1,6 @@
 import {
   Collector,
   MappingError,
-  SequenceTracker,
   contentSeq,
   id,
   isoNs,
@@ -45,7 +44,6 @@ const FATAL_CODES = new Set([401, 402, 404, 405, 409]);
 
 export class AlpacaMapper implements FeedMapper {
   readonly venue = 'alpaca';
-  private readonly seqs = new SequenceTracker();
 
   constructor(private readonly o: AlpacaOptions) {}
 
@@ -74,7 +72,7 @@ export class AlpacaMapper implements FeedMapper {
     void receivedNs; // Alpaca stamps every trade and quote with its own time
     return safeMap(() => {
       const items = Array.isArray(message) ? message : [message];
-      const c = new Collector(this.seqs);
+      const c = new Collector();
       const send: string[] = [];
       let fatal: string | undefined;
       for (const item of items) {
@@ -135,29 +133,22 @@ export class AlpacaMapper implements FeedMapper {
 
   private quote(m: Record<string, unknown>): ReturnType<typeof quote> {
     const symbol = str(m, 'S');
-    const q = {
-      bidPrice: num(m, 'bp'),
-      bidSize: num(m, 'bs'),
-      askPrice: num(m, 'ap'),
-      askSize: num(m, 'as'),
-    };
+    const bidPrice = num(m, 'bp');
+    const bidSize = num(m, 'bs');
+    const askPrice = num(m, 'ap');
+    const askSize = num(m, 'as');
     const t = str(m, 't');
     return quote({
       type: 'quote',
       source: this.venue,
       symbol,
       ts: isoNs(m, 't'),
-      seq: contentSeq(
-        t,
-        String(m.bx ?? ''),
-        String(m.ax ?? ''),
-        q.bidPrice,
-        q.bidSize,
-        q.askPrice,
-        q.askSize,
-      ),
+      seq: contentSeq(t, String(m.bx ?? ''), String(m.ax ?? ''), bidPrice, bidSize, askPrice, askSize),
       venue: this.o.feed === 'crypto' ? 'crypto/us' : this.o.feed,
-      ...q,
+      bidPrice,
+      bidSize,
+      askPrice,
+      askSize,
     });
   }
 }

@@ -1,14 +1,15 @@
 import {
-  Collector,
   NONE,
   RX_MARK,
   SequenceTracker,
   epochNs,
   id,
+  monotonicTick,
   num,
   obj,
   quote,
   safeMap,
+  sequencedTrade,
   str,
   trade,
   type FeedMapper,
@@ -29,7 +30,8 @@ export const BINANCE_URL = 'wss://stream.binance.com:9443';
 
 export class BinanceMapper implements FeedMapper {
   readonly venue = 'binance';
-  private readonly seqs = new SequenceTracker();
+  private readonly tradeIds = new SequenceTracker();
+  private readonly updateIds = new SequenceTracker();
 
   constructor(private readonly o: MapperOptions) {}
 
@@ -72,8 +74,8 @@ export class BinanceMapper implements FeedMapper {
   }
 
   private trade(d: Record<string, unknown>): MapResult {
-    const c = new Collector(this.seqs);
-    c.sequencedTrade(
+    return sequencedTrade(
+      this.tradeIds,
       trade({
         type: 'trade',
         source: this.venue,
@@ -86,17 +88,15 @@ export class BinanceMapper implements FeedMapper {
         side: d.m === true ? 'sell' : d.m === false ? 'buy' : '',
       }),
     );
-    return c.result();
   }
 
   private bookTicker(d: Record<string, unknown>, receivedNs: bigint): MapResult {
-    const c = new Collector(this.seqs);
-    const symbol = str(d, 's');
-    c.monotonicTick(
+    return monotonicTick(
+      this.updateIds,
       quote({
         type: 'quote',
         source: this.venue,
-        symbol,
+        symbol: str(d, 's'),
         ts: receivedNs,
         seq: id(d, 'u'),
         venue: `binance${RX_MARK}`,
@@ -105,8 +105,6 @@ export class BinanceMapper implements FeedMapper {
         askPrice: num(d, 'a'),
         askSize: num(d, 'A'),
       }),
-      `q:${symbol}`,
     );
-    return c.result();
   }
 }

@@ -1,13 +1,14 @@
 import {
-  Collector,
   NONE,
   SequenceTracker,
   id,
   isoNs,
+  monotonicTick,
   num,
   obj,
   quote,
   safeMap,
+  sequencedTrade,
   str,
   trade,
   type FeedMapper,
@@ -29,7 +30,8 @@ export const COINBASE_URL = 'wss://ws-feed.exchange.coinbase.com';
 
 export class CoinbaseMapper implements FeedMapper {
   readonly venue = 'coinbase';
-  private readonly seqs = new SequenceTracker();
+  private readonly tradeIds = new SequenceTracker();
+  private readonly quoteSeqs = new SequenceTracker();
   private readonly namedByHeartbeat = new Map<string, number>();
 
   constructor(private readonly o: MapperOptions) {}
@@ -80,7 +82,6 @@ export class CoinbaseMapper implements FeedMapper {
   }
 
   private match(m: Record<string, unknown>): MapResult {
-    const c = new Collector(this.seqs);
     const symbol = str(m, 'product_id');
     const makerSide = str(m, 'side');
     const t = trade({
@@ -94,14 +95,13 @@ export class CoinbaseMapper implements FeedMapper {
       size: num(m, 'size'),
       side: makerSide === 'sell' ? 'buy' : makerSide === 'buy' ? 'sell' : '',
     });
-    c.sequencedTrade(t);
-    return c.result();
+    return sequencedTrade(this.tradeIds, t);
   }
 
   private ticker(m: Record<string, unknown>): MapResult {
-    const c = new Collector(this.seqs);
     const symbol = str(m, 'product_id');
-    c.monotonicTick(
+    return monotonicTick(
+      this.quoteSeqs,
       quote({
         type: 'quote',
         source: this.venue,
@@ -114,9 +114,7 @@ export class CoinbaseMapper implements FeedMapper {
         askPrice: num(m, 'best_ask'),
         askSize: num(m, 'best_ask_size'),
       }),
-      `q:${symbol}`,
     );
-    return c.result();
   }
 
   private heartbeat(m: Record<string, unknown>): MapResult {
@@ -127,9 +125,9 @@ export class CoinbaseMapper implements FeedMapper {
     // only when the previous heartbeat (a second earlier) already named it and it has still not arrived.
     const named = this.namedByHeartbeat.get(symbol);
     this.namedByHeartbeat.set(symbol, venueLast);
-    const seen = this.seqs.last(`t:${symbol}`);
+    const seen = this.tradeIds.last(symbol);
     if (named === undefined || seen === undefined || named <= seen) return NONE;
-    this.seqs.advance(`t:${symbol}`, named);
+    this.tradeIds.advance(symbol, named);
     return {
       ticks: [],
       events: [{ kind: 'gap', symbol, detail: `heartbeat: trades ${seen + 1}..${named} not received` }],

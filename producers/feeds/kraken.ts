@@ -30,9 +30,11 @@ import {
  */
 export const KRAKEN_URL = 'wss://ws.kraken.com/v2';
 
+const RX_VENUE = `kraken${RX_MARK}`;
+
 export class KrakenMapper implements FeedMapper {
   readonly venue = 'kraken';
-  private readonly seqs = new SequenceTracker();
+  private readonly tradeIds = new SequenceTracker();
   private reqId = 0;
 
   constructor(private readonly o: MapperOptions) {}
@@ -92,16 +94,18 @@ export class KrakenMapper implements FeedMapper {
     });
   }
 
-  private rows(m: Record<string, unknown>): Record<string, unknown>[] {
+  private rows(m: Record<string, unknown>): readonly unknown[] {
     if (!Array.isArray(m.data)) throw new MappingError('data: expected an array');
-    return m.data.map((r) => obj(r, 'data row'));
+    return m.data as unknown[];
   }
 
   private trades(m: Record<string, unknown>): MapResult {
-    const c = new Collector(this.seqs);
-    for (const r of this.rows(m)) {
+    const c = new Collector();
+    for (const row of this.rows(m)) {
+      const r = obj(row, 'data row');
       const side = r.side;
       c.sequencedTrade(
+        this.tradeIds,
         trade({
           type: 'trade',
           source: this.venue,
@@ -119,15 +123,14 @@ export class KrakenMapper implements FeedMapper {
   }
 
   private tickers(m: Record<string, unknown>, receivedNs: bigint): MapResult {
-    const c = new Collector(this.seqs);
-    for (const r of this.rows(m)) {
+    const c = new Collector();
+    for (const row of this.rows(m)) {
+      const r = obj(row, 'data row');
       const exchangeTime = typeof r.timestamp === 'string';
-      const q = {
-        bidPrice: num(r, 'bid'),
-        bidSize: num(r, 'bid_qty'),
-        askPrice: num(r, 'ask'),
-        askSize: num(r, 'ask_qty'),
-      };
+      const bidPrice = num(r, 'bid');
+      const bidSize = num(r, 'bid_qty');
+      const askPrice = num(r, 'ask');
+      const askSize = num(r, 'ask_qty');
       const symbol = str(r, 'symbol');
       c.ticks.push(
         quote({
@@ -135,9 +138,12 @@ export class KrakenMapper implements FeedMapper {
           source: this.venue,
           symbol,
           ts: exchangeTime ? isoNs(r, 'timestamp') : receivedNs,
-          seq: contentSeq(symbol, q.bidPrice, q.bidSize, q.askPrice, q.askSize),
-          venue: exchangeTime ? 'kraken' : `kraken${RX_MARK}`,
-          ...q,
+          seq: contentSeq(symbol, bidPrice, bidSize, askPrice, askSize),
+          venue: exchangeTime ? 'kraken' : RX_VENUE,
+          bidPrice,
+          bidSize,
+          askPrice,
+          askSize,
         }),
       );
     }

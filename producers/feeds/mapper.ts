@@ -38,8 +38,8 @@ export interface FeedEvent {
 }
 
 export interface MapResult {
-  ticks: Tick[];
-  events: FeedEvent[];
+  readonly ticks: readonly Tick[];
+  readonly events: readonly FeedEvent[];
   /** Messages to send now (e.g. the subscriptions after a successful authentication). */
   send?: string[];
   /** The venue refused us for a reason a reconnect cannot fix (bad credentials, unknown symbol). */
@@ -94,10 +94,42 @@ export function num(o: Record<string, unknown>, key: string): number {
   const v = o[key];
   let n: number;
   if (typeof v === 'number') n = v;
-  else if (typeof v === 'string' && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(v)) n = Number(v);
-  else throw new MappingError(`field "${key}": expected a decimal number`);
+  else if (typeof v === 'string') {
+    n = plainDecimal(v);
+    if (Number.isNaN(n)) {
+      if (!DECIMAL.test(v)) throw new MappingError(`field "${key}": expected a decimal number`);
+      n = Number(v);
+    }
+  } else throw new MappingError(`field "${key}": expected a decimal number`);
   if (!Number.isFinite(n)) throw new MappingError(`field "${key}": not finite`);
   return n;
+}
+
+const DECIMAL = /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/;
+const POW10 = Array.from({ length: 23 }, (_, k) => 10 ** k);
+
+/**
+ * The venues' usual decimal strings ("91234.56000000", "0.00100000") → the double Number() gives, or NaN for
+ * anything else, which `num` then checks and converts the general way. Hand-rolled because the regular
+ * expression plus Number() cost more than the rest of a trade's mapping (profiled). It is Clinger's fast path,
+ * which string-to-double conversions take themselves: with at most 15 digits the digits form an integer below
+ * 2^53 (exact), 10^k for k ≤ 22 is exact, so their quotient is correctly rounded: the same double as Number().
+ * Only `digits[.digits]` is taken here; a sign, an exponent or more digits go the general way.
+ * test/unit/feeds.unit.test.ts compares both on generated strings.
+ */
+export function plainDecimal(s: string): number {
+  const n = s.length;
+  if (n === 0 || n > 16) return NaN;
+  let m = 0;
+  let point = -1;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 48 && c <= 57) m = m * 10 + (c - 48);
+    else if (c === 46 && point < 0 && i > 0 && i < n - 1) point = i;
+    else return NaN;
+  }
+  if (point < 0) return n > 15 ? NaN : m;
+  return m / POW10[n - 1 - point]!;
 }
 
 /** A non-negative integer id (trade id, sequence, update id) within the model's `seq` range. */
@@ -146,16 +178,28 @@ export function quote(q: Quote): Quote {
 /**
  * `seq` for a message that has no id of its own (Alpaca quotes, receive-stamped tickers): FNV-1a over its
  * content, so the same message seen twice is the same tick and two different quotes at one instant are two.
+ * Numbers are hashed by their 64 bits rather than their decimal text: printing a double costs more than the
+ * rest of a quote's mapping (profiled), and two numbers print alike exactly when they are the same double
+ * (0 and -0 aside, made one here).
  */
 export function contentSeq(...parts: readonly (string | number)[]): number {
   let h = 0x811c9dc5;
-  const s = parts.join('|');
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
+  for (const p of parts) {
+    if (typeof p === 'string') {
+      for (let i = 0; i < p.length; i++) h = Math.imul(h ^ p.charCodeAt(i), 0x01000193);
+      h = Math.imul(h ^ 0x7c, 0x01000193); // '|' between parts, so ('ab', 'c') differs from ('a', 'bc')
+    } else {
+      BITS_F64[0] = p + 0;
+      h = Math.imul(h ^ BITS_U32[0]!, 0x01000193);
+      h = Math.imul(h ^ BITS_U32[1]!, 0x01000193);
+      h = Math.imul(h ^ 0x23, 0x01000193); // '#': a number's end, so it cannot pass for a string's characters
+    }
   }
   return h >>> 0;
 }
+
+const BITS_F64 = new Float64Array(1);
+const BITS_U32 = new Uint32Array(BITS_F64.buffer);
 
 /**
  * Per-symbol sequence bookkeeping for ids that step by one (trade ids on Coinbase, Binance, Kraken): a jump
@@ -192,40 +236,54 @@ export class SequenceTracker {
   }
 }
 
-/** Collects ticks and events for one message, applying the tracker's verdict to trades. */
+/** Shared by every result without events, so the common message allocates no empty array. */
+const NO_EVENTS: readonly FeedEvent[] = Object.freeze([]);
+
+/** A message that maps to ticks and no event. */
+export function ticksOnly(ticks: readonly Tick[]): MapResult {
+  return { ticks, events: NO_EVENTS };
+}
+
+/**
+ * A trade whose seq steps by one per symbol (`trades` tracks trade ids only, keyed by symbol): a duplicate is
+ * dropped, a gap reported with the trade kept.
+ */
+export function sequencedTrade(trades: SequenceTracker, t: Trade, gapDetail = 'trade ids'): MapResult {
+  const verdict = trades.check(t.symbol, t.seq);
+  if (verdict === 'ok') return ticksOnly([t]);
+  if (verdict === 'duplicate')
+    return {
+      ticks: [],
+      events: [{ kind: 'duplicate', symbol: t.symbol, detail: `trade ${t.seq} seen before` }],
+    };
+  return {
+    ticks: [t],
+    events: [{ kind: 'gap', symbol: t.symbol, detail: `${verdict} ${gapDetail} missing before ${t.seq}` }],
+  };
+}
+
+/** A tick whose seq only grows (no gap meaning; `seqs` keyed by symbol, one tracker per tick type): repeats are dropped. */
+export function monotonicTick(seqs: SequenceTracker, t: Tick): MapResult {
+  if (seqs.monotonic(t.symbol, t.seq)) return ticksOnly([t]);
+  return {
+    ticks: [],
+    events: [{ kind: 'duplicate', symbol: t.symbol, detail: `${t.type} ${t.seq} seen before` }],
+  };
+}
+
+/** Collects the ticks and events of a message that holds several rows (Kraken's, Alpaca's arrays). */
 export class Collector {
   readonly ticks: Tick[] = [];
   readonly events: FeedEvent[] = [];
 
-  constructor(private readonly seqs: SequenceTracker) {}
-
   /** Add a trade whose seq steps by one per symbol; duplicates are dropped, gaps reported (and kept). */
-  sequencedTrade(t: Trade, gapDetail = 'trade ids'): void {
-    const verdict = this.seqs.check(`t:${t.symbol}`, t.seq);
-    if (verdict === 'duplicate') {
-      this.events.push({ kind: 'duplicate', symbol: t.symbol, detail: `trade ${t.seq} seen before` });
-      return;
-    }
-    if (verdict !== 'ok') {
-      this.events.push({
-        kind: 'gap',
-        symbol: t.symbol,
-        detail: `${verdict} ${gapDetail} missing before ${t.seq}`,
-      });
-    }
-    this.ticks.push(t);
-  }
-
-  /** Add a tick whose seq only grows (no gap meaning); repeats are dropped. */
-  monotonicTick(t: Tick, key: string): void {
-    if (!this.seqs.monotonic(key, t.seq)) {
-      this.events.push({ kind: 'duplicate', symbol: t.symbol, detail: `${t.type} ${t.seq} seen before` });
-      return;
-    }
-    this.ticks.push(t);
+  sequencedTrade(trades: SequenceTracker, t: Trade, gapDetail = 'trade ids'): void {
+    const r = sequencedTrade(trades, t, gapDetail);
+    this.ticks.push(...r.ticks);
+    this.events.push(...r.events);
   }
 
   result(): MapResult {
-    return { ticks: this.ticks, events: this.events };
+    return this.events.length === 0 ? ticksOnly(this.ticks) : { ticks: this.ticks, events: this.events };
   }
 }

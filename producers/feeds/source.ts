@@ -5,7 +5,7 @@ import type { Logger } from '../../shared/logger.ts';
 import { nowNs, type Tick } from '../../shared/model.ts';
 import type { TickSource } from '../source.ts';
 import { RX_MARK, type FeedEvent, type FeedMapper } from './mapper.ts';
-import { feedMetrics } from './metrics.ts';
+import { feedMetrics, type HistogramSeries } from './metrics.ts';
 
 /**
  * A live feed as a TickSource: one WebSocket connection to a venue, kept open for as long as the source is
@@ -88,10 +88,19 @@ export class FeedSource implements TickSource {
   private failure: FeedError | undefined;
   private fatal: string | undefined;
   private lastConnectAt = 0;
+  /**
+   * Counts not yet added to the Prometheus counters: prom-client hashes the labels on every `inc`, which per
+   * message cost as much as the mapping itself, so they are added once per batch handed to the publisher.
+   */
+  private readonly unreported = { messages: 0, trades: 0, quotes: 0 };
+  private readonly venueLabel: { venue: string };
+  private readonly lag: HistogramSeries;
 
   constructor(options: FeedSourceOptions) {
     this.o = options;
     this.name = `feed:${options.mapper.venue}`;
+    this.venueLabel = { venue: options.mapper.venue };
+    this.lag = this.metrics.lag.venue(options.mapper.venue);
   }
 
   async *batches(): AsyncIterable<readonly Tick[]> {
@@ -104,9 +113,11 @@ export class FeedSource implements TickSource {
         const batch = this.queue;
         this.queue = [];
         if (this.paused) this.resume();
+        this.reportCounts();
         yield batch;
         continue;
       }
+      this.reportCounts();
       if (this.ended) break;
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
@@ -126,6 +137,15 @@ export class FeedSource implements TickSource {
     this.notify();
     await this.running;
   });
+
+  private reportCounts(): void {
+    const u = this.unreported;
+    const venue = this.o.mapper.venue;
+    if (u.messages > 0) this.metrics.messages.inc(this.venueLabel, u.messages);
+    if (u.trades > 0) this.metrics.ticks.inc({ venue, type: 'trade' }, u.trades);
+    if (u.quotes > 0) this.metrics.ticks.inc({ venue, type: 'quote' }, u.quotes);
+    u.messages = u.trades = u.quotes = 0;
+  }
 
   private notify(): void {
     const w = this.wake;
@@ -229,11 +249,10 @@ export class FeedSource implements TickSource {
   /** Map one message; returns what the mapper wants sent back. */
   private onMessage(data: WebSocket.RawData): string[] | undefined {
     const { mapper, settings: s } = this.o;
-    const venue = mapper.venue;
     const receivedNs = nowNs();
     this.stats.messages++;
     this.stats.lastMessageAt = Date.now();
-    this.metrics.messages.inc({ venue });
+    this.unreported.messages++;
     const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : data.toString('utf8');
     let message: unknown;
     try {
@@ -247,9 +266,11 @@ export class FeedSource implements TickSource {
       this.event(e.kind === 'malformed' && e.raw === undefined ? { ...e, raw: text } : e);
     if (result.fatal !== undefined) this.fatal = result.fatal;
     if (result.ticks.length > 0) {
+      const u = this.unreported;
       for (const t of result.ticks) {
-        this.metrics.ticks.inc({ venue, type: t.type });
-        if (!t.venue.endsWith(RX_MARK)) this.metrics.lag.observe({ venue }, Number(receivedNs - t.ts) / 1e9);
+        if (t.type === 'trade') u.trades++;
+        else u.quotes++;
+        if (!t.venue.endsWith(RX_MARK)) this.lag.observe(Number(receivedNs - t.ts) / 1e9);
         this.queue.push(t);
       }
       this.stats.ticks += result.ticks.length;

@@ -1,13 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Histogram, register } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { AlpacaMapper } from '../../producers/feeds/alpaca.ts';
 import { BinanceMapper } from '../../producers/feeds/binance.ts';
 import { CoinbaseMapper } from '../../producers/feeds/coinbase.ts';
 import { createMapper } from '../../producers/feeds/index.ts';
 import { KrakenMapper } from '../../producers/feeds/kraken.ts';
-import { SequenceTracker, contentSeq, type MapperOptions } from '../../producers/feeds/mapper.ts';
+import {
+  SequenceTracker,
+  contentSeq,
+  num,
+  plainDecimal,
+  type MapperOptions,
+} from '../../producers/feeds/mapper.ts';
 import { parseChannels } from '../../cli/commands/produce-feed.ts';
+import { mulberry32 } from '../../producers/synthetic.ts';
+import { feedMetrics } from '../../producers/feeds/metrics.ts';
 
 // Venue messages written from each venue's documentation (test/fixtures/feeds/README.md).
 function fixtures(venue: string): Record<string, unknown> {
@@ -357,6 +366,72 @@ describe('feed helpers', () => {
     expect(s.check('A', 6)).toBe('duplicate');
     expect(s.check('A', 10)).toBe(3);
     expect(s.check('B', 10)).toBe('ok');
+  });
+
+  it('converts decimal strings exactly as Number() does, and refuses what is not a plain decimal', () => {
+    const random = mulberry32(16);
+    const samples = ['0', '00012', '0.1', '0.00000001', '91234.56000000', '999999999999999', '1e-9', '-1.5'];
+    for (let i = 0; i < 20_000; i++) {
+      const digits = 1 + Math.floor(random() * 16);
+      let d = '';
+      for (let k = 0; k < digits; k++) d += String(Math.floor(random() * 10));
+      const point = Math.floor(random() * (digits + 1));
+      samples.push(point === 0 || point === digits ? d : `${d.slice(0, point)}.${d.slice(point)}`);
+    }
+    for (const v of samples) {
+      const fast = plainDecimal(v);
+      // The fast path gives Number()'s double or declines; num() gives Number()'s double either way.
+      if (!Number.isNaN(fast)) expect(fast, v).toBe(Number(v));
+      expect(num({ v }, 'v'), v).toBe(Number(v));
+    }
+    expect(plainDecimal('9007199254740993')).toBeNaN(); // 16 digits: above 2^53, the general way
+    for (const junk of ['', '.5', '5.', '1..2', '0x10', ' 1', '1 ', 'Infinity', '1_000', '+1', '１']) {
+      expect(plainDecimal(junk), junk).toBeNaN();
+      expect(() => num({ v: junk }, 'v'), junk).toThrow('expected a decimal number');
+    }
+  });
+
+  it('hashes content: the same parts the same seq, different or shifted parts another', () => {
+    expect(contentSeq('BTC/USD', 91234.4, 0.83)).toBe(contentSeq('BTC/USD', 91234.4, 0.83));
+    expect(contentSeq('BTC/USD', 0, 1)).toBe(contentSeq('BTC/USD', -0, 1));
+    const seqs = new Set([
+      contentSeq('BTC/USD', 91234.4, 0.83),
+      contentSeq('BTC/USD', 0.83, 91234.4),
+      contentSeq('BTC/USD', 91234.41, 0.83),
+      contentSeq('BTC/US', 'D', 91234.4, 0.83),
+      contentSeq('BTC/USD', '91234.4', 0.83),
+      contentSeq('ETH/USD', 91234.4, 0.83),
+    ]);
+    expect(seqs.size).toBe(6);
+  });
+
+  it('exposes the lag histogram exactly as a prom-client Histogram would', async () => {
+    const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    const reference = new Histogram({
+      name: 'reference_lag_seconds',
+      help: 'h',
+      labelNames: ['venue'],
+      buckets,
+    });
+    try {
+      const series = feedMetrics().lag.venue('unit-test-venue');
+      for (const v of [0.0005, 0.001, 0.003, 0.2, 7, 11, 0.001, 1e-7, -0.002]) {
+        series.observe(v);
+        reference.observe({ venue: 'unit-test-venue' }, v);
+      }
+      const lines = (await register.metrics()).split('\n');
+      const ours = lines.filter(
+        (l) => l.startsWith('tickstream_feed_lag_seconds') && l.includes('unit-test-venue'),
+      );
+      const theirs = lines
+        .filter((l) => l.startsWith('reference_lag_seconds'))
+        .map((l) => l.replace('reference_lag_seconds', 'tickstream_feed_lag_seconds'));
+      expect(ours).toHaveLength(buckets.length + 3);
+      expect(ours).toEqual(theirs);
+      expect(lines).toContain('# TYPE tickstream_feed_lag_seconds histogram');
+    } finally {
+      register.removeSingleMetric('reference_lag_seconds');
+    }
   });
 
   it('parses --channels strictly', () => {
