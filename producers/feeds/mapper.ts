@@ -177,29 +177,20 @@ export function quote(q: Quote): Quote {
 
 /**
  * `seq` for a message that has no id of its own (Alpaca quotes, receive-stamped tickers): FNV-1a over its
- * content, so the same message seen twice is the same tick and two different quotes at one instant are two.
- * Numbers are hashed by their 64 bits rather than their decimal text: printing a double costs more than the
- * rest of a quote's mapping (profiled), and two numbers print alike exactly when they are the same double
- * (0 and -0 aside, made one here).
+ * content as text (numbers in their shortest decimal form, parts joined by '|'), so the same message seen twice
+ * is the same tick and two different quotes at one instant are two. The value is a tick's identity in every
+ * store: it must never change between versions (a quote re-sent across an upgrade would be stored twice), which
+ * test/unit/feeds.unit.test.ts pins.
  */
 export function contentSeq(...parts: readonly (string | number)[]): number {
   let h = 0x811c9dc5;
-  for (const p of parts) {
-    if (typeof p === 'string') {
-      for (let i = 0; i < p.length; i++) h = Math.imul(h ^ p.charCodeAt(i), 0x01000193);
-      h = Math.imul(h ^ 0x7c, 0x01000193); // '|' between parts, so ('ab', 'c') differs from ('a', 'bc')
-    } else {
-      BITS_F64[0] = p + 0;
-      h = Math.imul(h ^ BITS_U32[0]!, 0x01000193);
-      h = Math.imul(h ^ BITS_U32[1]!, 0x01000193);
-      h = Math.imul(h ^ 0x23, 0x01000193); // '#': a number's end, so it cannot pass for a string's characters
-    }
+  const s = parts.join('|');
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
   }
   return h >>> 0;
 }
-
-const BITS_F64 = new Float64Array(1);
-const BITS_U32 = new Uint32Array(BITS_F64.buffer);
 
 /**
  * Per-symbol sequence bookkeeping for ids that step by one (trade ids on Coinbase, Binance, Kraken): a jump

@@ -399,10 +399,15 @@ describe('feed helpers', () => {
       contentSeq('BTC/USD', 0.83, 91234.4),
       contentSeq('BTC/USD', 91234.41, 0.83),
       contentSeq('BTC/US', 'D', 91234.4, 0.83),
-      contentSeq('BTC/USD', '91234.4', 0.83),
       contentSeq('ETH/USD', 91234.4, 0.83),
     ]);
-    expect(seqs.size).toBe(6);
+    expect(seqs.size).toBe(5);
+  });
+
+  it('keeps content hashes stable across versions: they are stored ticks’ identities', () => {
+    // Values of the first released version: a different hash would store a re-sent quote a second time.
+    expect(contentSeq('BTC/USD', 91234.4, 0.83, 91234.5, 1.25)).toBe(3153860027);
+    expect(contentSeq('2026-11-30T15:51:45.335689322Z', 'V', 'V', 226.54, 2, 226.56, 4)).toBe(4153727750);
   });
 
   it('exposes the lag histogram exactly as a prom-client Histogram would', async () => {
