@@ -1,3 +1,4 @@
+import { loadavg } from 'node:os';
 import { loadConfig, type Config } from '../shared/config.ts';
 import { silentLogger } from '../shared/logger.ts';
 import type { Trade } from '../shared/model.ts';
@@ -13,8 +14,8 @@ import { measurement, repeat, type BenchReport, type Measurement } from './lib.t
 /**
  * Bars write path (issue 12, docs/adr/0009): the bars sink end to end (ledger + merge + close in PostgreSQL,
  * Redis projection and pub/sub) at 1,000 symbols and 4 timeframes, for three flush sizes: 5,000 trades (the
- * earlier benchmark's), 16,384 (a full worker batch: 64 entries × 256 ticks) and 50,000 (a worker under load
- * reading several shards). Baseline in the same run: the same sink with every flush forced through the staging
+ * earlier benchmark's), 16,384 (a read of 64 entries × 256 ticks) and 65,536 (a read of `consume bars` under a
+ * backlog, TICKSTREAM_BARS_BATCH_SIZE bounded by the read's bytes). Baseline in the same run: the same sink with every flush forced through the staging
  * path of the ledger (COPY into a temporary table, INSERT … ON CONFLICT … RETURNING), i.e. what a batch holding
  * duplicates costs. Then the indicator math per new bar: continuing a series from stored state vs recomputing
  * the 200-bar window (the earlier job's way).
@@ -22,8 +23,12 @@ import { measurement, repeat, type BenchReport, type Measurement } from './lib.t
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://127.0.0.1:5432/test';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-const TRADES = Number(process.env.BENCH_BARS_TRADES ?? 100_000);
-const FLUSHES = [5000, 16_384, 50_000];
+const TRADES = Number(process.env.BENCH_BARS_TRADES ?? 200_000);
+/**
+ * 65,536 is what one read of `consume bars` holds under a backlog with the defaults: the read's byte bound
+ * (TICKSTREAM_BATCH_BYTES, 16 MiB over 4 shards) is about 210 frames of 256 ticks per shard, 30% of them trades.
+ */
+const FLUSHES = [5000, 16_384, 65_536];
 const log = silentLogger();
 
 function configFor(schema: string, prefix: string): Config {
@@ -177,7 +182,9 @@ export default async function run(): Promise<BenchReport> {
     summary,
     notes: [
       `${TRADES.toLocaleString('en-US')} synthetic trades of 1,000 symbols, 4 timeframes (1s, 1m, 5m, 1h); medians of ${RUNS} runs`,
-      'shared 2-core machine with other engineers working: figures are indicative, compare within a run',
+      `2-core machine, PostgreSQL and Redis on the same cores; load average at the end ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' / ')}`,
     ],
   };
 }
