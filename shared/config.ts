@@ -356,13 +356,6 @@ export const ConfigSchema = z
       })
       .strict()
       .superRefine((k, ctx) => {
-        if (k.idempotent && k.maxInFlight > 5) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['maxInFlight'],
-            message: 'at most 5 with the idempotent producer',
-          });
-        }
         if (k.saslMechanism !== undefined && (k.saslUsername === undefined || k.saslPassword === undefined)) {
           ctx.addIssue({
             code: 'custom',
@@ -755,6 +748,24 @@ function crossCheck(c: Config, given: (path: string) => boolean): [string, strin
       'redis.url',
       'redis.tlsCaFile',
       'TLS files are set but the URL is redis:// (plain); use rediss://',
+    ]);
+  }
+  const k = c.kafka;
+  if (k.idempotent && k.retries < 1) {
+    // kafkajs refuses it when the producer is built: a lost reply is recovered by resending the request.
+    out.push([
+      'kafka.retries',
+      'kafka.idempotent',
+      `the idempotent producer needs at least 1 retry (got ${k.retries}); allow retries or turn idempotence off`,
+    ]);
+  }
+  if (k.idempotent && k.maxInFlight > 5) {
+    // The broker checks a producer's sequence over its last 5 requests per partition only: more in flight
+    // and a resent request can be written twice or out of order.
+    out.push([
+      'kafka.maxInFlight',
+      'kafka.idempotent',
+      `at most 5 requests in flight with the idempotent producer (got ${k.maxInFlight}); lower it or turn idempotence off`,
     ]);
   }
   return out;

@@ -71,6 +71,11 @@ export interface ArchiveSinkOptions {
    * the benchmark turns it off, to measure what it costs.
    */
   verify?: boolean;
+  /**
+   * The clock that places the archive window (TICKSTREAM_ARCHIVE_DAYS_BACK/AHEAD) in ms since the epoch
+   * (default Date.now); a test fixes it so that its days stay inside or outside across UTC midnight.
+   */
+  windowClock?: () => number;
 }
 
 export interface ArchiveStats {
@@ -160,6 +165,7 @@ export class ArchiveSink implements Sink {
   private stale: { from: bigint; to: bigint } | undefined;
   private refreshing: Promise<void> | undefined;
   private nextRefresh = 0;
+  private readonly windowClock: () => number;
 
   constructor(options: ArchiveSinkOptions) {
     this.settings = options.settings;
@@ -171,6 +177,7 @@ export class ArchiveSink implements Sink {
     this.validate = options.validate ?? true;
     this.directCopy = options.directCopy ?? true;
     this.verify = options.verify ?? true;
+    this.windowClock = options.windowClock ?? Date.now;
     this.q = quoteIdent(options.settings.schema);
   }
 
@@ -356,7 +363,7 @@ export class ArchiveSink implements Sink {
     let quotes = 0;
     let dayLo = -1n;
     let dayHi = -1n;
-    const window = archiveWindow(this.settings, Date.now());
+    const window = archiveWindow(this.settings, this.windowClock());
     for (let i = 0; i < ticks.length; i++) {
       const t = ticks[i]!;
       if (this.validate) {

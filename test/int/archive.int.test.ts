@@ -414,12 +414,15 @@ describe('archive sink (real PostgreSQL and Redis)', () => {
 
   it('refuses days outside the archive window with a dead letter naming the day: no table per stray day', async () => {
     const ctx = setup({ archiveDaysBack: 30, archiveDaysAhead: 1 });
-    const todayNs = (BigInt(Date.now()) / 86_400_000n) * DAY_NS;
+    // The sink's window is placed by the same instant as the days below: were it read from the wall clock
+    // when a batch arrives, a run across UTC midnight would move the window by a day under the test.
+    const nowMs = Date.now();
+    const todayNs = (BigInt(nowMs) / 86_400_000n) * DAY_NS;
     // 200 trades on 200 distinct days back from today: 31 fall inside the window.
     const ticks = market(200, todayNs - 199n * DAY_NS + 1_000n, DAY_NS);
     const inside = ticks.filter((t) => t.ts >= todayNs - 30n * DAY_NS);
     expect(inside).toHaveLength(31);
-    const sink = new ArchiveSink({ settings: ctx.config.postgres, log });
+    const sink = new ArchiveSink({ settings: ctx.config.postgres, log, windowClock: () => nowMs });
     const worker = await startWorker(ctx, sink);
     await publish(ctx, ticks);
     await waitUntil(

@@ -1,7 +1,18 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../shared/logger.ts';
+import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { closeRedis } from '../../shared/redis.ts';
 import { allStreamKeys } from '../../shared/streams.ts';
-import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
+import { pendingTotal } from '../helpers/streams.ts';
+import {
+  cleanupPrefix,
+  DATABASE_URL,
+  REDIS_URL,
+  testConfig,
+  testRedis,
+  uniqueName,
+  waitUntil,
+} from '../helpers/index.ts';
 import { finished, runCli, startCli, stopChildren } from '../helpers/cli.ts';
 import { freePort } from '../helpers/cluster.ts';
 
@@ -123,6 +134,98 @@ describe('tickstream CLI (processes, real Redis)', () => {
     expect(parsed.shards.reduce((n, s) => n + s.length, 0)).toBeGreaterThan(0);
     expect(parsed.shards[0]!.groups[0]).toMatchObject({ group, pending: 0, lag: 0 });
   }, 240_000); // five CLI processes: each takes many seconds to start on a loaded machine
+
+  it('consume archive: SIGTERM while the flush waits on a locked table finishes it once released; acked once, nothing pending', async () => {
+    const schema = uniqueName('clilock');
+    const pool = createPgPool({ ...config.postgres, schema }, { log: silentLogger(), max: 2 });
+    const lock = await pool.connect();
+    // Streams of its own: the archive group reads from the start, and the other tests' ticks are not for it.
+    const own = testConfig();
+    const archiveEnv = {
+      ...env,
+      TICKSTREAM_STREAM_PREFIX: own.streams.prefix,
+      DATABASE_URL,
+      TICKSTREAM_PG_SCHEMA: schema,
+      TICKSTREAM_PG_TIMESCALE: 'off',
+    };
+    const group = uniqueName('archive');
+    const rows = async () =>
+      Number(
+        (
+          await pool.query<{ n: string }>(
+            `SELECT ((SELECT count(*) FROM "${schema}".trades) + (SELECT count(*) FROM "${schema}".quotes))::text AS n`,
+          )
+        ).rows[0]!.n,
+      );
+    /** The "worker stopped" line's count of entries this process acknowledged. */
+    const acked = (stderr: string) => Number(/"acked":(\d+)[^\n]*"msg":"worker stopped"/.exec(stderr)?.[1]);
+    const produce = async (seed: string) => {
+      const r = await runCli(
+        ['produce', 'synthetic', '--symbols', 'LA,LB', '--count', '1000', '--seed', seed],
+        archiveEnv,
+      );
+      expect(r.code, r.stderr).toBe(0);
+    };
+    try {
+      const first = startCli(['consume', 'archive', '--group', group], archiveEnv);
+      await produce('21');
+      await waitUntil(
+        async () => (await rows().catch(() => 0)) === 1000 && (await pendingTotal(redis, own, group)) === 0,
+        'the first thousand ticks archived and acknowledged',
+        { timeoutMs: 60_000, intervalMs: 100 },
+      );
+
+      // Hold the archive's tables: the next flush waits on the lock, its entries pending on the consumer.
+      await lock.query('BEGIN');
+      await lock.query(`LOCK TABLE "${schema}".trades, "${schema}".quotes IN ACCESS EXCLUSIVE MODE`);
+      await produce('22');
+      await waitUntil(
+        async () =>
+          (
+            await pool.query(
+              `SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE NOT l.granted AND n.nspname = $1`,
+              [schema],
+            )
+          ).rowCount! > 0,
+        'a flush waiting on the locked table',
+        { timeoutMs: 30_000 },
+      );
+      const held = await pendingTotal(redis, own, group);
+      expect(held).toBeGreaterThan(0);
+      first.kill('SIGTERM');
+      await waitUntil(() => /stopping gracefully/.test(first.out.stderr), 'the consumer to take the signal');
+      expect(first.exitCode).toBeNull(); // still waiting on the store
+      await lock.query('COMMIT');
+      const r = await finished(first);
+      expect(r.code, r.stderr).toBe(0);
+      expect(await pendingTotal(redis, own, group)).toBe(0);
+      expect(await rows()).toBeGreaterThan(1000);
+
+      // The rest (if the stop left any unread) goes to a new process; no entry is acknowledged twice.
+      const second = startCli(['consume', 'archive', '--group', group], archiveEnv);
+      await waitUntil(
+        async () => (await rows()) === 2000 && (await pendingTotal(redis, own, group)) === 0,
+        'both thousands archived and acknowledged',
+        { timeoutMs: 60_000, intervalMs: 100 },
+      );
+      second.kill('SIGTERM');
+      const r2 = await finished(second);
+      expect(r2.code, r2.stderr).toBe(0);
+      let entries = 0;
+      for (const s of allStreamKeys(own.streams)) entries += await redis.xlen(s);
+      expect(acked(r.stderr) + acked(r2.stderr)).toBe(entries);
+      expect(await pendingTotal(redis, own, group)).toBe(0);
+    } finally {
+      await stopChildren();
+      await lock.query('ROLLBACK').catch(() => undefined);
+      lock.release();
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await closePgPool(pool);
+      await cleanupPrefix(redis, own.streams.prefix);
+    }
+  }, 240_000);
 
   it('quote for an unknown symbol says so and exits 1', async () => {
     const r = await runCli(['quote', 'NOPE'], env);

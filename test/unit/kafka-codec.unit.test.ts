@@ -201,11 +201,29 @@ describe('Kafka configuration', () => {
     );
   });
 
-  it('caps in-flight requests of the idempotent producer at 5', () => {
-    expect(() => loadConfig({ env: { KAFKA_MAX_IN_FLIGHT: '6' } })).toThrow(/KAFKA_MAX_IN_FLIGHT: at most 5/);
+  it('caps in-flight requests of the idempotent producer at 5, naming both variables', () => {
+    expect(() => loadConfig({ env: { KAFKA_MAX_IN_FLIGHT: '6' } })).toThrow(
+      /KAFKA_MAX_IN_FLIGHT and KAFKA_IDEMPOTENT: at most 5 requests in flight with the idempotent producer \(got 6\)/,
+    );
+    expect(loadConfig({ env: { KAFKA_MAX_IN_FLIGHT: '5' } }).kafka.maxInFlight).toBe(5);
     expect(
       loadConfig({ env: { KAFKA_MAX_IN_FLIGHT: '6', KAFKA_IDEMPOTENT: 'false' } }).kafka.maxInFlight,
     ).toBe(6);
+  });
+
+  it('refuses KAFKA_RETRIES=0 with the idempotent producer when the config is parsed, naming both variables', () => {
+    // Without this check kafkajs throws "Idempotent producer must allow retries" from inside createKafkaSink.
+    const parse = (env: Record<string, string>) => () =>
+      loadConfig({ env: { KAFKA_BROKERS: 'k1:9092', ...env } });
+    expect(parse({ KAFKA_RETRIES: '0' })).toThrow(ConfigError);
+    expect(parse({ KAFKA_RETRIES: '0' })).toThrow(
+      /invalid configuration:\n\s+KAFKA_RETRIES and KAFKA_IDEMPOTENT: the idempotent producer needs at least 1 retry \(got 0\)/,
+    );
+    expect(parse({ KAFKA_RETRIES: '0', KAFKA_IDEMPOTENT: 'true' })).toThrow(
+      /KAFKA_RETRIES and KAFKA_IDEMPOTENT/,
+    );
+    expect(parse({ KAFKA_RETRIES: '1' })().kafka.retries).toBe(1);
+    expect(parse({ KAFKA_RETRIES: '0', KAFKA_IDEMPOTENT: 'false' })().kafka.retries).toBe(0);
   });
 
   it('is off unless KAFKA_BROKERS is set, and refuses a mirror topic the ingest side reads', () => {

@@ -2,7 +2,7 @@ import kafkajs, { type Producer } from 'kafkajs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { FLUSH_ATTEMPTS, KafkaSink, createKafkaSink } from '../../consumers/sinks/kafka.ts';
 import { loadConfig } from '../../shared/config.ts';
-import { SinkError } from '../../shared/errors.ts';
+import { ConfigError, SinkError } from '../../shared/errors.ts';
 import { classifyKafkaError, requireKafka } from '../../shared/kafka.ts';
 import { KafkaTickDecoder } from '../../shared/kafka-codec.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -345,5 +345,11 @@ describe('createKafkaSink', () => {
     expect(options.idempotent).toBe(false);
     expect(producer.isIdempotent()).toBe(false);
     expect(options.maxInFlightRequests).toBe(6);
+  });
+
+  it('every retry setting the config accepts builds a producer: KAFKA_RETRIES=0 only without idempotence', () => {
+    expect(built({ KAFKA_RETRIES: '0', KAFKA_IDEMPOTENT: 'false' }).options.retry?.retries).toBe(0);
+    expect(built({ KAFKA_RETRIES: '1' }).options.retry?.retries).toBe(1);
+    expect(() => built({ KAFKA_RETRIES: '0' })).toThrow(ConfigError);
   });
 });
