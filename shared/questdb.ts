@@ -441,12 +441,14 @@ export async function createIlpSender(
   if (options.auto_flush !== false) options.auto_flush = false;
   if (timeouts.flushTimeoutMs !== undefined) {
     // The client's defaults (10 s per request plus 10 s of retries) made an outage take 21 s per attempt to
-    // notice. A short request and a short retry window instead: the worker retries, after probing /ping.
-    // Not retry_timeout=0: with it, client 4.2 never got a request through again after an outage.
+    // notice: one flush gets flushTimeoutMs in all, and the worker retries it after probing /ping.
+    // Client 4.2's default (undici) transport aborts the whole request, its own retries included, when
+    // retry_timeout runs out, whatever request_timeout says: retry_timeout is the flush's whole budget, so a
+    // shorter one refuses every answer slower than it (a 1 s window made a busy QuestDB's 1.5 s answers fail
+    // for ever). Not retry_timeout=0 either: the request is aborted before it is sent.
     const given = parseClientConf(clientConf).params;
     if (!given.has('request_timeout')) options.request_timeout = timeouts.flushTimeoutMs;
-    if (!given.has('retry_timeout'))
-      options.retry_timeout = Math.max(100, Math.min(1000, Math.floor(timeouts.flushTimeoutMs / 5)));
+    if (!given.has('retry_timeout')) options.retry_timeout = timeouts.flushTimeoutMs;
   }
   return { sender: new Sender(options), options };
 }

@@ -63,10 +63,10 @@ describe('tickstream consume questdb (a process, against the QuestDB stand-in)',
     // Sent once each: not merely kept once by the stand-in's DEDUP.
     expect(sent().sort()).toEqual(keys(first));
 
-    // Hold the next request in the stand-in, and signal while the sink waits for its answer. Under 1 s: with
-    // the default TICKSTREAM_QDB_FLUSH_TIMEOUT_MS the client (4.2, undici transport) aborts any request after
-    // retry_timeout = 1 s, so a slower answer is never taken.
-    s.writeDelayMs = 600;
+    // Hold the next request in the stand-in, and signal while the sink waits for its answer. 1.5 s: longer
+    // than the 1 s retry window the writer once gave the client, whose transport then aborted every request
+    // slower than that (the batch was resent for ever); within TICKSTREAM_QDB_FLUSH_TIMEOUT_MS (5 s) it is taken.
+    s.writeDelayMs = 1500;
     const writesBefore = s.writes.length;
     const second = await produceTicks(config, redis, 300, { symbols: ['QA', 'QB', 'QC'], seed: 12 });
     await waitUntil(() => s.inFlightWrites > 0, 'a flush held in the stand-in', { timeoutMs: 30_000 });

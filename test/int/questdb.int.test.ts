@@ -301,10 +301,10 @@ describe('QuestDB hot writer against the stand-in', () => {
     expect(s.rows).toHaveLength(3);
   });
 
-  it('flush timeout: the client gets TICKSTREAM_QDB_FLUSH_TIMEOUT_MS and a short retry window, unless the string sets them', async () => {
+  it('flush timeout: the client gets TICKSTREAM_QDB_FLUSH_TIMEOUT_MS as its request and retry budget, unless the string sets them', async () => {
     const s = await standin();
     const mine = await createIlpSender(s.clientConf(), silentLogger(), { flushTimeoutMs: 1234 });
-    expect(mine.options).toMatchObject({ request_timeout: 1234, retry_timeout: 246, auto_flush: false });
+    expect(mine.options).toMatchObject({ request_timeout: 1234, retry_timeout: 1234, auto_flush: false });
     const theirs = await createIlpSender(
       s.clientConf('request_timeout=7000;retry_timeout=300;'),
       silentLogger(),
