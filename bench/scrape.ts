@@ -1,20 +1,9 @@
-import { createServer } from 'node:net';
+export { freePort } from '../chaos/servers.ts';
 
 /** Reading the processes' own /metrics (prom-client exposition) from a benchmark. */
 
 /** One scrape of a process: every sample by metric name and label string. */
 export type Scrape = Map<string, number>;
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr !== null ? addr.port : 0));
-    });
-  });
-}
 
 export function parseExposition(text: string): Scrape {
   const out: Scrape = new Map();
