@@ -7,7 +7,7 @@ import { allStreamKeys, streamKey } from '../../shared/streams.ts';
 import { Publisher, sharedPublisherMetrics } from '../../producers/publisher.ts';
 import { drive } from '../../producers/run.ts';
 import { SyntheticMarket, symbolNames } from '../../producers/synthetic.ts';
-import { finished, startCli } from '../helpers/cli.ts';
+import { finished, startCli, stopChildren } from '../helpers/cli.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
 /**
@@ -17,6 +17,7 @@ import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil 
 const open: RedisClient[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
+  await stopChildren();
   for (const c of cleanups.splice(0).reverse()) await c();
   for (const r of open.splice(0)) await closeRedis(r);
 });
@@ -343,9 +344,6 @@ describe('producer backpressure (real Redis)', () => {
       TICKSTREAM_LOW_WATER: '2',
       TICKSTREAM_FRAME_SIZE: '16',
       TICKSTREAM_SOURCE: uniqueName('s'),
-    });
-    cleanups.push(async () => {
-      if (child.exitCode === null) child.kill('SIGKILL');
     });
     // A paused producer that ignored its deadline would run until this generous bound and fail the test.
     const r = await finished(child, 30_000);

@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../shared/logger.ts';
 import { closePgPool, createPgPool, type PgPool } from '../../shared/pg.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
-import { finished, runCli, startCli } from '../helpers/cli.ts';
+import { finished, runCli, startCli, stopChildren } from '../helpers/cli.ts';
 import {
   cleanupPrefix,
   DATABASE_URL,
@@ -56,7 +56,6 @@ describe('bars and indicators commands (processes)', () => {
   const file = join(dir, 'history.csv');
   let pool: PgPool;
   let redis: RedisClient;
-  const children: ReturnType<typeof startCli>[] = [];
   let trades = 0;
 
   beforeAll(() => {
@@ -76,9 +75,7 @@ describe('bars and indicators commands (processes)', () => {
     }
     writeFileSync(file, `${lines.join('\n')}\n`);
   });
-  afterEach(async () => {
-    for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  });
+  afterEach(stopChildren);
   afterAll(async () => {
     await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await closePgPool(pool);
@@ -96,7 +93,6 @@ describe('bars and indicators commands (processes)', () => {
 
     const bars = startCli(['consume', 'bars'], env);
     const archive = startCli(['consume', 'archive'], env);
-    children.push(bars, archive);
     await waitUntil(
       async () => {
         const n = await count(

@@ -5,7 +5,7 @@ import { closePgPool, createPgPool, type PgPool } from '../../shared/pg.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys } from '../../shared/streams.ts';
 import type { Config } from '../../shared/config.ts';
-import { finished, runCli, startCli } from '../helpers/cli.ts';
+import { finished, runCli, startCli, stopChildren } from '../helpers/cli.ts';
 import {
   DATABASE_URL,
   REDIS_URL,
@@ -24,6 +24,7 @@ import { TcpProxy } from '../helpers/tcp-proxy.ts';
  */
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
+  await stopChildren();
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
 });
 
@@ -85,11 +86,7 @@ async function setup(env: Record<string, string> = {}): Promise<Ctx> {
 }
 
 function consume(ctx: Ctx) {
-  const child = startCli(['consume', 'archive', '--group', ctx.group], ctx.env);
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return child;
+  return startCli(['consume', 'archive', '--group', ctx.group], ctx.env);
 }
 
 async function stored(ctx: Ctx): Promise<number> {
@@ -268,9 +265,6 @@ describe(
         TICKSTREAM_IND_BULL_PREFIX: `${prefix}:bull`,
         TICKSTREAM_IND_QUEUE: uniqueName('ind'),
         TICKSTREAM_IND_KEY_PREFIX: `${prefix}:ind:`,
-      });
-      cleanups.push(async () => {
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       });
       await waitUntil(
         () => count(child.out.stderr, /the indicator worker: store not reachable yet, waiting/g) >= 3,

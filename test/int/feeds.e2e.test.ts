@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { closeRedis } from '../../shared/redis.ts';
 import { feedEventsKey } from '../../producers/feeds/report.ts';
 import { FeedStandIn } from '../helpers/feed-standin.ts';
-import { finished, runCli, startCli } from '../helpers/cli.ts';
+import { finished, runCli, startCli, stopChildren } from '../helpers/cli.ts';
 import { cleanupPrefix, REDIS_URL, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
 // Feed stand-in (Coinbase protocol) → `tickstream produce feed` → `tickstream consume quotes` → `quote`.
@@ -12,10 +12,9 @@ const coinbase = JSON.parse(
   readFileSync(join(import.meta.dirname, '..', 'fixtures', 'feeds', 'coinbase.json'), 'utf8'),
 ) as Record<string, Record<string, unknown>>;
 
-const children: ReturnType<typeof startCli>[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  await stopChildren();
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
@@ -54,12 +53,10 @@ describe('tickstream produce feed (processes, stand-in venue, real Redis)', () =
       TICKSTREAM_BLOCK_MS: '100',
     };
     const consumer = startCli(['consume', 'quotes', '--group', uniqueName('quotes')], env);
-    children.push(consumer);
     const feed = startCli(
       ['produce', 'feed', 'coinbase', '--symbols', 'BTC-USD', '--channels', 'quotes', '--url', standIn.url],
       env,
     );
-    children.push(feed);
 
     await waitUntil(
       async () => (await redis.hget(`${prefix}:quote:BTC-USD`, 'bid')) === '400.23',

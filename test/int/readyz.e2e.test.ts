@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { finished, startCli } from '../helpers/cli.ts';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { finished, startCli, stopChildren } from '../helpers/cli.ts';
 import { uniqueName, waitUntil } from '../helpers/index.ts';
 import {
   freePort,
@@ -31,6 +31,7 @@ describe.skipIf(!available.ok)('/readyz of a consumer (private Redis and Postgre
   afterAll(async () => {
     await Promise.all([redis?.destroy(), pg?.destroy()]);
   });
+  afterEach(stopChildren);
 
   it('is unready while Redis or PostgreSQL is stopped, ready again after; alive throughout', async () => {
     const port = await freePort();

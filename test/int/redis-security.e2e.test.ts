@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_URL, REDIS_URL, uniqueName, waitUntil } from '../helpers/index.ts';
-import { finished, runCli, startCli, type CliResult } from '../helpers/cli.ts';
+import { finished, runCli, startCli, stopChildren, type CliResult } from '../helpers/cli.ts';
 import {
   clusterBinariesAvailable,
   freePort,
@@ -17,6 +17,7 @@ import { opensslAvailable, startPrivateRedis, type PrivateRedis } from '../helpe
  * SELECT is fatal, and credentials and TLS reach every server.
  */
 const available = clusterBinariesAvailable();
+afterEach(stopChildren);
 const PASSWORD = `pw-${uniqueName('h8')}`;
 const WRONG = `wrong-${uniqueName('h8')}`;
 
@@ -178,7 +179,7 @@ describe.skipIf(!available)('unreachable servers', { timeout: 240_000 }, () => {
         expect(r.stderr).not.toMatch(/graceful stop timed out/);
       }
     } finally {
-      for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+      await stopChildren();
     }
   });
 

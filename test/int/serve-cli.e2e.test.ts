@@ -1,14 +1,11 @@
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { finished, startCli } from '../helpers/cli.ts';
+import { finished, startCli, stopChildren } from '../helpers/cli.ts';
 import { DATABASE_URL, REDIS_URL, uniqueName, waitUntil } from '../helpers/index.ts';
 
 /** `tickstream serve` as a process: listens on the configured port, keeps its admin token secret, stops cleanly. */
-const children: ReturnType<typeof startCli>[] = [];
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-});
+afterEach(stopChildren);
 
 describe('tickstream serve (process)', () => {
   it('serves, never logs its admin token, and on SIGTERM closes stream clients with 1001 and exits 0', async () => {
@@ -25,7 +22,6 @@ describe('tickstream serve (process)', () => {
       TICKSTREAM_API_WARM_SYMBOLS: '0',
       TICKSTREAM_API_ADMIN_TOKEN: token,
     });
-    children.push(child);
     const url = await waitUntil(
       () => /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(child.out.stderr)?.[1],
       'the listening log line',

@@ -12,6 +12,7 @@ import type { Tick } from '../../shared/model.ts';
 import { closePgPool, createPgPool } from '../../shared/pg.ts';
 import { closeRedis } from '../../shared/redis.ts';
 import { clusterBinariesAvailable } from '../helpers/cluster.ts';
+import { killChild } from '../helpers/cli.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 
 /**
@@ -227,9 +228,7 @@ describe('tickstream serve (real Redis and PostgreSQL)', () => {
     async () => {
       const port = await freePort();
       let redisProc = startRedis(port);
-      cleanups.push(async () => {
-        redisProc.kill('SIGKILL');
-      });
+      cleanups.push(() => killChild(redisProc));
       const config = serveConfig({
         redis: { url: `redis://127.0.0.1:${port}` },
         api: { quoteTtlMs: 200, tierTimeoutMs: 200, warmSymbols: 0 },
