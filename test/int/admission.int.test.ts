@@ -41,10 +41,15 @@ function setup(overrides: Parameters<typeof testConfig>[0] = {}) {
   return { config, redis: redisFor(config), group: uniqueName('g') };
 }
 
-async function startWorker(config: Config, group: string, sink: RecordingSink): Promise<GroupWorker> {
+async function startWorker(
+  config: Config,
+  group: string,
+  sink: RecordingSink,
+  blocking: RedisClient = redisFor(config, true),
+): Promise<GroupWorker> {
   const worker = new GroupWorker({
     redis: redisFor(config),
-    blocking: redisFor(config, true),
+    blocking,
     layout: config.streams,
     group,
     consumer: uniqueName('c'),
@@ -220,18 +225,7 @@ describe('a single bad tick never stops the pipeline (real Redis)', () => {
       return reply;
     }) as typeof blocking.callBuffer;
     const sink = new RecordingSink();
-    const worker = new GroupWorker({
-      redis: redisFor(config),
-      blocking,
-      layout: config.streams,
-      group,
-      consumer: uniqueName('c'),
-      sink,
-      settings: config.consumer,
-      log: silentLogger(),
-    });
-    workers.push(worker);
-    await worker.start();
+    await startWorker(config, group, sink, blocking);
     await waitUntil(() => sink.stored.size === ticks.length, 'all stored');
     // The first read that returned entries knew no entry sizes yet; every later one did.
     const nonEmpty = reads.filter((b) => b > 0);
