@@ -122,7 +122,7 @@ async function sinkRun(
 ): Promise<number> {
   await withClient(pool, (c) =>
     c.query(
-      `TRUNCATE "${config.postgres.schema}".bars, "${config.postgres.schema}".bar_ledger, "${config.postgres.schema}".bar_clocks, "${config.postgres.schema}".bar_symbols`,
+      `TRUNCATE "${config.postgres.schema}".bars, "${config.postgres.schema}".bar_ledger_runs, "${config.postgres.schema}".bar_clocks, "${config.postgres.schema}".bar_symbols`,
     ),
   );
   const sink = new BarsSink({

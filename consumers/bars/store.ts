@@ -1,7 +1,4 @@
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { from as copyFrom } from 'pg-copy-streams';
-import { pgErrorCode, quoteIdent, type PgClient } from '../../shared/pg.ts';
+import { quoteIdent, type PgClient } from '../../shared/pg.ts';
 import type { Trade } from '../../shared/model.ts';
 import { markIndicatorsStale } from '../indicators/store.ts';
 import {
@@ -15,12 +12,14 @@ import {
   type Timeframe,
   type TimeframeName,
 } from './aggregate.ts';
+import { BarLedger } from './ledger.ts';
 
 /**
  * The bars tables in PostgreSQL (infra/migrations/0003_bars.sql): the only place that writes them.
  *
  * Exactly-once merging under at-least-once delivery: a trade is merged into bars only in the transaction that
- * inserts its identity into `bar_ledger`. A redelivered trade finds its identity there and is skipped, and
+ * records its identity in the ledger (`bar_ledger_runs`, consumers/bars/ledger.ts). A redelivered trade finds
+ * its identity there and is skipped, and
  * because ledger row, bar rows and clock advance commit together, a crash at any point either merged a trade
  * completely or not at all. Bars are commutative merges with exact sums, so the order in which trades (or
  * their redeliveries, or two consumers) arrive changes nothing but the `late` statistic.
@@ -151,49 +150,15 @@ export function toBarRow(r: RawBarRow): BarRow {
   };
 }
 
-function identity(symbol: string, ts: string, seq: string, source: string): string {
-  return `${symbol}\u0000${ts}\u0000${seq}\u0000${source}`;
-}
-
-/** Calls that take the staging path straight away after a ledger conflict (duplicates come in runs). */
-const STAGED_RUNS_AFTER_CONFLICT = 8;
-
-/** COPY text rows of trade identities (symbol, ts, seq, source); returns when the server has them. */
-async function copyLines(client: PgClient, sql: string, trades: readonly Trade[]): Promise<void> {
-  const copy = client.query(copyFrom(sql));
-  await pipeline(Readable.from(identityChunks(trades)), copy);
-}
-
-function* identityChunks(trades: readonly Trade[]): Generator<string> {
-  let chunk = '';
-  for (let i = 0; i < trades.length; i++) {
-    const t = trades[i]!;
-    chunk += `${copyText(t.symbol)}\t${t.ts}\t${t.seq}\t${copyText(t.source)}\n`;
-    if (chunk.length > 65_536) {
-      yield chunk;
-      chunk = '';
-    }
-  }
-  if (chunk !== '') yield chunk;
-}
-
-/** Text-format COPY escaping (backslash, tab, newline, carriage return). */
-function copyText(v: string): string {
-  return /[\\\t\n\r]/.test(v)
-    ? v.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r')
-    : v;
-}
-
 export class BarStore {
   readonly settings: BarStoreSettings;
-  /** How ledger inserts went: straight COPY, or through the staging table (some identities were known). */
-  readonly ledgerStats = { direct: 0, staged: 0 };
   private readonly s: string;
-  private stagedRuns = 0;
+  private readonly ledger: BarLedger;
 
   constructor(settings: BarStoreSettings) {
     this.settings = settings;
     this.s = quoteIdent(settings.schema);
+    this.ledger = new BarLedger(`${this.s}.bar_ledger_runs`);
   }
 
   /**
@@ -280,53 +245,13 @@ export class BarStore {
   }
 
   /**
-   * Insert trade identities; returns the trades whose identity was new, in their original order (of two equal
-   * identities in one call, the first).
-   *
-   * Optimistic first, as the archive (docs/adr/0003): COPY the identities straight into the ledger inside a
-   * savepoint, which succeeds whenever every trade is new (the steady state) at the speed of COPY and with
-   * nothing sent back. A unique violation means some were merged before (redelivery, replay, a re-loaded file)
-   * or repeat within the call: roll back to the savepoint and COPY into a session-local staging table, then
-   * `INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING`, which says which ones were new; the next few calls
-   * take that path directly, as duplicates come in runs. Correct either way because ledger rows of a symbol are
-   * only written under its clock's lock (lockClocks), so no other writer can add one between the two steps.
+   * Record trade identities in the ledger (consumers/bars/ledger.ts); returns the trades whose identity was
+   * new, in their original order (of two equal identities in one call, the first). The caller holds the clock
+   * locks of their symbols (lockClocks) or every clock (lockAll).
    */
   async insertLedger(client: PgClient, trades: readonly Trade[]): Promise<Trade[]> {
-    if (trades.length === 0) return [];
-    if (this.stagedRuns === 0) {
-      await client.query('SAVEPOINT bar_ledger_direct');
-      try {
-        await copyLines(client, `COPY ${this.s}.bar_ledger (symbol, ts, seq, source) FROM STDIN`, trades);
-        await client.query('RELEASE SAVEPOINT bar_ledger_direct');
-        this.ledgerStats.direct++;
-        return [...trades];
-      } catch (err) {
-        if (pgErrorCode(err) !== '23505') throw err;
-        await client.query('ROLLBACK TO SAVEPOINT bar_ledger_direct');
-        this.stagedRuns = STAGED_RUNS_AFTER_CONFLICT;
-      }
-    } else {
-      this.stagedRuns--;
-    }
-    this.ledgerStats.staged++;
-    const stage = quoteIdent(`stage_${this.settings.schema}_bar_ledger`);
-    await client.query(
-      `CREATE TEMP TABLE IF NOT EXISTS ${stage} (LIKE ${this.s}.bar_ledger) ON COMMIT DELETE ROWS`,
-    );
-    // A rebuild calls this several times in one transaction: empty what an earlier call staged.
-    await client.query(`TRUNCATE ${stage}`);
-    await copyLines(client, `COPY ${stage} (symbol, ts, seq, source) FROM STDIN`, trades);
-    const { rows } = await client.query<{ symbol: string; ts: string; seq: string; source: string }>(
-      `INSERT INTO ${this.s}.bar_ledger (symbol, ts, seq, source)
-       SELECT DISTINCT symbol, ts, seq, source FROM ${stage} ORDER BY 1, 2, 3, 4
-       ON CONFLICT DO NOTHING
-       RETURNING symbol, ts::text AS ts, seq::text AS seq, source`,
-    );
-    const inserted = new Set(rows.map((r) => identity(r.symbol, r.ts, r.seq, r.source)));
-    // Deleting on first use keeps one of two equal identities in the same call (the ledger row is one too).
-    return trades.filter((t) =>
-      inserted.delete(identity(t.symbol, t.ts.toString(), String(t.seq), t.source)),
-    );
+    const fresh = await this.ledger.insert(client, trades);
+    return fresh.length === trades.length ? [...trades] : fresh.map((i) => trades[i]!);
   }
 
   /**
@@ -574,15 +499,9 @@ export class BarStore {
     return { rows: Number(rows[0]?.n ?? 0), oldestChange: rows[0]?.oldest ?? null };
   }
 
-  /** Drop ledger rows behind the horizon of their symbol's clock: trades that old are refused anyway. */
+  /** Drop ledger runs behind the horizon of their symbol's clock: trades that old are refused anyway. */
   async pruneLedger(client: PgClient): Promise<number> {
-    const r = await client.query(
-      `DELETE FROM ${this.s}.bar_ledger l
-        USING ${this.s}.bar_symbols s JOIN ${this.s}.bar_clocks c ON c.wkey = s.wkey
-        WHERE l.symbol = s.symbol AND l.ts < c.max_ts - $1::int8`,
-      [this.settings.ledgerHorizonNs.toString()],
-    );
-    return r.rowCount ?? 0;
+    return this.ledger.prune(client, this.s, this.settings.ledgerHorizonNs);
   }
 
   /**
@@ -603,12 +522,8 @@ export class BarStore {
           AND ($3::text[] IS NULL OR symbol = ANY($3::text[]))`,
       params,
     );
-    const ledger = await client.query(
-      `DELETE FROM ${this.s}.bar_ledger WHERE ts >= $1::int8 AND ts < $2::int8
-          AND ($3::text[] IS NULL OR symbol = ANY($3::text[]))`,
-      params,
-    );
-    return { bars: bars.rowCount ?? 0, ledger: ledger.rowCount ?? 0 };
+    const ledger = await this.ledger.forget(client, range);
+    return { bars: bars.rowCount ?? 0, ledger };
   }
 
   /** Keep every live writer out until the transaction ends (they wait on the clock rows). */

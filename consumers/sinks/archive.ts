@@ -7,6 +7,7 @@ import type { Logger } from '../../shared/logger.ts';
 import type { Quote, Tick, Trade } from '../../shared/model.ts';
 import {
   closePgPool,
+  copyText,
   createPgPool,
   inTransaction,
   isRetriablePgError,
@@ -653,14 +654,6 @@ const MAX_DATE_NS = 8_640_000_000_000_000_000_000n;
 
 function nulReason(field: string): string {
   return `${field} contains a NUL character, which PostgreSQL text cannot store`;
-}
-
-const NEEDS_ESCAPE = /[\\\t\n\r]/;
-const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
-
-/** A text field for COPY's text format. */
-export function copyText(s: string): string {
-  return NEEDS_ESCAPE.test(s) ? s.replace(/[\\\t\n\r]/g, (c) => ESCAPES[c]!) : s;
 }
 
 /**

@@ -4,14 +4,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config.ts';
 import type { Quote, Trade } from '../../shared/model.ts';
-import { isConnectionError, isRetriablePgError } from '../../shared/pg.ts';
-import {
-  compareTicks,
-  copyChunks,
-  copyText,
-  rejectReason,
-  RowEncoder,
-} from '../../consumers/sinks/archive.ts';
+import { copyText, isConnectionError, isRetriablePgError } from '../../shared/pg.ts';
+import { compareTicks, copyChunks, rejectReason, RowEncoder } from '../../consumers/sinks/archive.ts';
 import { daysAhead, loadMigrations, MigrationError, renderSql } from '../../shared/schema/migrate.ts';
 
 const trade = (over: Partial<Trade> = {}): Trade => ({
