@@ -124,13 +124,7 @@ export class BarLedger {
       cols[6]!.push(runEnd(p.max.ts).toString());
     }
     const { rows } = await client.query<{ symbol: string; source: string; ts: string[]; seq: string[] }>(
-      `SELECT r.symbol, r.source, r.ts, r.seq
-         FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
-                AS k(symbol, source, min_ts, min_seq, max_ts, max_seq, scan_to)
-         JOIN ${this.table} r
-           ON r.symbol = k.symbol AND r.source = k.source
-          AND (r.last_ts, r.last_seq) >= (k.min_ts, k.min_seq) AND r.last_ts < k.scan_to
-          AND (r.first_ts, r.first_seq) <= (k.max_ts, k.max_seq)`,
+      overlappingRunsSql(this.table),
       cols,
     );
     const out = new Map<string, Set<string>>();
@@ -204,6 +198,24 @@ export class BarLedger {
     );
     return Number(rows[0]?.forgotten ?? 0);
   }
+}
+
+/**
+ * The runs of each (symbol, source) overlapping its identity range: $1..$7 are the pairs' symbol, source,
+ * min ts, min seq, max ts, max seq and the end of the minute holding the max. One index range scan per pair
+ * (LATERAL, kept from being flattened into a join by OFFSET 0): as a plain join the planner hashed the whole
+ * table, 0.7 s at 500k runs here against 45 ms this way.
+ */
+export function overlappingRunsSql(table: string): string {
+  return `SELECT k.symbol, k.source, r.ts, r.seq
+            FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
+                   AS k(symbol, source, min_ts, min_seq, max_ts, max_seq, scan_to)
+           CROSS JOIN LATERAL (
+                 SELECT r.ts, r.seq FROM ${table} r
+                  WHERE r.symbol = k.symbol AND r.source = k.source
+                    AND (r.last_ts, r.last_seq) >= (k.min_ts, k.min_seq) AND r.last_ts < k.scan_to
+                    AND (r.first_ts, r.first_seq) <= (k.max_ts, k.max_seq)
+                 OFFSET 0) AS r`;
 }
 
 function* runLines(runs: readonly Trade[][]): Generator<string> {

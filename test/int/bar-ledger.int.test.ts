@@ -2,7 +2,7 @@ import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BarLedger, RUN_MAX_TRADES, RUN_SPAN_NS } from '../../consumers/bars/ledger.ts';
+import { BarLedger, overlappingRunsSql, RUN_MAX_TRADES, RUN_SPAN_NS } from '../../consumers/bars/ledger.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import type { Trade } from '../../shared/model.ts';
 import { closePgPool, createPgPool, inTransaction, withClient, type PgClient } from '../../shared/pg.ts';
@@ -163,6 +163,31 @@ describe('bar ledger runs (real PostgreSQL)', () => {
     const pruned = await withClient(pool, (c: PgClient) => ledger.prune(c, `"${schema}"`, 5n * RUN_SPAN_NS));
     expect(pruned).toBeGreaterThanOrEqual(1);
     expect((await runs(sym)).map((r) => r.first)).toEqual([`${recent.ts}:2`]);
+  });
+
+  it('finds overlapping runs by an index scan per pair, not a scan of the table (200k runs)', async () => {
+    const probe = `"${schema}".plan_probe`;
+    await pool.query(`CREATE TABLE ${probe} (LIKE ${table} INCLUDING ALL)`);
+    try {
+      await pool.query(
+        `INSERT INTO ${probe} (symbol, source, first_ts, first_seq, last_ts, last_seq, ts, seq)
+         SELECT 'P' || (g % 1000), 'S', g * 1000, 0, g * 1000 + 1, 0, ARRAY[g * 1000, g * 1000 + 1], '{0,0}'
+           FROM generate_series(1, 200000) AS g`,
+      );
+      await pool.query(`ANALYZE ${probe}`);
+      const pairs = Array.from({ length: 1000 }, (_, i) => `P${i}`);
+      const at = (v: number) => pairs.map(() => String(v));
+      const { rows } = await pool.query<{ 'QUERY PLAN': string }>(
+        `EXPLAIN (COSTS OFF) ${overlappingRunsSql(probe)}`,
+        [pairs, pairs.map(() => 'S'), at(150_000_000), at(0), at(150_000_500), at(0), at(150_060_000)],
+      );
+      const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(plan).toMatch(/Nested Loop/);
+      expect(plan).toMatch(/Index (Only )?Scan|Bitmap Index Scan/);
+      expect(plan).not.toMatch(/Seq Scan on plan_probe/);
+    } finally {
+      await pool.query(`DROP TABLE ${probe}`);
+    }
   });
 
   it('refuses a run that spans two minutes or whose arrays disagree with its bounds (table constraints)', async () => {
