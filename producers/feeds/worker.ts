@@ -1,0 +1,129 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { encodeTick } from '../../shared/codec.ts';
+import type { Tick } from '../../shared/model.ts';
+import { shardOf } from '../../shared/streams.ts';
+import { FeedConnection, type FeedLog, type FeedSettings, type FeedStats } from './connection.ts';
+import { RX_MARK, type FeedEvent, type FeedMapper, type MapperSpec } from './mapper.ts';
+import { HistogramSeries, LAG_BUCKETS } from './metrics.ts';
+
+/**
+ * A feed worker thread (started by source.ts, one per feed connection): it owns the venue's WebSocket and
+ * the mapping (FeedConnection), and hands the main thread each read's ticks already encoded as frame rows
+ * with their shards (shared/codec.ts EncodedTicks), so that the main thread only publishes. Counts, lag
+ * observations, events and log lines travel with them; the main thread owns the metrics and the logger.
+ */
+export interface FeedWorkerInit {
+  spec: MapperSpec;
+  settings: FeedSettings;
+  /** The streams' shard count, for the shard of each row. */
+  shards: number;
+}
+
+export type ToFeedWorker = { type: 'pause' } | { type: 'resume' } | { type: 'stop' };
+
+export interface LagDelta {
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+export type FromFeedWorker =
+  | {
+      type: 'ticks';
+      rows: string[];
+      shards: Uint16Array;
+      trades: number;
+      quotes: number;
+      lag: LagDelta | undefined;
+      stats: FeedStats;
+    }
+  | { type: 'event'; event: FeedEvent; stats: FeedStats }
+  | { type: 'state'; stats: FeedStats }
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; fields: object; msg: string }
+  /** The connection ended (stopped, or `fatal`: the venue refused us for good); nothing follows. */
+  | { type: 'end'; fatal: string | undefined; stats: FeedStats };
+
+/** Rows handed over at once at most; a read's worth is usually far fewer. */
+const MAX_CHUNK = 4096;
+
+async function main(): Promise<void> {
+  const port = parentPort;
+  if (port === null) throw new Error('producers/feeds/worker.ts runs as a worker thread only');
+  const init = workerData as FeedWorkerInit;
+  const exports = (await import(init.spec.module)) as Record<string, new (o: unknown) => FeedMapper>;
+  const Mapper = exports[init.spec.name];
+  if (Mapper === undefined) throw new Error(`${init.spec.module} exports no ${init.spec.name}`);
+  const mapper = new Mapper(init.spec.options);
+  const post = (m: FromFeedWorker, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer);
+
+  const log: FeedLog = {
+    info: (fields, msg) => post({ type: 'log', level: 'info', fields, msg }),
+    warn: (fields, msg) => post({ type: 'log', level: 'warn', fields, msg }),
+    error: (fields, msg) => post({ type: 'log', level: 'error', fields, msg }),
+  };
+  const lag = new HistogramSeries([...LAG_BUCKETS]);
+  let rows: string[] = [];
+  let shards: number[] = [];
+  let trades = 0;
+  let quotes = 0;
+  let scheduled: NodeJS.Immediate | undefined;
+  // shardOf's own cache builds a key string per call; a feed has few symbols.
+  const shardOfSymbol = new Map<string, number>();
+
+  // Every message of one socket read is mapped in one turn of the event loop: hand them over together.
+  const flush = () => {
+    if (scheduled !== undefined) clearImmediate(scheduled);
+    scheduled = undefined;
+    if (rows.length === 0) return;
+    const shardArray = Uint16Array.from(shards);
+    const delta: LagDelta | undefined =
+      lag.count === 0 ? undefined : { counts: lag.counts.slice(), sum: lag.sum, count: lag.count };
+    lag.clear();
+    post(
+      { type: 'ticks', rows, shards: shardArray, trades, quotes, lag: delta, stats: connection.stats },
+      [shardArray.buffer],
+    );
+    rows = [];
+    shards = [];
+    trades = quotes = 0;
+  };
+
+  const connection: FeedConnection = new FeedConnection(
+    mapper,
+    init.settings,
+    {
+      ticks: (ticks: readonly Tick[], receivedNs: bigint) => {
+        // In doubles (to a quarter of a microsecond at today's epoch): no bigint arithmetic per tick.
+        const receivedSeconds = Number(receivedNs) / 1e9;
+        for (const t of ticks) {
+          if (t.type === 'trade') trades++;
+          else quotes++;
+          if (!t.venue.endsWith(RX_MARK)) lag.observe(receivedSeconds - Number(t.ts) / 1e9);
+          rows.push(encodeTick(t));
+          let shard = shardOfSymbol.get(t.symbol);
+          if (shard === undefined) shardOfSymbol.set(t.symbol, (shard = shardOf(t.symbol, init.shards)));
+          shards.push(shard);
+        }
+        if (rows.length >= MAX_CHUNK) flush();
+        else scheduled ??= setImmediate(flush);
+      },
+      event: (event) => {
+        flush(); // in order with the ticks around it
+        post({ type: 'event', event, stats: connection.stats });
+      },
+      state: () => post({ type: 'state', stats: connection.stats }),
+    },
+    log,
+  );
+
+  port.on('message', (m: ToFeedWorker) => {
+    if (m.type === 'pause') connection.pause();
+    else if (m.type === 'resume') connection.resume();
+    else connection.stop();
+  });
+  const fatal = await connection.run();
+  flush();
+  post({ type: 'end', fatal, stats: connection.stats });
+}
+
+await main();
