@@ -124,6 +124,9 @@ export class FeedConnection {
   stop(): void {
     this.stopping.abort();
     const ws = this.ws;
+    // The close handshake needs the venue's close frame read: a paused socket would wait out ws's 30 s close
+    // timeout. What arrives until then is handed over like the rest.
+    this.resume();
     if (ws !== undefined && ws.readyState === WebSocket.OPEN) {
       for (const m of this.mapper.onClose()) ws.send(m);
       ws.close(1000, 'shutting down');
@@ -134,7 +137,7 @@ export class FeedConnection {
 
   /** Stop reading the socket (TCP then holds the venue back) until `resume()`. */
   pause(): void {
-    if (this.paused) return;
+    if (this.paused || this.stopping.signal.aborted) return;
     this.paused = true;
     this.ws?.pause();
   }

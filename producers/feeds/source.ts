@@ -28,7 +28,8 @@ export { redactUrl, type FeedSettings, type FeedStats } from './connection.ts';
  *
  * This class owns, on the main thread:
  * - backpressure: when `maxBufferedTicks` ticks wait for the publisher, the socket is paused (TCP then holds
- *   the venue back) until half have gone, so memory stays bounded whatever the venue sends;
+ *   the venue back) until half have gone, so memory stays bounded whatever the venue sends (a worker is told
+ *   how many were taken, and pauses its socket itself: worker.ts);
  * - the Prometheus metrics (prom-client's registry is per thread) and `stats`;
  * - events (gaps, malformed messages with their raw text truncated to `maxRawBytes`, venue errors) through
  *   `onEvent`; a refusal the venue states as final ends the iteration with a non-retriable FeedError, and so
@@ -270,13 +271,15 @@ export class FeedSource implements TickSource {
     this.received(ticks.length);
   }
 
-  /** `n` more ticks wait: past the bound, the socket is paused. */
+  /**
+   * `n` more ticks wait: past the bound, the socket is paused. A worker counts them itself (worker.ts), from
+   * what it handed over and the `taken` messages.
+   */
   private received(n: number): void {
     this.waiting += n;
-    if (this.waiting >= this.o.settings.maxBufferedTicks && !this.paused) {
+    if (this.connection !== undefined && this.waiting >= this.o.settings.maxBufferedTicks && !this.paused) {
       this.paused = true;
-      if (this.connection !== undefined) this.connection.pause();
-      else this.post({ type: 'pause' });
+      this.connection.pause();
     }
     this.notify();
   }
@@ -284,10 +287,10 @@ export class FeedSource implements TickSource {
   /** `n` ticks handed on: at half the bound, the socket reads again. */
   private taken(n: number): void {
     this.waiting -= n;
-    if (this.paused && this.waiting < this.o.settings.maxBufferedTicks / 2) {
+    if (this.connection === undefined) this.post({ type: 'taken', n });
+    else if (this.paused && this.waiting < this.o.settings.maxBufferedTicks / 2) {
       this.paused = false;
-      if (this.connection !== undefined) this.connection.resume();
-      else this.post({ type: 'resume' });
+      this.connection.resume();
     }
     this.reportCounts();
   }

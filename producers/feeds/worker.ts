@@ -11,6 +11,10 @@ import { HistogramSeries, LAG_BUCKETS } from './metrics.ts';
  * the mapping (FeedConnection), and hands the main thread each read's ticks already encoded as frame rows
  * with their shards (shared/codec.ts EncodedTicks), so that the main thread only publishes. Counts, lag
  * observations, events and log lines travel with them; the main thread owns the metrics and the logger.
+ * Backpressure: the worker counts the ticks it handed over that the main thread has not passed on yet (it says
+ * so with `taken`); at `maxBufferedTicks` it pauses the socket, at half that it resumes. Counted here rather
+ * than decided in the main thread, the pause takes effect on the very message that reaches the bound, not
+ * after a round trip during which a fast socket reads on.
  */
 export interface FeedWorkerInit {
   spec: MapperSpec;
@@ -19,7 +23,8 @@ export interface FeedWorkerInit {
   shards: number;
 }
 
-export type ToFeedWorker = { type: 'pause' } | { type: 'resume' } | { type: 'stop' };
+/** `taken`: the main thread handed on `n` of the ticks it was given (backpressure credit). */
+export type ToFeedWorker = { type: 'taken'; n: number } | { type: 'stop' };
 
 export interface LagDelta {
   counts: Float64Array;
@@ -67,6 +72,9 @@ async function main(): Promise<void> {
   let trades = 0;
   let quotes = 0;
   let scheduled: NodeJS.Immediate | undefined;
+  /** Handed over (or about to be) and not yet taken by the main thread. */
+  let outstanding = 0;
+  const max = init.settings.maxBufferedTicks;
   // shardOf's own cache builds a key string per call; a feed has few symbols.
   const shardOfSymbol = new Map<string, number>();
 
@@ -104,7 +112,11 @@ async function main(): Promise<void> {
           if (shard === undefined) shardOfSymbol.set(t.symbol, (shard = shardOf(t.symbol, init.shards)));
           shards.push(shard);
         }
-        if (rows.length >= MAX_CHUNK) flush();
+        outstanding += ticks.length;
+        if (outstanding >= max) {
+          connection.pause();
+          flush();
+        } else if (rows.length >= MAX_CHUNK) flush();
         else scheduled ??= setImmediate(flush);
       },
       event: (event) => {
@@ -117,9 +129,10 @@ async function main(): Promise<void> {
   );
 
   port.on('message', (m: ToFeedWorker) => {
-    if (m.type === 'pause') connection.pause();
-    else if (m.type === 'resume') connection.resume();
-    else connection.stop();
+    if (m.type === 'taken') {
+      outstanding -= m.n;
+      if (outstanding < max / 2) connection.resume();
+    } else connection.stop();
   });
   const fatal = await connection.run();
   flush();
