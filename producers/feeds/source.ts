@@ -210,14 +210,22 @@ export class FeedSource implements TickSource {
     let ended = false;
     worker.on('message', (m: FromFeedWorker) => {
       switch (m.type) {
-        case 'ticks':
-          this.chunks.push({ rows: m.rows, shards: m.shards, shardCount: shards });
+        case 'ticks': {
+          const rows = new Array<string>(m.ends.length);
+          let start = 0;
+          for (let i = 0; i < rows.length; i++) {
+            const end = m.ends[i]!;
+            rows[i] = m.text.slice(start, end);
+            start = end + 1;
+          }
+          this.chunks.push({ rows, shards: m.shards, shardCount: shards });
           this.unreported.trades += m.trades;
           this.unreported.quotes += m.quotes;
           if (m.lag !== undefined) this.lag.merge(m.lag.counts, m.lag.sum, m.lag.count);
           Object.assign(this.stats, m.stats);
-          this.received(m.rows.length);
+          this.received(rows.length);
           return;
+        }
         case 'event':
           Object.assign(this.stats, m.stats);
           this.onEvent(m.event);
