@@ -15,7 +15,9 @@ export interface FeedMetrics {
 let metrics: FeedMetrics | undefined;
 
 /** The lag histogram's buckets (seconds), also used by feed workers for the series they send over. */
-export const LAG_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+export const LAG_BUCKETS: readonly number[] = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
 
 /** One set per process: prom-client refuses to register a name twice. */
 export function feedMetrics(): FeedMetrics {

@@ -101,7 +101,18 @@ describe('message model', () => {
 
 describe('rows encoded one by one (feed workers)', () => {
   it('encodeTick writes exactly what JSON.stringify writes for the tuple, escapes and odd numbers included', () => {
-    const strings = ['BTC-USD', 'a"b', 'back\\slash', 'tab\there', '\u0001', 'é€😀', '\ud800', 'x\udfff', '', '/'];
+    const strings = [
+      'BTC-USD',
+      'a"b',
+      'back\\slash',
+      'tab\there',
+      '\u0001',
+      'é€😀',
+      '\ud800',
+      'x\udfff',
+      '',
+      '/',
+    ];
     const numbers = [0, -0, 1, 0.1, 1e21, 1e-7, 123456789.123, 5e-324, Number.MAX_VALUE, NaN, Infinity];
     let rand = 99;
     const next = () => (rand = (rand * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
@@ -117,7 +128,13 @@ describe('rows encoded one by one (feed workers)', () => {
       // Built as objects, not through the model: the encoder must match JSON.stringify on anything.
       const t = (
         i % 2 === 0
-          ? { type: 'trade', ...common, price: pick(numbers), size: pick(numbers), side: pick(['buy', '', 'x"']) }
+          ? {
+              type: 'trade',
+              ...common,
+              price: pick(numbers),
+              size: pick(numbers),
+              side: pick(['buy', '', 'x"']),
+            }
           : {
               type: 'quote',
               ...common,
