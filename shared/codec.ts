@@ -41,8 +41,8 @@ export function encodeFrame(ticks: readonly Tick[]): string[] {
 
 /**
  * Ticks already encoded, one wire tuple (JSON text, as in a frame's `d`) per tick, each with its shard
- * (`shardOf(symbol, shardCount)`): what a feed worker hands the Publisher, so that the main thread neither
- * receives Tick objects (structured cloning them cost more than encoding them) nor encodes them.
+ * (`shardOf(symbol, shardCount)`), for `Publisher.publishEncoded`: a live feed encodes its ticks with
+ * `encodeTick`, which costs less than building tuples for JSON.stringify as `encodeFrame` does.
  */
 export interface EncodedTicks {
   readonly rows: readonly string[];

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { decodeFrame, encodeRowsFrame, encodeTick, type EncodedTicks } from '../../shared/codec.ts';
+import { encodeTick, type EncodedTicks } from '../../shared/codec.ts';
 import { TickstreamError } from '../../shared/errors.ts';
 import { once } from '../../shared/lifecycle.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -10,6 +10,7 @@ import type { Tick } from '../../shared/model.ts';
 import { shardOf } from '../../shared/streams.ts';
 import type { TickSource } from '../source.ts';
 import { emptyFeedStats, FeedConnection, type FeedSettings, type FeedStats } from './connection.ts';
+import { TickUnpacker } from './handover.ts';
 import { RX_MARK, type FeedEvent, type FeedMapper } from './mapper.ts';
 import { feedMetrics, type HistogramSeries } from './metrics.ts';
 import type { FeedWorkerInit, FromFeedWorker, ToFeedWorker } from './worker.ts';
@@ -21,9 +22,9 @@ export { redactUrl, type FeedSettings, type FeedStats } from './connection.ts';
  * pacing, mapping), kept open for as long as the source is iterated.
  *
  * By default (`settings.threads`, TICKSTREAM_FEED_THREADS) the connection and the mapping run in a worker
- * thread (worker.ts), which hands over each read's ticks encoded as frame rows: on the main thread a feed
- * then costs little more than publishing them. `encoded(shards)` yields those rows for
- * `Publisher.publishEncoded`; `batches()` yields ticks (decoded from the rows in the threaded case). A mapper
+ * thread (worker.ts), which hands over each read's ticks in columns of typed arrays (handover.ts): on the main
+ * thread a feed then costs little more than publishing them. `batches()` yields ticks; `encoded(shards)` yields
+ * them encoded as frame rows with their shards, for `Publisher.publishEncoded`. A mapper
  * without a `spec` runs in the main thread.
  *
  * This class owns, on the main thread:
@@ -67,10 +68,8 @@ export class FeedSource implements TickSource {
   private readonly lag: HistogramSeries;
   private readonly connection: FeedConnection | undefined;
   private worker: Worker | undefined;
-  private workerShards: number | undefined;
-  /** Received and not yet yielded: ticks (main thread) or encoded chunks (worker). */
+  /** Received and not yet yielded. */
   private ticks: Tick[] = [];
-  private chunks: EncodedTicks[] = [];
   private waiting = 0;
   private wake: (() => void) | undefined;
   private paused = false;
@@ -113,22 +112,13 @@ export class FeedSource implements TickSource {
 
   /** The received ticks, in batches (the TickSource port). */
   async *batches(): AsyncIterable<readonly Tick[]> {
-    this.start(1);
+    this.start();
     for (;;) {
       if (this.ticks.length > 0) {
         const batch = this.ticks;
         this.ticks = [];
         this.taken(batch.length);
         yield batch;
-        continue;
-      }
-      if (this.chunks.length > 0) {
-        const chunks = this.chunks;
-        this.chunks = [];
-        const rows = chunks.length === 1 ? chunks[0]!.rows : chunks.flatMap((c) => c.rows);
-        this.taken(rows.length);
-        // The worker encoded ticks it had validated: the codec's decoder, the one way rows become ticks.
-        yield decodeFrame(encodeRowsFrame(rows)).ticks;
         continue;
       }
       this.reportCounts();
@@ -140,21 +130,12 @@ export class FeedSource implements TickSource {
 
   /**
    * The received ticks encoded as frame rows for streams of `shards` shards, for `Publisher.publishEncoded`.
-   * In a worker they come encoded; in the main thread they are encoded here.
    */
   async *encoded(shards: number): AsyncIterable<EncodedTicks> {
-    this.start(shards);
-    if (this.workerShards !== undefined && this.workerShards !== shards)
-      throw new FeedError(`the feed worker shards rows ${this.workerShards} ways, not ${shards}`, {
-        retriable: false,
-      });
+    this.start();
+    // A feed has few symbols: their shards are looked up once (shardOf's cache builds a key per call).
+    const shardOfSymbol = new Map<string, number>();
     for (;;) {
-      const chunk = this.chunks.shift();
-      if (chunk !== undefined) {
-        this.taken(chunk.rows.length);
-        yield chunk;
-        continue;
-      }
       if (this.ticks.length > 0) {
         const batch = this.ticks;
         this.ticks = [];
@@ -162,8 +143,11 @@ export class FeedSource implements TickSource {
         const rows = new Array<string>(batch.length);
         const shardOfRow = new Uint16Array(batch.length);
         for (let i = 0; i < batch.length; i++) {
-          rows[i] = encodeTick(batch[i]!);
-          shardOfRow[i] = shardOf(batch[i]!.symbol, shards);
+          const t = batch[i]!;
+          rows[i] = encodeTick(t);
+          let shard = shardOfSymbol.get(t.symbol);
+          if (shard === undefined) shardOfSymbol.set(t.symbol, (shard = shardOf(t.symbol, shards)));
+          shardOfRow[i] = shard;
         }
         yield { rows, shards: shardOfRow, shardCount: shards };
         continue;
@@ -184,13 +168,13 @@ export class FeedSource implements TickSource {
     await this.running;
   });
 
-  private start(shards: number): void {
+  private start(): void {
     if (this.running !== undefined) return;
     if (this.closing) {
       this.ended = true; // closed before it was iterated: nothing to connect
       return;
     }
-    const finished = this.connection !== undefined ? this.runHere(this.connection) : this.runWorker(shards);
+    const finished = this.connection !== undefined ? this.runHere(this.connection) : this.runWorker();
     this.running = finished.finally(() => {
       this.ended = true;
       this.syncCounters();
@@ -203,27 +187,21 @@ export class FeedSource implements TickSource {
     if (fatal !== undefined) this.failure = new FeedError(fatal, { retriable: false });
   }
 
-  private runWorker(shards: number): Promise<void> {
-    this.workerShards = shards;
-    const init: FeedWorkerInit = { spec: this.o.mapper.spec!, settings: this.o.settings, shards };
+  private runWorker(): Promise<void> {
+    const init: FeedWorkerInit = { spec: this.o.mapper.spec!, settings: this.o.settings };
+    const unpacker = new TickUnpacker();
     const worker = (this.worker = startFeedWorker(init));
     let ended = false;
     worker.on('message', (m: FromFeedWorker) => {
       switch (m.type) {
         case 'ticks': {
-          const rows = new Array<string>(m.ends.length);
-          let start = 0;
-          for (let i = 0; i < rows.length; i++) {
-            const end = m.ends[i]!;
-            rows[i] = m.text.slice(start, end);
-            start = end + 1;
-          }
-          this.chunks.push({ rows, shards: m.shards, shardCount: shards });
+          const ticks = unpacker.unpack(m.columns);
+          for (const t of ticks) this.ticks.push(t);
           this.unreported.trades += m.trades;
           this.unreported.quotes += m.quotes;
           if (m.lag !== undefined) this.lag.merge(m.lag.counts, m.lag.sum, m.lag.count);
           Object.assign(this.stats, m.stats);
-          this.received(rows.length);
+          this.received(ticks.length);
           return;
         }
         case 'event':
