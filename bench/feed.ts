@@ -18,6 +18,9 @@ import { measurement, median, repeat, type BenchReport, type Measurement } from 
  * `npm run bench -- feed`: messages/s through each venue mapper (JSON.parse + map + model validation) against
  * JSON.parse alone, and through the whole producer (stand-in WebSocket server on loopback pushing as fast as
  * it can → FeedSource → Publisher → Redis). Target: ≥ 200k messages/s per mapper, the producer ≥ 50% of it.
+ * The producer runs as `produce feed` does by default (socket and mapping in a feed worker thread, rows
+ * handed to `Publisher.publishEncoded`), and in the same loop with TICKSTREAM_FEED_THREADS=false (all on the
+ * main thread) for comparison.
  * Each baseline run alternates with a run of what it is compared with, so that the ratios hold on a loaded machine.
  */
 const MESSAGES = 200_000;
@@ -325,9 +328,8 @@ export default async function bench(): Promise<BenchReport> {
   const messages = Array.from({ length: total }, (_, i) => VENUES.binance!.message(2 * i));
   const frames = preframed(messages);
   const besideProducer: number[] = [];
-  const producer = await repeat(RUNS, async () => {
-    // The mapping of the very messages the stand-in sends, measured just before, under the same load.
-    besideProducer.push(mapRate('binance', VENUES.binance!.mapper(), messages));
+  const inThread: number[] = [];
+  const producerRun = async (threads: boolean): Promise<number> => {
     const standIn = await BulkStandIn.start(frames);
     const port = standIn.port;
     const source = new FeedSource({
@@ -336,7 +338,7 @@ export default async function bench(): Promise<BenchReport> {
         channels: ['trades'],
         url: `ws://127.0.0.1:${port}`,
       }),
-      settings: { ...config.feed, minConnectIntervalMs: 0, minSendIntervalMs: 0 },
+      settings: { ...config.feed, minConnectIntervalMs: 0, minSendIntervalMs: 0, threads },
       log: silentLogger(),
     });
     const publisher = new Publisher({
@@ -345,19 +347,40 @@ export default async function bench(): Promise<BenchReport> {
       settings: { ...config.producer, highWater: 0 },
       log: silentLogger(),
     });
-    const t0 = performance.now();
+    // Timed from the first batch on, which is not counted: connecting, and a worker's start (loading its
+    // modules, through tsx when run from the sources), are not the throughput measured.
+    let t0 = 0;
     let n = 0;
-    for await (const batch of source.batches()) {
-      await publisher.publish(batch);
-      n += batch.length;
-      if (n >= total) break;
+    let counted = 0;
+    const got = (k: number): boolean => {
+      if (t0 === 0) t0 = performance.now();
+      else counted += k;
+      n += k;
+      return n >= total;
+    };
+    if (source.threaded) {
+      for await (const batch of source.encoded(config.streams.shards)) {
+        await publisher.publishEncoded(batch);
+        if (got(batch.rows.length)) break;
+      }
+    } else {
+      for await (const batch of source.batches()) {
+        await publisher.publish(batch);
+        if (got(batch.length)) break;
+      }
     }
     await publisher.flush();
-    const rate = messagesPerSecond(n, t0);
+    const rate = messagesPerSecond(counted, t0);
     await source.close();
     await standIn.close();
     await deleteByPrefix(redis, config.streams.prefix);
     return rate;
+  };
+  const producer = await repeat(RUNS, async () => {
+    // The mapping of the very messages the stand-in sends, measured just before, under the same load.
+    besideProducer.push(mapRate('binance', VENUES.binance!.mapper(), messages));
+    inThread.push(await producerRun(false));
+    return producerRun(true);
   });
   await closeRedis(redis);
   measurements.push(
@@ -366,10 +389,21 @@ export default async function bench(): Promise<BenchReport> {
       'msg/s',
       besideProducer,
     ),
-    measurement('binance trades: stand-in → FeedSource → Publisher → Redis', 'msg/s', producer),
+    measurement(
+      'binance trades: stand-in → FeedSource (feed worker thread) → Publisher → Redis',
+      'msg/s',
+      producer,
+    ),
+    measurement(
+      'binance trades: stand-in → FeedSource (main thread, TICKSTREAM_FEED_THREADS=false) → Publisher → Redis',
+      'msg/s',
+      inThread,
+    ),
   );
   summary['producer vs binance mapping (target >= 50%)'] =
     `${Math.round((median(producer) / median(besideProducer)) * 100)}%`;
+  summary['main-thread producer vs binance mapping'] =
+    `${Math.round((median(inThread) / median(besideProducer)) * 100)}%`;
   return {
     name: 'feed',
     measurements,

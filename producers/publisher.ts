@@ -1,5 +1,5 @@
 import type { Config } from '../shared/config.ts';
-import { encodeFrame } from '../shared/codec.ts';
+import { encodeFrame, encodeRowsFrame, encodeTick, type EncodedTicks } from '../shared/codec.ts';
 import { TickstreamError } from '../shared/errors.ts';
 import { sleep } from '../shared/lifecycle.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -22,6 +22,9 @@ import { checkDurability, waitDurable } from './durability.ts';
  *   bound: the mark bounds the total a group leaves in Redis, whatever the shard count. Streams with no groups
  *   do not hold the producer back. `paused` and `stats` show the state; a stop (the constructor's signal, or
  *   the one given to `publish`, e.g. a deadline) ends a pause.
+ * - `publishEncoded` takes ticks already encoded as frame rows with their shard (a feed worker's, shared/codec.ts
+ *   EncodedTicks): they join the same per-shard buffers, so frames, order, linger, window and backpressure are
+ *   the same whichever way ticks arrive.
  * - Durability (`settings.durability`, producers/durability.ts): in `fsync` and `replica` mode a frame counts
  *   as published only once WAITAOF / WAIT has confirmed it, after its XADD was answered.
  * - `flush()` resolves when every published tick is in Redis, as durable as the settings ask.
@@ -101,7 +104,8 @@ export interface PublisherStats {
 export class Publisher {
   readonly stats: PublisherStats;
   private readonly o: PublisherOptions;
-  private readonly buffers: Tick[][];
+  /** Per shard, what the next frame holds: ticks, or rows already encoded (`publishEncoded`). */
+  private readonly buffers: (Tick | string)[][];
   private readonly keys: string[];
   private readonly inFlight = new Set<Promise<void>>();
   private readonly metrics: PublisherInstruments;
@@ -149,21 +153,46 @@ export class Publisher {
     if (this.o.settings.durability !== 'ack' && this.o.durabilityChecked !== true) {
       await (this.checked ??= checkDurability(this.o.redis, this.o.settings));
     }
-    const { frameSize } = this.o.settings;
     const shards = this.o.layout.shards;
-    for (const t of ticks) {
-      const s = shardOf(t.symbol, shards);
-      const buf = this.buffers[s]!;
-      buf.push(t);
-      if (buf.length >= frameSize) {
-        this.send(s);
-        if (this.inFlight.size >= this.o.settings.maxInFlight) await this.drainWindow();
-        // Within one call too: a large batch must not carry the backlog far past the mark.
-        if (this.backpressureDue()) await this.applyBackpressure(signal);
-      }
-    }
+    for (const t of ticks) if (this.add(shardOf(t.symbol, shards), t)) await this.afterSend(signal);
     this.armLinger();
     await this.applyBackpressure(signal);
+  }
+
+  /**
+   * `publish` for ticks already encoded (shared/codec.ts EncodedTicks), whose shards must have been computed
+   * for this layout's shard count.
+   */
+  async publishEncoded(batch: EncodedTicks, signal?: AbortSignal): Promise<void> {
+    this.throwIfFailed();
+    if (batch.shardCount !== this.o.layout.shards)
+      throw new TickstreamError(
+        `encoded ticks are sharded ${batch.shardCount} ways, the streams ${this.o.layout.shards}`,
+        { retriable: false },
+      );
+    if (this.o.settings.durability !== 'ack' && this.o.durabilityChecked !== true) {
+      await (this.checked ??= checkDurability(this.o.redis, this.o.settings));
+    }
+    const { rows, shards } = batch;
+    for (let i = 0; i < rows.length; i++) if (this.add(shards[i]!, rows[i]!)) await this.afterSend(signal);
+    this.armLinger();
+    await this.applyBackpressure(signal);
+  }
+
+  /** Buffer one tick or row; true when that filled a frame, which was sent. */
+  private add(shard: number, item: Tick | string): boolean {
+    const buf = this.buffers[shard]!;
+    buf.push(item);
+    if (buf.length < this.o.settings.frameSize) return false;
+    this.send(shard);
+    return true;
+  }
+
+  /** After a frame was sent: wait for room in the in-flight window, and for the backlog when a check is due. */
+  private async afterSend(signal: AbortSignal | undefined): Promise<void> {
+    if (this.inFlight.size >= this.o.settings.maxInFlight) await this.drainWindow();
+    // Within one call too: a large batch must not carry the backlog far past the mark.
+    if (this.backpressureDue()) await this.applyBackpressure(signal);
   }
 
   /** Send partial frames and wait until Redis has acknowledged every tick (and confirmed it durable, per the settings). */
@@ -181,7 +210,7 @@ export class Publisher {
     this.bp.sentSinceMeasure++;
     const key = this.keys[shard]!;
     const acked = this.metrics.publish();
-    const added = this.o.redis.xadd(key, '*', ...encodeFrame(ticks));
+    const added = this.o.redis.xadd(key, '*', ...frameOf(ticks));
     const stored = this.o.settings.durability === 'ack' ? added : this.durable(added);
     const p: Promise<void> = stored
       .then(
@@ -309,4 +338,13 @@ export class Publisher {
   private throwIfFailed(): void {
     if (this.failure !== undefined) throw this.failure;
   }
+}
+
+/** A frame's fields from buffered ticks and rows (all ticks, the common case, in one JSON.stringify). */
+function frameOf(items: readonly (Tick | string)[]): string[] {
+  let rows = 0;
+  for (const item of items) if (typeof item === 'string') rows++;
+  if (rows === 0) return encodeFrame(items as readonly Tick[]);
+  if (rows === items.length) return encodeRowsFrame(items as readonly string[]);
+  return encodeRowsFrame(items.map((item) => (typeof item === 'string' ? item : encodeTick(item))));
 }

@@ -379,6 +379,8 @@ export const ConfigSchema = z
         minSendIntervalMs: int(0, 250),
         /** Ticks waiting for the publisher before the socket is paused. */
         maxBufferedTicks: int(100, 50_000, 10_000_000),
+        /** Run each feed's socket and mapping in a worker thread (false: all on the main thread). */
+        threads: bool(true),
         /** Bytes of a malformed message kept in the feed events stream. */
         maxRawBytes: int(64, 4096, 1 << 20),
         /** Approximate length cap of the feed events stream. */
@@ -589,6 +591,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_FEED_MIN_SEND_INTERVAL_MS: 'feed.minSendIntervalMs',
   TICKSTREAM_FEED_MAX_BUFFERED: 'feed.maxBufferedTicks',
   TICKSTREAM_FEED_MAX_RAW_BYTES: 'feed.maxRawBytes',
+  TICKSTREAM_FEED_THREADS: 'feed.threads',
   TICKSTREAM_FEED_EVENTS_MAX_LEN: 'feed.eventsMaxLen',
   APCA_API_KEY_ID: 'feed.alpacaKeyId',
   APCA_API_SECRET_KEY: 'feed.alpacaSecretKey',

@@ -14,6 +14,7 @@ import {
   type FeedMapper,
   type MapResult,
   type MapperOptions,
+  type MapperSpec,
 } from './mapper.ts';
 
 /**
@@ -46,6 +47,10 @@ export class AlpacaMapper implements FeedMapper {
   readonly venue = 'alpaca';
 
   constructor(private readonly o: AlpacaOptions) {}
+
+  get spec(): MapperSpec {
+    return { module: import.meta.url, name: 'AlpacaMapper', options: this.o };
+  }
 
   url(): string {
     return this.o.url ?? ALPACA_URLS[this.o.feed];

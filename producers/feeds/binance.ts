@@ -15,6 +15,7 @@ import {
   type FeedMapper,
   type MapResult,
   type MapperOptions,
+  type MapperSpec,
 } from './mapper.ts';
 
 /**
@@ -34,6 +35,10 @@ export class BinanceMapper implements FeedMapper {
   private readonly updateIds = new SequenceTracker();
 
   constructor(private readonly o: MapperOptions) {}
+
+  get spec(): MapperSpec {
+    return { module: import.meta.url, name: 'BinanceMapper', options: this.o };
+  }
 
   url(): string {
     const streams: string[] = [];

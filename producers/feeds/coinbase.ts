@@ -14,6 +14,7 @@ import {
   type FeedMapper,
   type MapResult,
   type MapperOptions,
+  type MapperSpec,
 } from './mapper.ts';
 
 /**
@@ -35,6 +36,10 @@ export class CoinbaseMapper implements FeedMapper {
   private readonly namedByHeartbeat = new Map<string, number>();
 
   constructor(private readonly o: MapperOptions) {}
+
+  get spec(): MapperSpec {
+    return { module: import.meta.url, name: 'CoinbaseMapper', options: this.o };
+  }
 
   url(): string {
     return this.o.url ?? COINBASE_URL;

@@ -16,6 +16,7 @@ import {
   type FeedMapper,
   type MapResult,
   type MapperOptions,
+  type MapperSpec,
 } from './mapper.ts';
 
 /**
@@ -38,6 +39,10 @@ export class KrakenMapper implements FeedMapper {
   private reqId = 0;
 
   constructor(private readonly o: MapperOptions) {}
+
+  get spec(): MapperSpec {
+    return { module: import.meta.url, name: 'KrakenMapper', options: this.o };
+  }
 
   url(): string {
     return this.o.url ?? KRAKEN_URL;

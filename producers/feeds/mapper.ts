@@ -25,6 +25,22 @@ export interface FeedMapper {
   /** Messages that end the subscriptions on a graceful stop. */
   onClose(): string[];
   map(message: unknown, receivedNs: bigint): MapResult;
+  /**
+   * How to build this mapper again in a feed worker thread (source.ts), which cannot be handed the object
+   * itself. Without it the feed runs in the main thread.
+   */
+  readonly spec?: MapperSpec;
+}
+
+/**
+ * A mapper as plain data: the module that exports its class (its `import.meta.url`, so it names the .ts source
+ * under tsx and the compiled .js in dist/), the export's name, and the constructor's options (structured-
+ * cloneable: strings, numbers, arrays).
+ */
+export interface MapperSpec {
+  readonly module: string;
+  readonly name: string;
+  readonly options: unknown;
 }
 
 export type FeedEventKind = 'gap' | 'malformed' | 'error' | 'subscribed' | 'duplicate';

@@ -14,6 +14,11 @@ export interface FeedMetrics {
 
 let metrics: FeedMetrics | undefined;
 
+/** The lag histogram's buckets (seconds), also used by feed workers for the series they send over. */
+export const LAG_BUCKETS: readonly number[] = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
 /** One set per process: prom-client refuses to register a name twice. */
 export function feedMetrics(): FeedMetrics {
   metrics ??= {
@@ -55,7 +60,7 @@ export function feedMetrics(): FeedMetrics {
     lag: new TickHistogram({
       name: 'tickstream_feed_lag_seconds',
       help: 'Receive time minus exchange time of each tick stamped by the venue',
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      buckets: LAG_BUCKETS,
     }),
   };
   return metrics;
@@ -78,6 +83,20 @@ export class HistogramSeries {
     this.counts[i]!++;
     this.sum += value;
     this.count++;
+  }
+
+  /** Add another series' observations (same buckets), e.g. those a feed worker made. */
+  merge(counts: Float64Array, sum: number, count: number): void {
+    for (let i = 0; i < this.counts.length; i++) this.counts[i]! += counts[i] ?? 0;
+    this.sum += sum;
+    this.count += count;
+  }
+
+  /** Forget every observation (after they were sent elsewhere). */
+  clear(): void {
+    this.counts.fill(0);
+    this.sum = 0;
+    this.count = 0;
   }
 }
 

@@ -15,12 +15,14 @@ import { allStreamKeys } from '../../shared/streams.ts';
 import { FeedStandIn } from '../helpers/feed-standin.ts';
 import { cleanupPrefix, testConfig, testRedis, waitUntil } from '../helpers/index.ts';
 
-// FeedSource against stand-in venue servers (test/helpers/feed-standin.ts) replaying documented messages.
+// FeedSource against stand-in venue servers (test/helpers/feed-standin.ts) replaying documented messages,
+// with the feed in a worker thread (the default) and on the main thread (TICKSTREAM_FEED_THREADS=false): the
+// same behaviour either way. test/int/feeds-worker.int.test.ts has what is particular to the worker.
 const coinbase = JSON.parse(
   readFileSync(join(import.meta.dirname, '..', 'fixtures', 'feeds', 'coinbase.json'), 'utf8'),
 ) as Record<string, Record<string, unknown>>;
 
-const fast: FeedSettings = {
+const fastSettings: FeedSettings = {
   staleMs: 600,
   connectTimeoutMs: 2000,
   reconnectBaseMs: 20,
@@ -64,7 +66,12 @@ async function collect(source: FeedSource, until: (ticks: Tick[]) => boolean): P
   return got;
 }
 
-describe('FeedSource against a stand-in venue', () => {
+describe.each([
+  { mode: 'feed worker thread', threads: true },
+  { mode: 'main thread', threads: false },
+])('FeedSource against a stand-in venue ($mode)', ({ threads }) => {
+  const fast: FeedSettings = { ...fastSettings, threads };
+
   it('resubscribes after a dropped connection; the replayed trades are dropped, the missed ones reported', async () => {
     const events: FeedEvent[] = [];
     const standIn = await FeedStandIn.start({
@@ -211,7 +218,12 @@ describe('FeedSource against a stand-in venue', () => {
   });
 });
 
-describe('FeedSource → Publisher → Redis', () => {
+describe.each([
+  { mode: 'feed worker thread', threads: true },
+  { mode: 'main thread', threads: false },
+])('FeedSource → Publisher → Redis ($mode)', ({ threads }) => {
+  const fast: FeedSettings = { ...fastSettings, threads };
+
   it('publishes each trade once across a reconnect that replays them', async () => {
     const config = testConfig();
     const r = testRedis(config);

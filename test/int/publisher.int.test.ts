@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeFrame } from '../../shared/codec.ts';
+import { decodeFrame, encodeTick } from '../../shared/codec.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { tickKey } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
@@ -60,5 +60,48 @@ describe('Publisher when some XADDs of a pipeline fail (real Redis)', () => {
     // A failed publisher does not take more ticks: the caller must retry with a fresh one (as the Kafka bridge does).
     await expect(publisher.publish(ticks.slice(0, 1))).rejects.toBe(failure);
     await expect(publisher.flush()).rejects.toBe(failure);
+  });
+});
+
+describe('Publisher.publishEncoded (real Redis)', () => {
+  it('puts rows and ticks into the same frames, in order per shard, cut at the frame size', async () => {
+    const config = testConfig({ streams: { shards: 2 }, producer: { frameSize: 7, lingerMs: 50 } });
+    prefixes.push(config.streams.prefix);
+    const redis = testRedis(config);
+    open.push(redis);
+    const ticks = new SyntheticMarket({ symbols: symbolNames(6), seed: 9, source: uniqueName('s') }).next(
+      100,
+    );
+    const publisher = new Publisher({
+      redis,
+      layout: config.streams,
+      settings: config.producer,
+      log: silentLogger(),
+    });
+    // Alternating: ticks, then the same kind of batch already encoded, then ticks again.
+    for (let i = 0; i < ticks.length; i += 10) {
+      const part = ticks.slice(i, i + 10);
+      if ((i / 10) % 2 === 0) await publisher.publish(part);
+      else
+        await publisher.publishEncoded({
+          rows: part.map(encodeTick),
+          shards: Uint16Array.from(part.map((t) => shardOf(t.symbol, 2))),
+          shardCount: 2,
+        });
+    }
+    await publisher.flush();
+    for (const shard of [0, 1]) {
+      const entries = (await redis.xrange(streamKey(config.streams, shard), '-', '+')) as [
+        string,
+        string[],
+      ][];
+      expect(entries.flatMap(([, f]) => decodeFrame(f).ticks)).toEqual(
+        ticks.filter((t) => shardOf(t.symbol, 2) === shard),
+      );
+      expect(entries.every(([, f]) => Number(f[3]) <= 7)).toBe(true);
+    }
+    await expect(
+      publisher.publishEncoded({ rows: [], shards: new Uint16Array(0), shardCount: 3 }),
+    ).rejects.toThrow(/sharded 3 ways, the streams 2/);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeFrame, encodeFrame } from '../../shared/codec.ts';
+import { decodeFrame, encodeFrame, encodeRowsFrame, encodeTick, toTuple } from '../../shared/codec.ts';
 import { DecodeError } from '../../shared/errors.ts';
 import { TickSchema, type Tick } from '../../shared/model.ts';
 
@@ -96,6 +96,61 @@ describe('message model', () => {
 
   it('rejects timestamps that do not fit 19 digits', () => {
     expect(TickSchema.safeParse({ ...trade, ts: '12345678901234567890' }).success).toBe(false);
+  });
+});
+
+describe('rows encoded one by one (feed workers)', () => {
+  it('encodeTick writes exactly what JSON.stringify writes for the tuple, escapes and odd numbers included', () => {
+    const strings = [
+      'BTC-USD',
+      'a"b',
+      'back\\slash',
+      'tab\there',
+      '\u0001',
+      'é€😀',
+      '\ud800',
+      'x\udfff',
+      '',
+      '/',
+    ];
+    const numbers = [0, -0, 1, 0.1, 1e21, 1e-7, 123456789.123, 5e-324, Number.MAX_VALUE, NaN, Infinity];
+    let rand = 99;
+    const next = () => (rand = (rand * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
+    for (let i = 0; i < 5000; i++) {
+      const common = {
+        source: pick(strings),
+        symbol: pick(strings),
+        ts: BigInt(Math.floor(next() * 2 ** 53)) * 1000n + BigInt(i),
+        seq: Math.floor(next() * 2 ** 40),
+        venue: pick(strings),
+      };
+      // Built as objects, not through the model: the encoder must match JSON.stringify on anything.
+      const t = (
+        i % 2 === 0
+          ? {
+              type: 'trade',
+              ...common,
+              price: pick(numbers),
+              size: pick(numbers),
+              side: pick(['buy', '', 'x"']),
+            }
+          : {
+              type: 'quote',
+              ...common,
+              bidPrice: pick(numbers),
+              bidSize: pick(numbers),
+              askPrice: pick(numbers),
+              askSize: pick(numbers),
+            }
+      ) as Tick;
+      expect(encodeTick(t)).toBe(JSON.stringify(toTuple(t)));
+    }
+  });
+
+  it('a frame of rows is the frame of the ticks', () => {
+    expect(encodeRowsFrame([trade, quote].map(encodeTick))).toEqual(encodeFrame([trade, quote]));
+    expect(encodeRowsFrame([])).toEqual(encodeFrame([]));
   });
 });
 
