@@ -1,4 +1,26 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
+import type { FeedSettings } from '../../producers/feeds/source.ts';
+
+/** Documented messages of a venue (test/fixtures/feeds/<venue>.json), by name. */
+export function feedFixture(venue: string): Record<string, Record<string, unknown>> {
+  return JSON.parse(
+    readFileSync(join(import.meta.dirname, '..', 'fixtures', 'feeds', `${venue}.json`), 'utf8'),
+  ) as Record<string, Record<string, unknown>>;
+}
+
+/** Feed settings for tests against a stand-in on loopback: no pacing, quick reconnects, small buffers. */
+export const fastFeedSettings: FeedSettings = {
+  staleMs: 2000,
+  connectTimeoutMs: 2000,
+  reconnectBaseMs: 20,
+  reconnectMaxMs: 100,
+  minConnectIntervalMs: 0,
+  minSendIntervalMs: 0,
+  maxBufferedTicks: 1000,
+  maxRawBytes: 64,
+};
 
 /**
  * A stand-in for a venue's WebSocket server (named as one: it is not the venue). It speaks whatever the test

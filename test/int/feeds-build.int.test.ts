@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type * as BinanceModule from '../../producers/feeds/binance.ts';
 import type * as SourceModule from '../../producers/feeds/source.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import { FeedStandIn } from '../helpers/feed-standin.ts';
+import { fastFeedSettings, FeedStandIn } from '../helpers/feed-standin.ts';
 import { uniqueName } from '../helpers/index.ts';
 
 // The feed worker from the compiled build: `npm run build` emits worker.js beside source.js, and FeedSource
@@ -70,16 +70,7 @@ describe('the feed worker in the compiled build', () => {
     expect(mapper.spec.module).toBe(pathToFileURL(join(feeds, 'binance.js')).href);
     const source = new FeedSource({
       mapper,
-      settings: {
-        staleMs: 2000,
-        connectTimeoutMs: 2000,
-        reconnectBaseMs: 20,
-        reconnectMaxMs: 100,
-        minConnectIntervalMs: 0,
-        minSendIntervalMs: 0,
-        maxBufferedTicks: 1000,
-        maxRawBytes: 64,
-      },
+      settings: fastFeedSettings,
       log: silentLogger(),
     });
     try {

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { register } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type WebSocket from 'ws';
@@ -14,27 +12,15 @@ import type { Tick } from '../../shared/model.ts';
 import { closeRedis } from '../../shared/redis.ts';
 import { shardOf, streamKey } from '../../shared/streams.ts';
 import { CrashingMapper } from '../helpers/crashing-mapper.ts';
-import { FeedStandIn } from '../helpers/feed-standin.ts';
+import { fastFeedSettings, FeedStandIn, feedFixture } from '../helpers/feed-standin.ts';
 import { cleanupPrefix, testConfig, testRedis, waitUntil } from '../helpers/index.ts';
 
 // What is particular to a feed in a worker thread (TICKSTREAM_FEED_THREADS, the default): the hand-over to
 // the main thread, its metrics, backpressure across threads, shutdown and a failing worker.
 // test/int/feeds.int.test.ts runs the behaviour common to both modes.
-const coinbase = JSON.parse(
-  readFileSync(join(import.meta.dirname, '..', 'fixtures', 'feeds', 'coinbase.json'), 'utf8'),
-) as Record<string, Record<string, unknown>>;
+const coinbase = feedFixture('coinbase');
 
-const fast: FeedSettings = {
-  staleMs: 2000,
-  connectTimeoutMs: 2000,
-  reconnectBaseMs: 20,
-  reconnectMaxMs: 100,
-  minConnectIntervalMs: 0,
-  minSendIntervalMs: 0,
-  maxBufferedTicks: 1000,
-  maxRawBytes: 64,
-  threads: true,
-};
+const fast: FeedSettings = { ...fastFeedSettings, threads: true };
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {

@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type WebSocket from 'ws';
 import { CoinbaseMapper } from '../../producers/feeds/coinbase.ts';
@@ -12,26 +10,15 @@ import { silentLogger } from '../../shared/logger.ts';
 import { tickKey, type Tick } from '../../shared/model.ts';
 import { closeRedis } from '../../shared/redis.ts';
 import { allStreamKeys } from '../../shared/streams.ts';
-import { FeedStandIn } from '../helpers/feed-standin.ts';
+import { fastFeedSettings, FeedStandIn, feedFixture } from '../helpers/feed-standin.ts';
 import { cleanupPrefix, testConfig, testRedis, waitUntil } from '../helpers/index.ts';
 
 // FeedSource against stand-in venue servers (test/helpers/feed-standin.ts) replaying documented messages,
 // with the feed in a worker thread (the default) and on the main thread (TICKSTREAM_FEED_THREADS=false): the
 // same behaviour either way. test/int/feeds-worker.int.test.ts has what is particular to the worker.
-const coinbase = JSON.parse(
-  readFileSync(join(import.meta.dirname, '..', 'fixtures', 'feeds', 'coinbase.json'), 'utf8'),
-) as Record<string, Record<string, unknown>>;
+const coinbase = feedFixture('coinbase');
 
-const fastSettings: FeedSettings = {
-  staleMs: 600,
-  connectTimeoutMs: 2000,
-  reconnectBaseMs: 20,
-  reconnectMaxMs: 100,
-  minConnectIntervalMs: 0,
-  minSendIntervalMs: 0,
-  maxBufferedTicks: 1000,
-  maxRawBytes: 64,
-};
+const fastSettings: FeedSettings = { ...fastFeedSettings, staleMs: 600 };
 
 function match(tradeId: number, product = 'BTC-USD'): Record<string, unknown> {
   const micros = String(100_000 + tradeId).padStart(6, '0');
