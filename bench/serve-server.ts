@@ -18,6 +18,9 @@ import { closeRedis, createRedis } from '../shared/redis.ts';
  * compare data paths only:
  *   GET /bench/naive/:symbol  cache-aside as the design documents draw it: one Redis read per request, no L1
  *   GET /bench/pg/:symbol     straight from PostgreSQL (newest archived quote and trade), no cache
+ *   GET /bench/ceiling/:symbol  no data path at all: one quote built at start-up, answered for every symbol,
+ *                             so its requests/s is what HTTP and the app's plugins alone allow (the ceiling
+ *                             that no cache design can pass on this machine)
  *   GET /bench/cpu            this process's CPU time (process.cpuUsage)
  * Prints one JSON line with the URL, then runs until SIGTERM.
  */
@@ -39,6 +42,25 @@ const server = await startServer(config, log, {
       const { symbol } = req.params;
       return answer(symbol, quoteFromFields(await redis.hgetall(config.quotes.keyPrefix + symbol)), 'redis');
     });
+    const fixed: QuoteView = {
+      symbol: 'FIXED',
+      bid: 100.25,
+      bid_size: 3,
+      ask: 100.5,
+      ask_size: 4,
+      quote_ts: '1796026767000000000',
+      quote_venue: 'bench',
+      last: 100.375,
+      last_size: 1,
+      trade_ts: '1796026767000000000',
+      trade_venue: 'bench',
+      ts: '1796026767000000000',
+      time: '2026-11-30T08:59:27.000000000Z',
+      updated_at: 1_796_026_767_000,
+    };
+    app.get<{ Params: { symbol: string } }>('/bench/ceiling/:symbol', { schema: getQuote }, async (req) =>
+      answer(req.params.symbol, { ...fixed, symbol: req.params.symbol }, 'memory'),
+    );
     app.get<{ Params: { symbol: string } }>('/bench/pg/:symbol', { schema: getQuote }, async (req) => {
       const { symbol } = req.params;
       return answer(symbol, (await pg.quotes([symbol])).get(symbol), 'postgres');

@@ -20,7 +20,8 @@ import { measurement, median, percentile, type BenchReport } from './lib.ts';
  * `tickstream serve` read path, all in one run, the server in a child process (bench/serve-server.ts):
  * - GET /v1/quotes/:symbol from L1 vs the naive cache-aside (one Redis read per request) vs straight from
  *   PostgreSQL, routes of the same app, autocannon: requests/s, p50, p99 (medians of REPS runs), and the data
- *   paths alone in the server process (CPU per lookup, no HTTP).
+ *   paths alone in the server process (CPU per lookup, no HTTP). The same route answering a fixed quote with no
+ *   lookup at all gives the ceiling HTTP sets: no cache can serve faster than that on this machine.
  * - Coalescing: 1,000 concurrent requests for a cold key → how many reads reached Redis.
  * - Push: 1,000 WebSocket clients (one symbol each, 1,000 symbols) while 20,000 quote updates/s are published
  *   on pub/sub → p99 publish-to-client latency, and each process's CPU per update; the generator, the clients,
@@ -100,11 +101,17 @@ export default async function serveBench(): Promise<BenchReport> {
 
     const cpu = async () =>
       (await (await fetch(`${url}/bench/cpu`)).json()) as { user: number; system: number };
-    const cpuPerRequest = { l1: [] as number[], naive: [] as number[], pg: [] as number[] };
+    const cpuPerRequest = {
+      l1: [] as number[],
+      naive: [] as number[],
+      pg: [] as number[],
+      ceiling: [] as number[],
+    };
     const paths = {
       l1: (s: string) => `/v1/quotes/${s}`,
       naive: (s: string) => `/bench/naive/${s}`,
       pg: (s: string) => `/bench/pg/${s}`,
+      ceiling: (s: string) => `/bench/ceiling/${s}`,
     };
     const shuffled = [...symbols];
     for (let i = shuffled.length - 1; i > 0; i--) {
@@ -136,6 +143,7 @@ export default async function serveBench(): Promise<BenchReport> {
       l1: [] as LoadResult[],
       naive: [] as LoadResult[],
       pg: [] as LoadResult[],
+      ceiling: [] as LoadResult[],
     };
     if (PARTS.has('http')) {
       // Untimed: the JIT compiles every path before the first timed run, which would otherwise favour the later ones.
@@ -145,6 +153,7 @@ export default async function serveBench(): Promise<BenchReport> {
       runs.l1.push(await load(paths.l1, cpuPerRequest.l1));
       runs.naive.push(await load(paths.naive, cpuPerRequest.naive));
       runs.pg.push(await load(paths.pg, cpuPerRequest.pg));
+      runs.ceiling.push(await load(paths.ceiling, cpuPerRequest.ceiling));
     }
 
     const datapath = { l1: [] as number[], naive: [] as number[] };
@@ -189,7 +198,14 @@ export default async function serveBench(): Promise<BenchReport> {
         measurement('straight PostgreSQL: requests/s', 'req/s', rps(runs.pg)),
         measurement('straight PostgreSQL: p50', 'ms', p50(runs.pg)),
         measurement('straight PostgreSQL: p99', 'ms', p99(runs.pg)),
+        measurement(
+          'HTTP ceiling (same app, no lookup: a fixed quote): requests/s',
+          'req/s',
+          rps(runs.ceiling),
+        ),
+        measurement('HTTP ceiling: p99', 'ms', p99(runs.ceiling)),
         measurement('server CPU per request: L1', 'us', cpuPerRequest.l1),
+        measurement('server CPU per request: HTTP ceiling (no lookup)', 'us', cpuPerRequest.ceiling),
         measurement(
           'server CPU per request: naive cache-aside (+ Redis server CPU, not counted)',
           'us',
@@ -242,6 +258,8 @@ export default async function serveBench(): Promise<BenchReport> {
       ].filter((m) => m.runs.length > 0),
       summary: {
         'L1 vs naive cache-aside': `${(l1 / median(rps(runs.naive))).toFixed(1)}x (target >= 3x)`,
+        'L1 vs the HTTP ceiling (no lookup)': `${Math.round((l1 / median(rps(runs.ceiling))) * 100)}%`,
+        '3x naive would need': `${Math.round(3 * median(rps(runs.naive)))} req/s; the HTTP ceiling is ${Math.round(median(rps(runs.ceiling)))}`,
         'L1 vs straight PostgreSQL': `${(l1 / median(rps(runs.pg))).toFixed(1)}x`,
         'server CPU per request, naive / L1': `${(median(cpuPerRequest.naive) / median(cpuPerRequest.l1)).toFixed(2)}x`,
         'data path alone, naive / L1 (server CPU per lookup)': `${(median(datapath.naive) / median(datapath.l1)).toFixed(0)}x`,
