@@ -131,8 +131,15 @@ export function barKey(symbol: string, tf: TimeframeName, start: bigint): string
   return `${symbol}\u0000${tf}\u0000${start}`;
 }
 
-function barOf(t: Trade, tf: Timeframe, start: bigint, notional: bigint, size: bigint, late: number): Bar {
-  const key: TradeKey = { ts: t.ts, seq: t.seq, source: t.source };
+function barOf(
+  t: Trade,
+  tf: Timeframe,
+  start: bigint,
+  notional: bigint,
+  size: bigint,
+  late: number,
+  key: TradeKey = { ts: t.ts, seq: t.seq, source: t.source },
+): Bar {
   return {
     symbol: t.symbol,
     tf,
@@ -216,6 +223,8 @@ interface SymbolBars {
   readonly open: Map<bigint, Bar>[];
   /** Per timeframe index: the bar the last trade went to (the common case is the same bucket again). */
   readonly last: (Bar | undefined)[];
+  /** Per timeframe index: the end of `last`'s bucket. */
+  readonly lastEnd: bigint[];
 }
 
 const NO_CLOSE = 1n << 80n;
@@ -270,31 +279,44 @@ export class BarBuilder {
     const size = scaled(tick.size);
     const notional = scaled(tick.price) * size;
     const ts = tick.ts;
+    // One key per trade, shared by its bars (never mutated): a trade touches every timeframe.
+    const key: TradeKey = { ts, seq: tick.seq, source: tick.source };
     let late = false;
     this.stats.trades++;
     for (let i = 0; i < this.tfs.length; i++) {
       const tf = this.tfs[i]!;
-      const start = ts - (ts % tf.ns);
-      const end = start + tf.ns;
+      let bar = s.last[i];
+      let start: bigint;
+      let end: bigint;
+      // Most trades fall in the bucket of the symbol's previous trade: compare with its bounds (ts ≥ 0, so
+      // the bucket is [ts - ts % ns, + ns)) rather than compute them, which allocates three bigints.
+      if (bar !== undefined && ts >= bar.start && ts < s.lastEnd[i]!) {
+        start = bar.start;
+        end = s.lastEnd[i]!;
+      } else {
+        start = ts - (ts % tf.ns);
+        end = start + tf.ns;
+      }
       if (end <= watermark) {
         late = true;
         this.stats.amendments++;
-        events.push({ kind: 'amended', bar: barOf(tick, tf, start, notional, size, 1) });
+        events.push({ kind: 'amended', bar: barOf(tick, tf, start, notional, size, 1, key) });
         continue;
       }
-      let bar = s.last[i];
       if (bar === undefined || bar.start !== start) {
         bar = s.open[i]!.get(start);
         if (bar === undefined) {
-          bar = barOf(tick, tf, start, notional, size, 0);
+          bar = barOf(tick, tf, start, notional, size, 0, key);
           s.open[i]!.set(start, bar);
           if (end < clock.nextClose) clock.nextClose = end;
           s.last[i] = bar;
+          s.lastEnd[i] = end;
           continue;
         }
         s.last[i] = bar;
+        s.lastEnd[i] = end;
       }
-      mergeTrade(bar, tick, notional, size);
+      mergeTrade(bar, key, tick.price, notional, size);
     }
     if (late) this.stats.lateTrades++;
     if (ts > clock.maxTs) {
@@ -364,6 +386,7 @@ export class BarBuilder {
         clock,
         open: this.tfs.map(() => new Map<bigint, Bar>()),
         last: this.tfs.map(() => undefined),
+        lastEnd: this.tfs.map(() => 0n),
       };
       clock.symbols.push(s);
       this.symbols.set(symbol, s);
@@ -372,11 +395,9 @@ export class BarBuilder {
   }
 }
 
-function mergeTrade(bar: Bar, t: Trade, notional: bigint, size: bigint): void {
-  const p = t.price;
+function mergeTrade(bar: Bar, key: TradeKey, p: number, notional: bigint, size: bigint): void {
   if (p > bar.high) bar.high = p;
   if (p < bar.low) bar.low = p;
-  const key = { ts: t.ts, seq: t.seq, source: t.source };
   if (compareKeys(key, bar.closeKey) > 0) {
     bar.close = p;
     bar.closeKey = key;
