@@ -16,37 +16,55 @@ import type { Sink } from '../sink.ts';
  * Hash fields: symbol, bid, bid_size, ask, ask_size, quote_ts, quote_venue, last, last_size, trade_ts,
  * trade_venue, ts (exchange ns of the newest of the two), updated_at (Redis server ms), q_ord, t_ord.
  */
-/** Arguments per symbol of one call (see flush). */
-const ARGS_PER_KEY = 16;
+/**
+ * Arguments per symbol of one call (see flush), after two for the whole call: the channel prefix and the length
+ * of the key prefix (a symbol is its key without the prefix). Lean on purpose: Redis reads a client's commands
+ * 16 KiB at a time, one read per turn of its event loop, so every byte a flush sends is a share of a turn in
+ * which the other groups' commands run too (docs/architecture.md, "Latency while everything runs").
+ */
+const ARGS_PER_KEY = 10;
 
 const SCRIPT = `
+local function digits(ord)
+  local d = string.gsub(string.sub(ord, 1, 19), '^0+', '')
+  if d == '' then return '0' end
+  return d
+end
 local now = redis.call('TIME')
 local updated = tostring(now[1] * 1000 + math.floor(now[2] / 1000))
+local channelPrefix, keyPrefixLength = ARGV[1], tonumber(ARGV[2])
 local changed = 0
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local a = (k - 1) * ${ARGS_PER_KEY}
+  local a = 2 + (k - 1) * ${ARGS_PER_KEY}
   local cur = redis.call('HMGET', key, 'q_ord', 't_ord', 'quote_ts', 'trade_ts')
   local q, t, qts, tts = cur[1] or '', cur[2] or '', cur[3], cur[4]
   local set = {}
-  local function put(...) for _, v in ipairs({...}) do set[#set + 1] = v end end
-  if ARGV[a + 3] == '1' and q < ARGV[a + 4] then
-    q, qts = ARGV[a + 4], ARGV[a + 5]
-    put('q_ord', ARGV[a + 4], 'quote_ts', ARGV[a + 5], 'bid', ARGV[a + 6], 'bid_size', ARGV[a + 7],
-      'ask', ARGV[a + 8], 'ask_size', ARGV[a + 9], 'quote_venue', ARGV[a + 10])
+  local n = 0
+  local qo, to = ARGV[a + 1], ARGV[a + 7]
+  if qo ~= '' and q < qo then
+    q, qts = qo, digits(qo)
+    set[1], set[2], set[3], set[4], set[5], set[6], set[7] = 'q_ord', qo, 'quote_ts', qts, 'bid', ARGV[a + 2], 'bid_size'
+    set[8], set[9], set[10], set[11], set[12], set[13], set[14] =
+      ARGV[a + 3], 'ask', ARGV[a + 4], 'ask_size', ARGV[a + 5], 'quote_venue', ARGV[a + 6]
+    n = 14
   end
-  if ARGV[a + 11] == '1' and t < ARGV[a + 12] then
-    t, tts = ARGV[a + 12], ARGV[a + 13]
-    put('t_ord', ARGV[a + 12], 'trade_ts', ARGV[a + 13], 'last', ARGV[a + 14], 'last_size', ARGV[a + 15],
-      'trade_venue', ARGV[a + 16])
+  if to ~= '' and t < to then
+    t, tts = to, digits(to)
+    set[n + 1], set[n + 2], set[n + 3], set[n + 4], set[n + 5] = 't_ord', to, 'trade_ts', tts, 'last'
+    set[n + 6], set[n + 7], set[n + 8], set[n + 9], set[n + 10] =
+      ARGV[a + 8], 'last_size', ARGV[a + 9], 'trade_venue', ARGV[a + 10]
+    n = n + 10
   end
-  if #set > 0 then
-    put('symbol', ARGV[a + 2], 'ts', (q >= t) and qts or tts, 'updated_at', updated)
+  if n > 0 then
+    local symbol = string.sub(key, keyPrefixLength + 1)
+    set[n + 1], set[n + 2], set[n + 3], set[n + 4], set[n + 5], set[n + 6] =
+      'symbol', symbol, 'ts', (q >= t) and qts or tts, 'updated_at', updated
     redis.call('HSET', key, unpack(set))
     local flat = redis.call('HGETALL', key)
     local obj = {}
     for i = 1, #flat, 2 do obj[flat[i]] = flat[i + 1] end
-    redis.call('PUBLISH', ARGV[a + 1], cjson.encode(obj))
+    redis.call('PUBLISH', channelPrefix .. symbol, cjson.encode(obj))
     changed = changed + 1
   end
 end
@@ -124,33 +142,27 @@ export class QuotesSink implements Sink {
       const t = l.trade;
       keys.push(this.settings.keyPrefix + symbol);
       args.push(
-        this.settings.channelPrefix + symbol,
-        symbol,
-        q ? '1' : '0',
-        l.quoteOrd ?? '',
-        q ? q.ts.toString() : '',
+        q ? l.quoteOrd! : '',
         q ? String(q.bidPrice) : '',
         q ? String(q.bidSize) : '',
         q ? String(q.askPrice) : '',
         q ? String(q.askSize) : '',
         q ? q.venue || q.source : '',
-        t ? '1' : '0',
-        l.tradeOrd ?? '',
-        t ? t.ts.toString() : '',
+        t ? l.tradeOrd! : '',
         t ? String(t.price) : '',
         t ? String(t.size) : '',
         t ? t.venue || t.source : '',
       );
     }
+    const head = [this.settings.channelPrefix, String(Buffer.byteLength(this.settings.keyPrefix))];
     const chunk = isCluster(this.redis) ? 1 : PROJECT_CHUNK;
     const calls: Promise<unknown>[] = [];
     for (let i = 0; i < keys.length; i += chunk) {
       calls.push(
-        PROJECT.runKeys(
-          this.redis,
-          keys.slice(i, i + chunk),
-          args.slice(i * ARGS_PER_KEY, (i + chunk) * ARGS_PER_KEY),
-        ),
+        PROJECT.runKeys(this.redis, keys.slice(i, i + chunk), [
+          ...head,
+          ...args.slice(i * ARGS_PER_KEY, (i + chunk) * ARGS_PER_KEY),
+        ]),
       );
     }
     // Every failure here is Redis being unavailable or busy: retry the whole (idempotent) batch.
