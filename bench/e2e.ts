@@ -201,7 +201,7 @@ export default async function e2e(): Promise<BenchReport> {
       .join(
         ' / ',
       )} on ${cpus().length} cores: with other work on the machine the figures are noisy; rerun on a quiet one`,
-    `step ${STEP_S} s; sustained = producer ≥ 95% of target and, over the step's second half, no group's backlog growing (last quarter's mean ≤ third quarter's + 0.25 s of input) nor ever more than ${BEHIND_S} s of input behind`,
+    `step ${STEP_S} s; sustained = producer ≥ 95% of target and, over the step's second half, no group's backlog growing (its least-squares trend over the second half at most 0.25 s of input) nor more than ${BEHIND_S} s of input behind in the last quarter; a failed step is run again and the rate fails only if both do; an untimed warm-up step first`,
     `questdb sink: ${QDB === undefined ? 'the in-process stand-in (test/helpers/questdb-standin.ts), NOT QuestDB' : 'real QuestDB (QDB_CLIENT_CONF)'}`,
   ];
   try {
@@ -225,7 +225,7 @@ export default async function e2e(): Promise<BenchReport> {
     procs.push(ind);
     await waitReady(ind);
 
-    const runStep = async (symbols: number, rate: number): Promise<StepResult> => {
+    const runStep = async (symbols: number, rate: number, warmUp = false): Promise<StepResult> => {
       const port = await freePort();
       // Sinks first: every tick the producer sends falls between these scrapes and the ones after the drain.
       const before = await Promise.all(procs.map((p) => scrapePort(p.port)));
@@ -274,13 +274,13 @@ export default async function e2e(): Promise<BenchReport> {
       const frames = delta(prodBefore, prodAfter, `tickstream_producer_frames_total${srcLabel}`);
       const entriesPerS = frames / Math.max(0.5, (prodAt - t0) / 1000);
       const lastQuarter = samples.filter((s) => s.t >= elapsedS * 750);
-      const thirdQuarter = samples.filter((s) => s.t >= elapsedS * 500 && s.t < elapsedS * 750);
-      const mean = (xs: number[]) => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
+      const secondHalf = samples.filter((s) => s.t >= elapsedS * 500);
       const backlogGrowth: Record<string, number> = {};
       for (const [, group] of sinks) {
+        // The trend over the whole second half (least squares), not the difference of two quarters' means:
+        // the bars group's backlog rises and falls with each large read, and two means caught that sawtooth.
         backlogGrowth[group] =
-          mean(lastQuarter.map((s) => s.backlog.get(group) ?? 0)) -
-          mean(thirdQuarter.map((s) => s.backlog.get(group) ?? 0));
+          slope(secondHalf.map((s) => [s.t / 1000, s.backlog.get(group) ?? 0])) * (elapsedS / 2);
       }
       const backlogEnd: Record<string, number> = {};
       for (const [, group] of sinks) {
@@ -355,14 +355,25 @@ export default async function e2e(): Promise<BenchReport> {
         Object.values(backlogGrowth).every((g) => g <= growthLimit);
       const growth = Object.fromEntries(Object.entries(backlogGrowth).map(([k, v]) => [k, Math.round(v)]));
       process.stderr.write(
-        `e2e: ${symbols} symbols, target ${rate}/s: produced ${Math.round(result.producedPerS)}/s, ` +
+        `e2e: ${warmUp ? '(warm-up, not counted) ' : ''}${symbols} symbols, target ${rate}/s: produced ${Math.round(result.producedPerS)}/s, ` +
           `backlog ${JSON.stringify(backlogEnd)} (limit ${Math.round(behindLimit)}), ` +
           `growth ${JSON.stringify(growth)} (limit ${Math.round(growthLimit)}), drain ${drainS.toFixed(1)} s → ` +
           `${result.sustained ? 'sustained' : 'NOT sustained'}\n`,
       );
-      steps.push(result);
+      if (!warmUp) steps.push(result);
       return result;
     };
+
+    // A rate counts as not sustained only when a second step at it fails too: one step can fail on a transient
+    // (a checkpoint, a stall of the stand-in) at a rate every other step sustains.
+    const confirmedStep = async (symbols: number, rate: number): Promise<StepResult> => {
+      const r = await runStep(symbols, rate);
+      return r.sustained ? r : runStep(symbols, rate);
+    };
+
+    // Not counted: the first step after start-up also measured the processes' JIT warm-up, the first
+    // partitions and connections, and once failed at a rate every later step sustained.
+    await runStep(SYMBOL_COUNTS[0]!, Math.round(START_RATE / 2), true);
 
     const measurements: Measurement[] = [];
     const summary: Record<string, string | number> = {};
@@ -370,7 +381,7 @@ export default async function e2e(): Promise<BenchReport> {
       let good: StepResult | undefined;
       let bad: StepResult | undefined;
       for (let rate = START_RATE; rate <= MAX_RATE; rate *= 2) {
-        const r = await runStep(symbols, rate);
+        const r = await confirmedStep(symbols, rate);
         if (r.sustained) good = r;
         else {
           bad = r;
@@ -381,7 +392,7 @@ export default async function e2e(): Promise<BenchReport> {
         const lo = good?.targetRate ?? 0;
         const mid = Math.round((lo + bad.targetRate) / 2 / 1000) * 1000;
         if (mid <= lo || mid >= bad.targetRate) break;
-        const r = await runStep(symbols, mid);
+        const r = await confirmedStep(symbols, mid);
         if (r.sustained) good = r;
         else bad = r;
       }
@@ -477,6 +488,27 @@ export default async function e2e(): Promise<BenchReport> {
     await pool.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`).catch(() => undefined);
     await closePgPool(pool);
   }
+}
+
+/** Least-squares slope of y over x (0 for fewer than two points). */
+export function slope(points: readonly (readonly [number, number])[]): number {
+  const n = points.length;
+  if (n < 2) return 0;
+  let sx = 0;
+  let sy = 0;
+  for (const [x, y] of points) {
+    sx += x;
+    sy += y;
+  }
+  const mx = sx / n;
+  const my = sy / n;
+  let num = 0;
+  let den = 0;
+  for (const [x, y] of points) {
+    num += (x - mx) * (y - my);
+    den += (x - mx) * (x - mx);
+  }
+  return den === 0 ? 0 : num / den;
 }
 
 function fmtMs(v: number): string {
