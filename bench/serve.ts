@@ -21,7 +21,7 @@ import { measurement, median, percentile, type BenchReport } from './lib.ts';
  * - GET /v1/quotes/:symbol from L1 vs the naive cache-aside (one Redis read per request) vs straight from
  *   PostgreSQL, routes of the same app, autocannon: requests/s, p50, p99 (medians of REPS runs), and the data
  *   paths alone in the server process (CPU per lookup, no HTTP). The same route answering a fixed quote with no
- *   lookup at all gives the ceiling HTTP sets: no cache can serve faster than that on this machine.
+ *   lookup at all gives the ceiling of this route: what it serves with a free data path.
  * - Coalescing: 1,000 concurrent requests for a cold key → how many reads reached Redis.
  * - Push: 1,000 WebSocket clients (one symbol each, 1,000 symbols) while 20,000 quote updates/s are published
  *   on pub/sub → p99 publish-to-client latency, and each process's CPU per update; the generator, the clients,

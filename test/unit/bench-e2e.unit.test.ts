@@ -1,31 +1,40 @@
 import { describe, expect, it } from 'vitest';
-import { slope } from '../../bench/e2e.ts';
+import { floorGrowth } from '../../bench/e2e.ts';
 
-/** The e2e benchmark's test of a growing backlog: the least-squares trend over a step's second half. */
-describe('bench e2e: backlog trend', () => {
-  it('is the rate of a backlog that grows steadily', () => {
-    const points = Array.from({ length: 21 }, (_, i) => [i / 2, 100 + 30 * (i / 2)] as const);
-    expect(slope(points)).toBeCloseTo(30, 9);
-  });
+/** The e2e benchmark's test of a growing backlog: how far its floor rose from the third quarter to the last. */
+describe('bench e2e: backlog floor growth', () => {
+  const step = (backlog: (t: number) => number) =>
+    Array.from({ length: 41 }, (_, i) => [i / 2, backlog(i / 2)] as const);
 
-  it('is about zero for a sawtooth that keeps up (a large read drained every 2 s)', () => {
-    const points = Array.from({ length: 40 }, (_, i) => [i / 2, ((i / 2) % 2) * 500] as const);
-    expect(Math.abs(slope(points))).toBeLessThan(15);
-  });
-
-  it('catches growth hidden in a sawtooth', () => {
-    const points = Array.from({ length: 40 }, (_, i) => [i / 2, ((i / 2) % 2) * 500 + 40 * (i / 2)] as const);
-    expect(slope(points)).toBeGreaterThan(25);
-  });
-
-  it('is zero without two distinct times', () => {
-    expect(slope([])).toBe(0);
-    expect(slope([[1, 5]])).toBe(0);
+  it('is the rise of a backlog that grows steadily', () => {
     expect(
-      slope([
-        [1, 5],
-        [1, 9],
-      ]),
+      floorGrowth(
+        step((t) => 100 + 30 * t),
+        20,
+      ),
+    ).toBe(150);
+  });
+
+  it('is zero for a tall sawtooth that keeps up (a large read drained every 2 s)', () => {
+    expect(
+      floorGrowth(
+        step((t) => (t % 2) * 700),
+        20,
+      ),
     ).toBe(0);
+  });
+
+  it('catches a sawtooth whose floor rises', () => {
+    expect(
+      floorGrowth(
+        step((t) => (t % 2) * 700 + 40 * t),
+        20,
+      ),
+    ).toBeGreaterThan(150);
+  });
+
+  it('is zero when a quarter has no sample', () => {
+    expect(floorGrowth([], 20)).toBe(0);
+    expect(floorGrowth([[16, 500]], 20)).toBe(0);
   });
 });
