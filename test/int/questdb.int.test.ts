@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { STATUS_SECTIONS } from '../../cli/commands/status.ts';
 import { listDeadLetters } from '../../consumers/deadletters.ts';
-import { QuestDbSink } from '../../consumers/sinks/questdb.ts';
+import { QuestDbSink, YIELD_EVERY_ROWS } from '../../consumers/sinks/questdb.ts';
 import { createIlpSender } from '../../shared/questdb.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import type { Config } from '../../shared/config.ts';
@@ -237,6 +237,29 @@ describe('QuestDB hot writer against the stand-in', () => {
     await sink.close();
     expect(s.rows).toHaveLength(3);
     expect(sink.stats).toMatchObject({ rows: 3, flushes: 1 });
+  });
+
+  it('a large batch lets the event loop turn while it is encoded (timers, /healthz), and every row is sent', async () => {
+    const s = await standin();
+    // A megabyte for the stand-in to parse: more than FAST's 200 ms, which the client applies to the whole request.
+    const { sink } = setup(s, 'retry_timeout=20000;request_timeout=20000;');
+    await sink.start();
+    const n = 3 * YIELD_EVERY_ROWS;
+    const ticks: Tick[] = Array.from({ length: n }, (_, i) => ({
+      ...(BATCH[0] as Extract<Tick, { type: 'trade' }>),
+      ts: T0 + BigInt(i),
+      seq: i + 1,
+    }));
+    // Scheduled before the write: it can only run if write() gives the loop a turn before it resolves.
+    let fired = false;
+    const timer = setTimeout(() => (fired = true), 0);
+    let turnsDuringWrite = false;
+    await sink.write(ticks).then(() => (turnsDuringWrite = fired));
+    clearTimeout(timer);
+    expect(turnsDuringWrite).toBe(true);
+    await sink.flush();
+    expect(s.rows).toHaveLength(n);
+    expect(new Set(s.rows.map((r) => r.ts)).size).toBe(n);
   });
 
   it('serialises flushes: a second batch waits for the first request to be answered', async () => {
