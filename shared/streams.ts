@@ -23,15 +23,17 @@ export function fnv1a(text: string): number {
   return h >>> 0;
 }
 
-const shardCache = new Map<string, number>();
+/** Per shard count, each symbol's shard: looked up per tick on the publish path, so no key is built per call. */
+const shardCache = new Map<number, Map<string, number>>();
 
 export function shardOf(symbol: string, shards: number): number {
-  const key = `${shards}\u0000${symbol}`;
-  let s = shardCache.get(key);
+  let bySymbol = shardCache.get(shards);
+  if (bySymbol === undefined) shardCache.set(shards, (bySymbol = new Map()));
+  let s = bySymbol.get(symbol);
   if (s === undefined) {
     s = fnv1a(symbol) % shards;
-    if (shardCache.size > 100_000) shardCache.clear();
-    shardCache.set(key, s);
+    if (bySymbol.size > 100_000) bySymbol.clear();
+    bySymbol.set(symbol, s);
   }
   return s;
 }

@@ -249,9 +249,9 @@ export class BarStore {
    * new, in their original order (of two equal identities in one call, the first). The caller holds the clock
    * locks of their symbols (lockClocks) or every clock (lockAll).
    */
-  async insertLedger(client: PgClient, trades: readonly Trade[]): Promise<Trade[]> {
+  async insertLedger(client: PgClient, trades: readonly Trade[]): Promise<readonly Trade[]> {
     const fresh = await this.ledger.insert(client, trades);
-    return fresh.length === trades.length ? [...trades] : fresh.map((i) => trades[i]!);
+    return fresh.length === trades.length ? trades : fresh.map((i) => trades[i]!);
   }
 
   /**

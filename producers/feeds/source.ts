@@ -133,8 +133,6 @@ export class FeedSource implements TickSource {
    */
   async *encoded(shards: number): AsyncIterable<EncodedTicks> {
     this.start();
-    // A feed has few symbols: their shards are looked up once (shardOf's cache builds a key per call).
-    const shardOfSymbol = new Map<string, number>();
     for (;;) {
       if (this.ticks.length > 0) {
         const batch = this.ticks;
@@ -145,9 +143,7 @@ export class FeedSource implements TickSource {
         for (let i = 0; i < batch.length; i++) {
           const t = batch[i]!;
           rows[i] = encodeTick(t);
-          let shard = shardOfSymbol.get(t.symbol);
-          if (shard === undefined) shardOfSymbol.set(t.symbol, (shard = shardOf(t.symbol, shards)));
-          shardOfRow[i] = shard;
+          shardOfRow[i] = shardOf(t.symbol, shards);
         }
         yield { rows, shards: shardOfRow, shardCount: shards };
         continue;
@@ -196,7 +192,8 @@ export class FeedSource implements TickSource {
       switch (m.type) {
         case 'ticks': {
           const ticks = unpacker.unpack(m.columns);
-          for (const t of ticks) this.ticks.push(t);
+          if (this.ticks.length === 0) this.ticks = ticks;
+          else for (const t of ticks) this.ticks.push(t);
           this.unreported.trades += m.trades;
           this.unreported.quotes += m.quotes;
           if (m.lag !== undefined) this.lag.merge(m.lag.counts, m.lag.sum, m.lag.count);
