@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nsToIso } from '../../cli/commands/quote.ts';
 import { BarStore } from '../../consumers/bars/store.ts';
 import { barStoreSettings, createBarsSink } from '../../consumers/sinks/bars.ts';
-import { QuestDbSink } from '../../consumers/sinks/questdb.ts';
+import { QuestDbSink, YIELD_EVERY_ROWS } from '../../consumers/sinks/questdb.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
@@ -178,6 +178,28 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
     // over every ILP protocol version (the designated timestamp travels in nanoseconds in each of them).
     expect(got.slice(0, 26)).toBe(iso.slice(0, 26));
     if (sink.timestampType === 'TIMESTAMP_NS') expect(got).toBe(iso);
+  });
+
+  it('a batch long enough for write() to yield several times lands in one request, every row once and exact', async () => {
+    const { http, sink } = hot();
+    const ticks = new SyntheticMarket({ symbols: SYMBOLS, seed: 5, source: uniqueName('src') }).next(
+      3 * YIELD_EVERY_ROWS + 17,
+    );
+    await sink.start();
+    cleanups.push(() => sink.close());
+    await sink.write(ticks);
+    await sink.flush();
+    expect(sink.stats).toMatchObject({ rows: ticks.length, flushes: 1, failedFlushes: 0 });
+    await holds(http, sink, ticks);
+    const one = async (sql: string) => Number((await http.exec(sql)).dataset[0]?.[0]);
+    for (const [table, type] of [
+      [sink.tables.trades, 'trade'],
+      [sink.tables.quotes, 'quote'],
+    ] as const) {
+      const want = ticks.filter((t) => t.type === type);
+      expect(await one(`select count() from (select distinct ts, seq from ${table})`)).toBe(want.length);
+      expect(await one(`select sum(seq) from ${table}`)).toBe(want.reduce((n, t) => n + t.seq, 0));
+    }
   });
 
   it('replaying the same run adds no rows (DEDUP UPSERT KEYS)', async () => {
