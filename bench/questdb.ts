@@ -1,9 +1,10 @@
-import { Sender } from '@questdb/nodejs-client';
+import { Sender, SenderOptions, createBuffer } from '@questdb/nodejs-client';
 import { QuestDbSink, appendTick } from '../consumers/sinks/questdb.ts';
 import { GroupWorker } from '../consumers/worker.ts';
 import { loadConfig, type Config } from '../shared/config.ts';
 import { silentLogger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
+import { IlpRows, type IlpProtocolVersion } from '../shared/ilp.ts';
 import { requireQuestDbHttp } from '../shared/questdb.ts';
 import { closeRedis, createRedis, type RedisClient } from '../shared/redis.ts';
 import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
@@ -19,6 +20,8 @@ import { measurement, type BenchReport, type Measurement } from './lib.ts';
  * Into the stand-in (cheap mode: it counts bytes and answers 204, so the figure is the client side's cost),
  * and, when QDB_CLIENT_CONF is set, into that real QuestDB too (fresh tables per run, dropped afterwards).
  * Target: the writer reaches >= 70% of the direct client's rate.
+ * And the encoding alone, per protocol version: the rows the writer builds (shared/ilp.ts) against the client's
+ * own buffer filling the same rows (what the writer did before; docs/adr/0017-own-ilp-encoder.md).
  */
 const TICKS = 100_000;
 const REPS = 3;
@@ -29,6 +32,20 @@ export default async function questdbBench(): Promise<BenchReport> {
   const batch = base.consumer.batchSize * base.producer.frameSize;
   const measurements: Measurement[] = [];
   const summary: Record<string, string | number> = {};
+
+  for (const version of ['1', '2'] as const) {
+    const client: number[] = [];
+    const ours: number[] = [];
+    for (let rep = 0; rep < REPS + 2; rep++) {
+      client.push(await clientEncodeRate(version, ticks, batch));
+      ours.push(ownEncodeRate(version, ticks, batch));
+    }
+    const c = measurement(`encoding, ILP ${version}: baseline, the client's buffer`, 'ticks/s', client);
+    const o = measurement(`encoding, ILP ${version}: the writer's rows (shared/ilp.ts)`, 'ticks/s', ours);
+    measurements.push(c, o);
+    summary[`encoding, ILP ${version}: writer's rows / client's buffer`] =
+      `${(o.value / c.value).toFixed(1)}x`;
+  }
 
   const standin = await QuestDbStandin.start({ cheap: true });
   try {
@@ -148,6 +165,42 @@ async function writerRun(config: Config, ticks: readonly Tick[]): Promise<number
     await closeRedis(redis);
     await dropTables(config, sink.tables);
   }
+}
+
+const TABLES = { trades: 'bench_trades', quotes: 'bench_quotes' };
+
+async function clientEncodeRate(
+  version: IlpProtocolVersion,
+  ticks: readonly Tick[],
+  batch: number,
+): Promise<number> {
+  const buffer = createBuffer(new SenderOptions(`http::addr=localhost:9000;protocol_version=${version};`));
+  // appendTick takes a Sender; the buffer has the same row methods (the unit test compares their bytes).
+  const asSender = buffer as unknown as Sender;
+  let bytes = 0;
+  const started = performance.now();
+  for (let i = 0; i < ticks.length; i += batch) {
+    const end = Math.min(ticks.length, i + batch);
+    for (let j = i; j < end; j++) await appendTick(asSender, TABLES, ticks[j]!);
+    bytes += buffer.toBufferView().length;
+    buffer.reset();
+  }
+  if (bytes === 0) throw new Error('the client encoded nothing');
+  return ticks.length / ((performance.now() - started) / 1000);
+}
+
+function ownEncodeRate(version: IlpProtocolVersion, ticks: readonly Tick[], batch: number): number {
+  const rows = new IlpRows({ protocolVersion: version, tables: TABLES, maxBytes: 100 * 1024 * 1024 });
+  let bytes = 0;
+  const started = performance.now();
+  for (let i = 0; i < ticks.length; i += batch) {
+    const end = Math.min(ticks.length, i + batch);
+    for (let j = i; j < end; j++) rows.add(ticks[j]!);
+    bytes += rows.view().length;
+    rows.reset();
+  }
+  if (bytes === 0) throw new Error('nothing encoded');
+  return ticks.length / ((performance.now() - started) / 1000);
 }
 
 async function dropTables(config: Config, tables: { trades: string; quotes: string }): Promise<void> {

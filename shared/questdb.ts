@@ -418,6 +418,16 @@ export async function createIlpSender(
   log: Logger,
   timeouts: { flushTimeoutMs?: number } = {},
 ): Promise<IlpSender> {
+  const options = await ilpSenderOptions(clientConf, log, timeouts);
+  return { sender: new Sender(options), options };
+}
+
+/** The client options createIlpSender builds its client from (the hot writer uses the client's transport only). */
+export async function ilpSenderOptions(
+  clientConf: string,
+  log: Logger,
+  timeouts: { flushTimeoutMs?: number } = {},
+): Promise<SenderOptions> {
   let options: SenderOptions;
   try {
     options = new SenderOptions(clientConf, {
@@ -450,10 +460,10 @@ export async function createIlpSender(
     if (!given.has('request_timeout')) options.request_timeout = timeouts.flushTimeoutMs;
     if (!given.has('retry_timeout')) options.retry_timeout = timeouts.flushTimeoutMs;
   }
-  return { sender: new Sender(options), options };
+  return options;
 }
 
-/** sender.flush() outlived the client's own retry and request timeouts (see flushWithin). */
+/** A request outlived the client's own retry and request timeouts (see flushWithin). */
 export class IlpFlushTimeout extends Error {
   override name = 'IlpFlushTimeout';
   constructor(ms: number) {
@@ -462,13 +472,15 @@ export class IlpFlushTimeout extends Error {
 }
 
 /**
- * sender.flush(), abandoned with IlpFlushTimeout when it outlives retry_timeout + request_timeout (client
- * 4.2's default undici transport never settles when the connection is refused). The abandoned request is
- * inert by then but holds the client's transport: the caller replaces the client (`new Sender(options)`).
+ * A request (`sender.flush()`, or `transport.send(rows)`), abandoned with IlpFlushTimeout when it outlives
+ * retry_timeout + request_timeout (client 4.2's default undici transport never settles when the connection is
+ * refused). The abandoned request is inert by then but holds the client's transport: the caller replaces it.
  */
-export async function flushWithin(sender: Sender, options: SenderOptions | undefined): Promise<void> {
+export async function flushWithin(
+  sending: Promise<unknown>,
+  options: SenderOptions | undefined,
+): Promise<void> {
   const limitMs = (options?.retry_timeout ?? 10_000) + (options?.request_timeout ?? 10_000) + 1000;
-  const sending = sender.flush();
   let timer: NodeJS.Timeout | undefined;
   const watchdog = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new IlpFlushTimeout(limitMs)), limitMs);

@@ -247,7 +247,7 @@ export class BarsQuestDbOutbox {
     const { sender, options } = this.ilp;
     try {
       for (const b of bars) await appendBar(sender, this.table, b);
-      await flushWithin(sender, options);
+      await flushWithin(sender.flush(), options);
       this.stats.requests++;
     } catch (err) {
       sender.reset();

@@ -1,5 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { Sender, type SenderOptions } from '@questdb/nodejs-client';
+import {
+  createBuffer,
+  createTransport,
+  type Sender,
+  type SenderOptions,
+  type SenderTransport,
+} from '@questdb/nodejs-client';
 import type { Config } from '../../shared/config.ts';
 import { ConfigError, SinkError, errorMessage, isRetriable } from '../../shared/errors.ts';
 import { backoffMs, once, sleep } from '../../shared/lifecycle.ts';
@@ -12,7 +18,7 @@ import {
   QuestDbHttp,
   checkDedupTable,
   classifyIlpError,
-  createIlpSender,
+  ilpSenderOptions,
   ddlStatements,
   flushWithin,
   hotTables,
@@ -23,6 +29,7 @@ import {
   supportsTimestampNs,
   walTables,
 } from '../../shared/questdb.ts';
+import { IlpRows } from '../../shared/ilp.ts';
 import type { Sink } from '../sink.ts';
 
 /**
@@ -107,6 +114,13 @@ export function tableStatements(
 export { classifyIlpError };
 
 const IDENTITY = ['ts', 'source', 'symbol', 'seq'];
+/** The client's `max_buf_size` when the configuration string gives none. */
+const DEFAULT_MAX_BUF_SIZE = 100 * 1024 * 1024;
+
+interface IlpClient {
+  transport: SenderTransport;
+  rows: IlpRows;
+}
 const PING_TIMEOUT_MS = 2000;
 
 export class QuestDbSink implements Sink {
@@ -119,10 +133,10 @@ export class QuestDbSink implements Sink {
   private readonly clientConf: string;
   private readonly http: QuestDbHttp;
   private readonly log: Logger;
-  private sender: Sender | undefined;
-  /** The client options after negotiation with the server, to rebuild a client without asking again. */
+  /** The client's transport (HTTP, auth, TLS, retries) and our rows (shared/ilp.ts), made together. */
+  private client: IlpClient | undefined;
+  /** The client options after negotiation with the server, to rebuild a transport without asking again. */
   private senderOptions: SenderOptions | undefined;
-  private staged = 0;
   private tablesReady = false;
   /** The last flush failed for a reason that was not the data's: probe /ping before sending a batch. */
   private unhealthy = false;
@@ -154,7 +168,7 @@ export class QuestDbSink implements Sink {
       for (let attempt = 1; ; attempt++) {
         try {
           if (!this.tablesReady) await this.ensureTables();
-          this.sender ??= await this.createSender();
+          this.client ??= await this.createClient();
           return;
         } catch (err) {
           if (!isRetriable(err) || Date.now() >= deadline) throw err;
@@ -168,18 +182,17 @@ export class QuestDbSink implements Sink {
 
   write(ticks: readonly Tick[]): Promise<void> {
     return this.serial(async () => {
-      const sender = await this.ensureSender();
+      const { rows } = (this.client ??= await this.createClient());
       try {
         for (let i = 0; i < ticks.length; i++) {
-          await appendTick(sender, this.tables, ticks[i]!);
-          // The client's encoding costs ~10 µs a row: a read of 65k ticks would hold the event loop for most of
-          // a second, and /healthz, /metrics and timers with it. Awaiting the client only queues microtasks.
+          rows.add(ticks[i]!);
+          // About a microsecond a row: a read of 65k ticks would still hold the event loop for tens of
+          // milliseconds, and /healthz, /metrics and timers with it.
           if (i % YIELD_EVERY_ROWS === YIELD_EVERY_ROWS - 1) await new Promise((r) => setImmediate(r));
         }
-        this.staged += ticks.length;
       } catch (err) {
-        // The client refused a value while building the row: the data is at fault, and the rows already
-        // appended must not ride along with the next flush.
+        // A value the client would refuse (shared/ilp.ts checks what it checks): the data is at fault, and the
+        // rows already appended must not ride along with the next flush.
         this.discard();
         // The reason goes to the dead letter, which records the message only: it stays in the message.
         throw new SinkError(`QuestDB client rejected a row: ${errorMessage(err)}`, { retriable: false });
@@ -197,18 +210,17 @@ export class QuestDbSink implements Sink {
       await this.flush();
     } finally {
       await this.serial(async () => {
-        const sender = this.sender;
-        this.sender = undefined;
-        if (sender !== undefined) await sender.close();
+        const client = this.client;
+        this.client = undefined;
+        if (client !== undefined) await client.transport.close();
       });
     }
   });
 
   private async flushNow(): Promise<void> {
-    if (this.staged === 0) return;
-    const sender = this.sender;
-    if (sender === undefined) return;
-    const rows = this.staged;
+    const client = this.client;
+    if (client === undefined || client.rows.rows === 0) return;
+    const rows = client.rows.rows;
     if (!this.tablesReady) {
       try {
         await this.ensureTables();
@@ -229,13 +241,13 @@ export class QuestDbSink implements Sink {
       });
     }
     try {
-      await this.sendGuarded(sender);
+      await this.sendGuarded(client);
     } catch (err) {
       this.stats.failedFlushes++;
       this.discard();
       if (isRetriable(err)) {
         this.unhealthy = true;
-        this.renewSender(sender);
+        this.renewTransport(client);
       }
       if (err instanceof QuestDbError || err instanceof SinkError) throw err;
       const c = classifyIlpError(err);
@@ -243,27 +255,27 @@ export class QuestDbSink implements Sink {
       const status = c.status === undefined ? '' : ` (HTTP ${c.status})`;
       if (c.retriable) {
         this.unhealthy = true;
-        this.renewSender(sender);
+        this.renewTransport(client);
         throw new SinkError(`QuestDB unavailable${status}`, { retriable: true, cause: err });
       }
       // Not retriable: the worker dead-letters with the message alone, so the server's reason is in it.
       throw new SinkError(`QuestDB rejected the batch${status}: ${c.reason}`, { retriable: false });
     }
     this.unhealthy = false;
-    this.staged = 0;
+    client.rows.reset();
     this.stats.rows += rows;
     this.stats.flushes++;
   }
 
-  /** sender.flush(), abandoned when it outlives the client's own retry and request timeouts. */
-  private async sendGuarded(sender: Sender): Promise<void> {
+  /** The rows in one request, abandoned when it outlives the client's own retry and request timeouts. */
+  private async sendGuarded(client: IlpClient): Promise<void> {
     const options = this.senderOptions;
     try {
-      await flushWithin(sender, options);
+      await flushWithin(client.transport.send(client.rows.view()), options);
     } catch (err) {
       if (err instanceof IlpFlushTimeout) {
-        // The abandoned request holds the old client's transport; a fresh client starts clean.
-        if (this.sender === sender && options !== undefined) this.sender = new Sender(options);
+        // The abandoned request holds the old transport and a view of the rows' buffer: both are replaced.
+        if (this.client === client && options !== undefined) this.client = this.newClient(options);
         throw new SinkError('QuestDB unavailable', { retriable: true, cause: err });
       }
       throw err;
@@ -271,39 +283,55 @@ export class QuestDbSink implements Sink {
   }
 
   /**
-   * After a failure that was not the data's, a fresh client: the failed one's HTTP connection pool can stay
+   * After a failure that was not the data's, a fresh transport: the failed one's HTTP connection pool can stay
    * stuck on the dead connection (requests time out even once QuestDB is back).
    */
-  private renewSender(failed: Sender): void {
+  private renewTransport(failed: IlpClient): void {
     const options = this.senderOptions;
-    if (this.sender !== failed || options === undefined) return;
-    this.sender = new Sender(options);
-    failed.reset();
-    failed.close().catch((err: unknown) => this.log.debug({ err }, 'closing a failed QuestDB client'));
+    if (this.client !== failed || options === undefined) return;
+    this.client = { transport: createTransport(options), rows: failed.rows };
+    failed.transport
+      .close()
+      .catch((err: unknown) => this.log.debug({ err }, 'closing a failed QuestDB transport'));
   }
 
   /** Forget everything staged: the worker writes the whole batch again after any failure. */
   private discard(): void {
-    this.sender?.reset();
-    this.staged = 0;
+    this.client?.rows.reset();
   }
 
-  private async ensureSender(): Promise<Sender> {
-    this.sender ??= await this.createSender();
-    return this.sender;
-  }
-
-  private async createSender(): Promise<Sender> {
+  private async createClient(): Promise<IlpClient> {
     const log = this.log;
-    const { sender, options } = await createIlpSender(this.clientConf, log, {
+    const options = await ilpSenderOptions(this.clientConf, log, {
       flushTimeoutMs: this.settings.flushTimeoutMs,
     });
     this.senderOptions = options;
-    // Every ILP version sends the designated timestamp in nanoseconds (`at(ts, 'ns')`), and the server stores
-    // all nine digits in a TIMESTAMP_NS column (QuestDB 9.1 over version 1: field-exact). What version 2 adds
-    // (binary doubles, arrays, nanosecond *non-designated* timestamp columns) this writer does not use.
+    const client = this.newClient(options);
+    // Every ILP version sends the designated timestamp in nanoseconds, and the server stores all nine digits in
+    // a TIMESTAMP_NS column (QuestDB 9.1 over version 1: field-exact). Doubles go as text in version 1 (the
+    // shortest text that reads back as the same double) and in binary from version 2: exact either way.
     log.debug({ protocolVersion: options.protocol_version }, 'QuestDB client ready');
-    return sender;
+    return client;
+  }
+
+  private newClient(options: SenderOptions): IlpClient {
+    const version = options.protocol_version;
+    if (version !== '1' && version !== '2' && version !== '3') {
+      throw new ConfigError(`QDB_CLIENT_CONF: ILP protocol version ${String(version)} is not supported`);
+    }
+    // The client's own checks of the table names (characters, length), once: the rows are written here.
+    const probe = createBuffer(options);
+    probe.table(this.tables.trades);
+    probe.reset().table(this.tables.quotes);
+    return {
+      transport: createTransport(options),
+      rows: new IlpRows({
+        protocolVersion: version,
+        tables: this.tables,
+        maxBytes: options.max_buf_size ?? DEFAULT_MAX_BUF_SIZE,
+        initialBytes: options.init_buf_size ?? undefined,
+      }),
+    };
   }
 
   /** CREATE TABLE IF NOT EXISTS for both tables, then check their designated timestamp and dedup keys. */
