@@ -64,7 +64,8 @@ export function encodeTick(t: Tick): string {
     : `["q",${head},${jsonNumber(t.bidPrice)},${jsonNumber(t.bidSize)},${jsonNumber(t.askPrice)},${jsonNumber(t.askSize)}]`;
 }
 
-function jsonString(s: string): string {
+/** A string's JSON text, as JSON.stringify writes it (quoted as is when nothing needs escaping). */
+export function jsonString(s: string): string {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     // Control characters, '"', '\\' and surrogates (a lone one is escaped) are JSON.stringify's to write.
@@ -73,7 +74,8 @@ function jsonString(s: string): string {
   return `"${s}"`;
 }
 
-function jsonNumber(n: number): string {
+/** A number's JSON text, as JSON.stringify writes it (`null` for NaN and the infinities). */
+export function jsonNumber(n: number): string {
   return Number.isFinite(n) ? String(n) : 'null';
 }
 

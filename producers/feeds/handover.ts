@@ -1,4 +1,6 @@
+import { jsonNumber, jsonString, type EncodedTicks } from '../../shared/codec.ts';
 import type { Quote, Tick, Trade } from '../../shared/model.ts';
+import { shardOf } from '../../shared/streams.ts';
 
 /**
  * How a feed worker hands ticks to the main thread (worker.ts → source.ts): in columns of typed arrays, whose
@@ -109,12 +111,48 @@ export class TickPacker {
   }
 }
 
-/** The main thread's side: the string table, and the ticks of each chunk, in order. */
+/** Side (kinds 0–2) as a frame row writes it. */
+const SIDE_JSON = ['""', '"buy"', '"sell"'] as const;
+
+/**
+ * The main thread's side: the string table, and each chunk, in order, as ticks (`unpack`) or as frame rows
+ * (`encode`). Every chunk goes through exactly one of the two, in the order the worker sent them.
+ */
 export class TickUnpacker {
   private readonly strings: string[] = [];
+  /** Per table index: the string's JSON text, and (for the shard count last asked) its shard as a symbol. */
+  private readonly json: string[] = [];
+  private shardsOf: number[] = [];
+  private shardCount = 0;
+
+  /**
+   * The chunk's ticks as frame rows, each exactly `encodeTick` of the tick `unpack` would give, appended to
+   * `rows`, and their shards for streams of `shardCount` shards to `shards`. No tick objects are built: the
+   * strings' JSON text and shards are worked out once per table entry.
+   */
+  encode(c: TickColumns, shardCount: number, rows: string[], shards: number[]): void {
+    this.absorb(c.newStrings);
+    if (shardCount !== this.shardCount) {
+      this.shardCount = shardCount;
+      this.shardsOf = [];
+    }
+    const json = this.json;
+    const { kinds, names, ts, seqs, values: v } = c;
+    for (let i = 0; i < kinds.length; i++) {
+      const sym = names[3 * i + 1]!;
+      const head = `${json[names[3 * i]!]!},${json[sym]!},"${ts[i]!}",${jsonNumber(seqs[i]!)},${json[names[3 * i + 2]!]!}`;
+      const kind = kinds[i]!;
+      rows.push(
+        kind === 3
+          ? `["q",${head},${jsonNumber(v[4 * i]!)},${jsonNumber(v[4 * i + 1]!)},${jsonNumber(v[4 * i + 2]!)},${jsonNumber(v[4 * i + 3]!)}]`
+          : `["t",${head},${jsonNumber(v[4 * i]!)},${jsonNumber(v[4 * i + 1]!)},${SIDE_JSON[kind as 0 | 1 | 2]}]`,
+      );
+      shards.push((this.shardsOf[sym] ??= shardOf(this.strings[sym]!, shardCount)));
+    }
+  }
 
   unpack(c: TickColumns): Tick[] {
-    for (const s of c.newStrings) this.strings.push(s);
+    this.absorb(c.newStrings);
     const out = new Array<Tick>(c.kinds.length);
     const str = this.strings;
     for (let i = 0; i < out.length; i++) {
@@ -156,4 +194,16 @@ export class TickUnpacker {
     }
     return out;
   }
+
+  private absorb(newStrings: readonly string[]): void {
+    for (const s of newStrings) {
+      this.strings.push(s);
+      this.json.push(jsonString(s));
+    }
+  }
+}
+
+/** Rows and shards collected by `TickUnpacker.encode`, as `Publisher.publishEncoded` takes them. */
+export function encodedTicks(rows: string[], shards: readonly number[], shardCount: number): EncodedTicks {
+  return { rows, shards: Uint16Array.from(shards), shardCount };
 }

@@ -10,7 +10,7 @@ import type { Tick } from '../../shared/model.ts';
 import { shardOf } from '../../shared/streams.ts';
 import type { TickSource } from '../source.ts';
 import { emptyFeedStats, FeedConnection, type FeedSettings, type FeedStats } from './connection.ts';
-import { TickUnpacker } from './handover.ts';
+import { encodedTicks, TickUnpacker, type TickColumns } from './handover.ts';
 import { RX_MARK, type FeedEvent, type FeedMapper } from './mapper.ts';
 import { feedMetrics, type HistogramSeries } from './metrics.ts';
 import type { FeedWorkerInit, FromFeedWorker, ToFeedWorker } from './worker.ts';
@@ -68,8 +68,10 @@ export class FeedSource implements TickSource {
   private readonly lag: HistogramSeries;
   private readonly connection: FeedConnection | undefined;
   private worker: Worker | undefined;
-  /** Received and not yet yielded. */
+  /** Received and not yet yielded: ticks (mapped on this thread), or a worker's chunks, in order. */
   private ticks: Tick[] = [];
+  private chunks: TickColumns[] = [];
+  private readonly unpacker = new TickUnpacker();
   private waiting = 0;
   private wake: (() => void) | undefined;
   private paused = false;
@@ -114,6 +116,17 @@ export class FeedSource implements TickSource {
   async *batches(): AsyncIterable<readonly Tick[]> {
     this.start();
     for (;;) {
+      if (this.chunks.length > 0) {
+        const chunks = this.chunks;
+        this.chunks = [];
+        const batch =
+          chunks.length === 1
+            ? this.unpacker.unpack(chunks[0]!)
+            : chunks.flatMap((c) => this.unpacker.unpack(c));
+        this.taken(batch.length);
+        yield batch;
+        continue;
+      }
       if (this.ticks.length > 0) {
         const batch = this.ticks;
         this.ticks = [];
@@ -134,6 +147,17 @@ export class FeedSource implements TickSource {
   async *encoded(shards: number): AsyncIterable<EncodedTicks> {
     this.start();
     for (;;) {
+      if (this.chunks.length > 0) {
+        // A worker's chunks become rows straight from their columns: no tick objects on this thread.
+        const chunks = this.chunks;
+        this.chunks = [];
+        const rows: string[] = [];
+        const shardOfRow: number[] = [];
+        for (const c of chunks) this.unpacker.encode(c, shards, rows, shardOfRow);
+        this.taken(rows.length);
+        yield encodedTicks(rows, shardOfRow, shards);
+        continue;
+      }
       if (this.ticks.length > 0) {
         const batch = this.ticks;
         this.ticks = [];
@@ -185,20 +209,17 @@ export class FeedSource implements TickSource {
 
   private runWorker(): Promise<void> {
     const init: FeedWorkerInit = { spec: this.o.mapper.spec!, settings: this.o.settings };
-    const unpacker = new TickUnpacker();
     const worker = (this.worker = startFeedWorker(init));
     let ended = false;
     worker.on('message', (m: FromFeedWorker) => {
       switch (m.type) {
         case 'ticks': {
-          const ticks = unpacker.unpack(m.columns);
-          if (this.ticks.length === 0) this.ticks = ticks;
-          else for (const t of ticks) this.ticks.push(t);
+          this.chunks.push(m.columns);
           this.unreported.trades += m.trades;
           this.unreported.quotes += m.quotes;
           if (m.lag !== undefined) this.lag.merge(m.lag.counts, m.lag.sum, m.lag.count);
           Object.assign(this.stats, m.stats);
-          this.received(ticks.length);
+          this.received(m.columns.kinds.length);
           return;
         }
         case 'event':

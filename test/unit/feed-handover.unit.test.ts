@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { TickPacker, TickUnpacker } from '../../producers/feeds/handover.ts';
+import { encodeTick } from '../../shared/codec.ts';
 import type { Tick } from '../../shared/model.ts';
+import { shardOf } from '../../shared/streams.ts';
 
 // The columns a feed worker hands the main thread (producers/feeds/handover.ts): ticks come back as they went.
 describe('feed worker hand-over in columns', () => {
@@ -72,5 +74,50 @@ describe('feed worker hand-over in columns', () => {
     expect(out).toEqual(ticks);
     expect(sent).toEqual(['binance', 'BTCUSDT', 'ETHUSDT', 'binance@rx', 'kraken', 'BTC/USD']);
     expect(packer.take().columns.kinds).toHaveLength(0);
+  });
+
+  it('encodes chunks straight into frame rows equal to encodeTick, with their shards, mixed with unpacking', () => {
+    // Awkward strings too: a quote and a backslash need JSON escapes, the rest go in quotes as they are.
+    const [trade, quote] = ticks as [Tick & { type: 'trade' }, Tick & { type: 'quote' }];
+    const more: Tick[] = [
+      ...ticks,
+      { ...trade, symbol: 'A"B\\C', seq: 9, price: 0.1 + 0.2 },
+      { ...quote, source: 'ünï', symbol: 'ETHUSDT', seq: 10, askSize: Number.NaN },
+    ];
+    const packer = new TickPacker(2);
+    const unpacker = new TickUnpacker();
+    const rows: string[] = [];
+    const shards: number[] = [];
+    const encodedFrom: Tick[] = [];
+    let chunk = 0;
+    let pending: Tick[] = [];
+    const handOver = () => {
+      const { columns } = packer.take();
+      // Alternate: the table must grow the same whichever way a chunk is taken.
+      if (chunk++ % 2 === 0) {
+        unpacker.encode(columns, 4, rows, shards);
+        encodedFrom.push(...pending);
+      } else {
+        expect(unpacker.unpack(columns)).toEqual(pending);
+      }
+      pending = [];
+    };
+    for (const t of more) {
+      if (!packer.add(t)) {
+        handOver();
+        packer.add(t);
+      }
+      pending.push(t);
+    }
+    handOver();
+    expect(chunk).toBe(3);
+    expect(encodedFrom.length).toBeGreaterThan(2);
+    expect(rows).toEqual(encodedFrom.map(encodeTick));
+    expect(shards).toEqual(encodedFrom.map((t) => shardOf(t.symbol, 4)));
+    // A new shard count is honoured (the cache is per count).
+    packer.add(more[0]!);
+    const again: number[] = [];
+    unpacker.encode(packer.take().columns, 7, [], again);
+    expect(again).toEqual([shardOf(more[0]!.symbol, 7)]);
   });
 });
