@@ -118,6 +118,43 @@ describe.each([
     expect(events.filter((e) => e.kind === 'gap')).toHaveLength(1);
   });
 
+  it('keeps a message that is not valid UTF-8 as malformed, on the same connection; a real U+FFFD passes', async () => {
+    const events: FeedEvent[] = [];
+    const standIn = await FeedStandIn.start({
+      onMessage: coinbaseScript((peer) => {
+        peer.send(JSON.stringify(match(1)));
+        // A text frame whose product id holds the bytes FF FE: no UTF-8 decoder may turn them into a symbol.
+        const bad = JSON.stringify(match(2)).replace('"BTC-USD"', '"BTC-USD\u0000"');
+        const at = Buffer.from(bad).indexOf(0);
+        const bytes = Buffer.from(bad);
+        peer.send(Buffer.concat([bytes.subarray(0, at), Buffer.from([0xff, 0xfe]), bytes.subarray(at + 1)]), {
+          binary: false,
+        });
+        // Valid UTF-8 that happens to contain U+FFFD (in a field the mapper does not use) is an ordinary trade.
+        peer.send(JSON.stringify({ ...match(3), maker_order_id: 'id-\uFFFD' }));
+      }),
+    });
+    cleanups.push(() => standIn.close());
+    const source = new FeedSource({
+      mapper: new CoinbaseMapper({ symbols: ['BTC-USD'], channels: ['trades'], url: standIn.url }),
+      settings: fast,
+      log: silentLogger(),
+      onEvent: (e) => events.push(e),
+    });
+    cleanups.push(() => source.close());
+    const ticks = await collect(source, (t) => t.some((x) => x.seq === 3));
+    expect(ticks.map((t) => [t.seq, t.symbol])).toEqual([
+      [1, 'BTC-USD'],
+      [3, 'BTC-USD'],
+    ]);
+    expect(source.stats.malformed).toBe(1);
+    const malformed = events.filter((e) => e.kind === 'malformed');
+    expect(malformed.map((e) => e.detail)).toEqual(['not valid UTF-8']);
+    expect(malformed[0]!.raw!.startsWith('{"type":"match","trade_id":2,')).toBe(true);
+    expect(standIn.connections).toBe(1);
+    expect(source.stats.reconnects).toBe(0);
+  });
+
   it('drops a connection whose server stops answering pings, and reconnects', async () => {
     let connections = 0;
     const standIn = await FeedStandIn.start({
