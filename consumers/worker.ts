@@ -272,10 +272,19 @@ export class GroupWorker {
           nextHousekeeping = Date.now() + Math.max(claimIntervalMs, Math.min(removeIdleMs / 10, 60_000));
         }
         if (this.stopping) break;
+        const readAt = Date.now();
+        const count = this.readCount;
         const entries = await this.read('>');
         if (entries.length > 0) await this.process(entries);
         failures = 0;
         this.retryState.ok();
+        // A short read means the streams are drained: let more gather before the next one (TICKSTREAM_
+        // CONSUMER_LINGER_MS), so a batch group that keeps up pays its per-batch costs on fewer, larger batches.
+        const lingerMs = this.o.settings.lingerMs ?? 0;
+        if (lingerMs > 0 && entries.length < count) {
+          const wait = readAt + lingerMs - Date.now();
+          if (wait > 0) await sleep(wait, this.abort.signal);
+        }
       } catch (err) {
         // Redis trouble outside a sink write (claims, delivery counts, acks): whatever we hold stays pending
         // and is picked up again by drainOwnPending.

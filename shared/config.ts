@@ -123,6 +123,14 @@ export const ConfigSchema = z
         /** Stream entries (frames) per XREADGROUP. */
         batchSize: int(1, 64, 10_000),
         blockMs: int(1, 1000),
+        /**
+         * After a read that came back short (the streams drained), wait until this long after it began before
+         * reading again, so that a group that keeps up reads fewer, larger batches. Unset: the sink's default
+         * (0 for `quotes`, whose latency is the point; see consumers/sinks/index.ts).
+         */
+        lingerMs: decimal(/^[+-]?\d+$/, 'a decimal integer')
+          .pipe(z.number().int().min(0).max(10_000))
+          .optional(),
         claimIntervalMs: int(10, 5000),
         claimMinIdleMs: int(10, 30_000),
         maxDeliveries: int(1, 5),
@@ -476,6 +484,7 @@ export const ENV: Readonly<Record<string, string>> = {
   TICKSTREAM_CONSUMER_NAME: 'consumer.name',
   TICKSTREAM_BATCH_SIZE: 'consumer.batchSize',
   TICKSTREAM_BLOCK_MS: 'consumer.blockMs',
+  TICKSTREAM_CONSUMER_LINGER_MS: 'consumer.lingerMs',
   TICKSTREAM_CLAIM_INTERVAL_MS: 'consumer.claimIntervalMs',
   TICKSTREAM_CLAIM_MIN_IDLE_MS: 'consumer.claimMinIdleMs',
   TICKSTREAM_MAX_DELIVERIES: 'consumer.maxDeliveries',

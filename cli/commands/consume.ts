@@ -45,10 +45,14 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
   });
   const { log } = runtime;
   const readBatch = opts.batch === undefined ? definition.readBatch?.(runtime.config) : undefined;
-  const config =
-    readBatch === undefined
-      ? runtime.config
-      : { ...runtime.config, consumer: { ...runtime.config.consumer, batchSize: readBatch } };
+  const config = {
+    ...runtime.config,
+    consumer: {
+      ...runtime.config.consumer,
+      ...(readBatch === undefined ? {} : { batchSize: readBatch }),
+      lingerMs: runtime.config.consumer.lingerMs ?? definition.lingerMs ?? 0,
+    },
+  };
   const group = opts.group ?? definition.group;
   const consumer = consumerName(config);
   const redis = createRedis(config, { log, connectionName: `tickstream:${group}:${consumer}` });

@@ -28,6 +28,12 @@ export interface SinkDefinition {
   readonly stores?: readonly ('postgres' | 'questdb')[];
   /** Stream entries per read when `--batch` is not given; TICKSTREAM_BATCH_SIZE when undefined. */
   readBatch?(config: Config): number;
+  /**
+   * TICKSTREAM_CONSUMER_LINGER_MS when it is not set: how long after a short read the next one waits
+   * (consumers/worker.ts). Batch sinks pay per batch (a transaction, a request, a row per symbol and
+   * timeframe), so while they keep up they read less often and more at once; `quotes` does not wait.
+   */
+  readonly lingerMs?: number;
   create(deps: SinkDeps): Promise<Sink>;
 }
 
@@ -36,6 +42,7 @@ export const SINKS: Record<string, SinkDefinition> = {
     group: 'archive',
     description: 'durable, idempotent archive of trades and quotes in PostgreSQL/TimescaleDB',
     stores: ['postgres'],
+    lingerMs: 100,
     create: async ({ config, log }) =>
       new ArchiveSink({ settings: config.postgres, log: log.child({ component: 'sink.archive' }) }),
   },
@@ -49,6 +56,7 @@ export const SINKS: Record<string, SinkDefinition> = {
     group: 'hot',
     description: 'trades and quotes into QuestDB over ILP (QDB_CLIENT_CONF), deduplicated by tick identity',
     stores: ['questdb'],
+    lingerMs: 100,
     create: async ({ config, log }) =>
       new QuestDbSink({ settings: config.questdb, log: log.child({ component: 'sink.questdb' }) }),
   },
@@ -64,6 +72,7 @@ export const SINKS: Record<string, SinkDefinition> = {
       'OHLCV bars (1s/1m/5m/1h) into PostgreSQL, merged exactly once; current bar in Redis bar:<symbol>:<tf>',
     stores: ['postgres'],
     readBatch: (config) => config.bars.batchSize,
+    lingerMs: 500,
     create: async ({ config, redis, log }) => createBarsSink({ config, redis, log }),
   },
 };

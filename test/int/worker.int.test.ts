@@ -5,13 +5,22 @@ import { listDeadLetters, requeueDeadLetters } from '../../consumers/deadletters
 import { encodeFrame } from '../../shared/codec.ts';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import { tickKey } from '../../shared/model.ts';
+import { tickKey, type Tick } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
 import { allStreamKeys, deadLetterKey, streamForSymbol } from '../../shared/streams.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { RecordingSink } from '../helpers/sinks.ts';
 import { pendingTotal, produceTicks } from '../helpers/streams.ts';
+
+/** Records when each batch reached the sink. */
+class TimedSink extends RecordingSink {
+  readonly writeTimes: number[] = [];
+  override async write(ticks: readonly Tick[]): Promise<void> {
+    this.writeTimes.push(Date.now());
+    await super.write(ticks);
+  }
+}
 
 const open: RedisClient[] = [];
 const workers: GroupWorker[] = [];
@@ -69,6 +78,32 @@ describe('group worker (real Redis)', () => {
     await waitUntil(() => sink.stored.size === ticks.length, 'all ticks stored');
     await waitUntil(async () => (await pendingTotal(redis, config, group)) === 0, 'nothing pending');
     expect(new Set(sink.stored.keys())).toEqual(new Set(ticks.map(tickKey)));
+  });
+
+  it('lingers after a short read (TICKSTREAM_CONSUMER_LINGER_MS), never after a full one', async () => {
+    // Full reads: six frames wait on one shard, COUNT 2: three full reads follow one another at once, though
+    // the linger is 10 s (a wait after any of them would take the test past its 5 s).
+    const full = setup({ streams: { shards: 1 }, consumer: { batchSize: 2, lingerMs: 10_000 } });
+    const all = await produceTicks(full.config, full.redis, 6 * 10, { frameSize: 10 });
+    const sinkA = new RecordingSink();
+    const a = startWorker(full.config, full.group, sinkA);
+    await a.worker.start();
+    await waitUntil(() => sinkA.stored.size === all.length, 'six frames in full reads', { timeoutMs: 5000 });
+    expect(a.worker.stats.batches).toBeGreaterThanOrEqual(3);
+
+    // A short read: one frame waits when the worker starts; the next, published once the first is stored, is
+    // not read before the linger (400 ms) from the first read has passed.
+    const short = setup({ streams: { shards: 1 }, consumer: { batchSize: 2, lingerMs: 400 } });
+    const first = await produceTicks(short.config, short.redis, 5, { frameSize: 10, seed: 2 });
+    const sinkB = new TimedSink();
+    const b = startWorker(short.config, short.group, sinkB);
+    const started = Date.now();
+    await b.worker.start();
+    await waitUntil(() => sinkB.stored.size === first.length, 'the first frame');
+    const second = await produceTicks(short.config, short.redis, 5, { frameSize: 10, seed: 3 });
+    await waitUntil(() => sinkB.stored.size === first.length + second.length, 'the second frame');
+    expect(sinkB.writeTimes).toHaveLength(2);
+    expect(sinkB.writeTimes[1]! - started).toBeGreaterThanOrEqual(400);
   });
 
   it('a consumer that dies mid-batch (before ack) loses nothing: another claims its entries', async () => {

@@ -13,6 +13,16 @@ describe('config', () => {
     expect(c.consumer.maxDeliveries).toBe(5);
   });
 
+  it('leaves the consumer linger to the sink unless TICKSTREAM_CONSUMER_LINGER_MS says, and bounds it', () => {
+    expect(loadConfig({ env: {} }).consumer.lingerMs).toBeUndefined();
+    expect(loadConfig({ env: { TICKSTREAM_CONSUMER_LINGER_MS: '0' } }).consumer.lingerMs).toBe(0);
+    expect(loadConfig({ env: { TICKSTREAM_CONSUMER_LINGER_MS: '250' } }).consumer.lingerMs).toBe(250);
+    expect(() => loadConfig({ env: { TICKSTREAM_CONSUMER_LINGER_MS: '20000' } })).toThrow(
+      /TICKSTREAM_CONSUMER_LINGER_MS/,
+    );
+    expect(() => loadConfig({ env: { TICKSTREAM_CONSUMER_LINGER_MS: 'soon' } })).toThrow(/a decimal integer/);
+  });
+
   it('reads and coerces environment variables', () => {
     const c = loadConfig({
       env: {
