@@ -8,6 +8,7 @@ import { closePgPool, createPgPool, quoteIdent } from '../shared/pg.ts';
 import { closeRedis, createRedis, deleteByPrefix, pairs, type RedisClient } from '../shared/redis.ts';
 import { allStreamKeys } from '../shared/streams.ts';
 import { QuestDbStandin } from '../test/helpers/questdb-standin.ts';
+import { hostCpu, hostCpuDelta } from './hostcpu.ts';
 import { measurement, median, type BenchReport, type Measurement } from './lib.ts';
 import { delta, freePort, histogramDelta, scrapePort, sumDelta, type Scrape } from './scrape.ts';
 
@@ -92,7 +93,12 @@ interface StepResult {
     }
   >;
   processes: Record<string, { cpuShare: number; gcShare: number; eventLoopP99Ms: number }>;
+  /** Over the step: the share of all cores busy, and Redis's and PostgreSQL's share of one core (/proc). */
+  host?: { busy: number; byName: Record<string, number> } | undefined;
 }
+
+/** The servers whose CPU the e2e benchmark reports beside its own processes. */
+const SERVERS = ['redis-server', 'postgres'];
 
 async function groupBacklogs(redis: RedisClient, config: Config): Promise<Map<string, number>> {
   const out = new Map<string, number>();
@@ -230,6 +236,7 @@ export default async function e2e(): Promise<BenchReport> {
       const port = await freePort();
       // Sinks first: every tick the producer sends falls between these scrapes and the ones after the drain.
       const before = await Promise.all(procs.map((p) => scrapePort(p.port)));
+      const hostBefore = hostCpu(SERVERS);
       const tBefore = performance.now();
       const producer = start(
         'producer',
@@ -303,6 +310,7 @@ export default async function e2e(): Promise<BenchReport> {
       }
       const drainS = (performance.now() - d0) / 1000;
       const end = await Promise.all(procs.map((p) => scrapePort(p.port)));
+      const host = hostCpuDelta(hostBefore, hostCpu(SERVERS));
       const summaryLine = producer.log.find((l) => l.includes('"msg":"produced"'));
       if (summaryLine === undefined) throw new Error('bench: the producer printed no summary');
       const ran = JSON.parse(summaryLine) as { ticks: number; seconds: number };
@@ -320,6 +328,7 @@ export default async function e2e(): Promise<BenchReport> {
         drainS,
         sinks: {},
         processes: {},
+        host,
       };
       procs.forEach((p, i) => {
         const a = before[i]!;
@@ -427,6 +436,17 @@ export default async function e2e(): Promise<BenchReport> {
           summary[`${symbols} sym @${best.targetRate}/s: ${proc} CPU / GC / loop p99`] =
             `${(p.cpuShare * 100).toFixed(0)}% / ${(p.gcShare * 100).toFixed(1)}% / ${fmtMs(p.eventLoopP99Ms)} ms`;
         }
+        if (best.host !== undefined) {
+          for (const [name, share] of Object.entries(best.host.byName))
+            summary[`${symbols} sym @${best.targetRate}/s: ${name} CPU (all its processes)`] =
+              `${(share * 100).toFixed(0)}% of a core`;
+          summary[`${symbols} sym @${best.targetRate}/s: machine CPU busy`] =
+            `${(best.host.busy * 100).toFixed(0)}% of ${cpus().length} cores`;
+        }
+        if (bad?.host !== undefined) {
+          summary[`${symbols} sym @${bad.targetRate}/s (not sustained): machine CPU busy`] =
+            `${(bad.host.busy * 100).toFixed(0)}% of ${cpus().length} cores`;
+        }
       }
     }
 
@@ -465,6 +485,10 @@ export default async function e2e(): Promise<BenchReport> {
       summary[`quotes event-loop p99 @${LATENCY_RATE}/s (median), ${label}`] = `${fmtMs(
         median(latencySteps.map((s) => s.processes['consume quotes']?.eventLoopP99Ms ?? NaN)),
       )} ms`;
+      const busy = latencySteps.map((s) => s.host?.busy ?? NaN);
+      const redisShare = latencySteps.map((s) => s.host?.byName['redis-server'] ?? NaN);
+      summary[`machine CPU busy / Redis CPU @${LATENCY_RATE}/s (median), ${label}`] =
+        `${(median(busy) * 100).toFixed(0)}% of ${cpus().length} cores / ${(median(redisShare) * 100).toFixed(0)}% of a core`;
       summary[`every group kept up @${LATENCY_RATE}/s, ${label}`] = latencySteps.every((s) => s.sustained)
         ? 'yes'
         : 'NO';
