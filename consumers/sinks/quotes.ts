@@ -37,8 +37,11 @@ local changed = 0
 for k = 1, #KEYS do
   local key = KEYS[k]
   local a = 2 + (k - 1) * ${ARGS_PER_KEY}
-  local cur = redis.call('HMGET', key, 'q_ord', 't_ord', 'quote_ts', 'trade_ts')
-  local q, t, qts, tts = cur[1] or '', cur[2] or '', cur[3], cur[4]
+  -- One read of the whole hash: the ordering keys to compare, and the message to publish after the update.
+  local flat = redis.call('HGETALL', key)
+  local obj = {}
+  for i = 1, #flat, 2 do obj[flat[i]] = flat[i + 1] end
+  local q, t, qts, tts = obj.q_ord or '', obj.t_ord or '', obj.quote_ts, obj.trade_ts
   local set = {}
   local n = 0
   local qo, to = ARGV[a + 1], ARGV[a + 7]
@@ -61,9 +64,7 @@ for k = 1, #KEYS do
     set[n + 1], set[n + 2], set[n + 3], set[n + 4], set[n + 5], set[n + 6] =
       'symbol', symbol, 'ts', (q >= t) and qts or tts, 'updated_at', updated
     redis.call('HSET', key, unpack(set))
-    local flat = redis.call('HGETALL', key)
-    local obj = {}
-    for i = 1, #flat, 2 do obj[flat[i]] = flat[i + 1] end
+    for i = 1, n + 6, 2 do obj[set[i]] = set[i + 1] end
     redis.call('PUBLISH', channelPrefix .. symbol, cjson.encode(obj))
     changed = changed + 1
   end
