@@ -71,9 +71,30 @@ export class TickPacker {
     return true;
   }
 
-  /** The columns collected so far and the buffers to transfer with them; the packer starts a new chunk. */
+  /**
+   * The columns collected so far and the buffers to transfer with them; the packer starts a new chunk. A full
+   * chunk hands over the packer's own arrays (new ones are made); a partial one hands over copies of just its
+   * ticks and keeps the arrays: a chunk waiting on the main thread must hold what its ticks need, not the
+   * 61 KiB of a full chunk (a live feed sends a chunk per socket read, often of one tick).
+   */
   take(): { columns: TickColumns; transfer: ArrayBuffer[] } {
     const n = this.count;
+    if (n < this.capacity) {
+      const columns: TickColumns = {
+        newStrings: this.newStrings,
+        kinds: this.kinds.slice(0, n),
+        names: this.names.slice(0, 3 * n),
+        ts: this.ts.slice(0, n),
+        seqs: this.seqs.slice(0, n),
+        values: this.values.slice(0, 4 * n),
+      };
+      this.newStrings = [];
+      this.count = 0;
+      const transfer = [columns.kinds, columns.names, columns.ts, columns.seqs, columns.values].map(
+        (a) => a.buffer as ArrayBuffer,
+      );
+      return { columns, transfer };
+    }
     const columns: TickColumns = {
       newStrings: this.newStrings,
       kinds: this.kinds.subarray(0, n),
@@ -127,10 +148,10 @@ export class TickUnpacker {
 
   /**
    * The chunk's ticks as frame rows, each exactly `encodeTick` of the tick `unpack` would give, appended to
-   * `rows`, and their shards for streams of `shardCount` shards to `shards`. No tick objects are built: the
+   * `rows`, and their shards for streams of `shardCount` shards at the same indexes of `shards`. No tick objects are built: the
    * strings' JSON text and shards are worked out once per table entry.
    */
-  encode(c: TickColumns, shardCount: number, rows: string[], shards: number[]): void {
+  encode(c: TickColumns, shardCount: number, rows: string[], shards: Uint16Array): void {
     this.absorb(c.newStrings);
     if (shardCount !== this.shardCount) {
       this.shardCount = shardCount;
@@ -142,12 +163,13 @@ export class TickUnpacker {
       const sym = names[3 * i + 1]!;
       const head = `${json[names[3 * i]!]!},${json[sym]!},"${ts[i]!}",${jsonNumber(seqs[i]!)},${json[names[3 * i + 2]!]!}`;
       const kind = kinds[i]!;
+      const at = rows.length;
       rows.push(
         kind === 3
           ? `["q",${head},${jsonNumber(v[4 * i]!)},${jsonNumber(v[4 * i + 1]!)},${jsonNumber(v[4 * i + 2]!)},${jsonNumber(v[4 * i + 3]!)}]`
           : `["t",${head},${jsonNumber(v[4 * i]!)},${jsonNumber(v[4 * i + 1]!)},${SIDE_JSON[kind as 0 | 1 | 2]}]`,
       );
-      shards.push((this.shardsOf[sym] ??= shardOf(this.strings[sym]!, shardCount)));
+      shards[at] = this.shardsOf[sym] ??= shardOf(this.strings[sym]!, shardCount);
     }
   }
 
@@ -203,7 +225,16 @@ export class TickUnpacker {
   }
 }
 
-/** Rows and shards collected by `TickUnpacker.encode`, as `Publisher.publishEncoded` takes them. */
-export function encodedTicks(rows: string[], shards: readonly number[], shardCount: number): EncodedTicks {
-  return { rows, shards: Uint16Array.from(shards), shardCount };
+/** Chunks as frame rows with their shards, as `Publisher.publishEncoded` takes them (`TickUnpacker.encode`). */
+export function encodeChunks(
+  unpacker: TickUnpacker,
+  chunks: readonly TickColumns[],
+  shardCount: number,
+): EncodedTicks {
+  let n = 0;
+  for (const c of chunks) n += c.kinds.length;
+  const rows: string[] = [];
+  const shards = new Uint16Array(n);
+  for (const c of chunks) unpacker.encode(c, shardCount, rows, shards);
+  return { rows, shards, shardCount };
 }

@@ -10,7 +10,7 @@ import type { Tick } from '../../shared/model.ts';
 import { shardOf } from '../../shared/streams.ts';
 import type { TickSource } from '../source.ts';
 import { emptyFeedStats, FeedConnection, type FeedSettings, type FeedStats } from './connection.ts';
-import { encodedTicks, TickUnpacker, type TickColumns } from './handover.ts';
+import { encodeChunks, TickUnpacker, type TickColumns } from './handover.ts';
 import { RX_MARK, type FeedEvent, type FeedMapper } from './mapper.ts';
 import { feedMetrics, type HistogramSeries } from './metrics.ts';
 import type { FeedWorkerInit, FromFeedWorker, ToFeedWorker } from './worker.ts';
@@ -151,11 +151,9 @@ export class FeedSource implements TickSource {
         // A worker's chunks become rows straight from their columns: no tick objects on this thread.
         const chunks = this.chunks;
         this.chunks = [];
-        const rows: string[] = [];
-        const shardOfRow: number[] = [];
-        for (const c of chunks) this.unpacker.encode(c, shards, rows, shardOfRow);
-        this.taken(rows.length);
-        yield encodedTicks(rows, shardOfRow, shards);
+        const batch = encodeChunks(this.unpacker, chunks, shards);
+        this.taken(batch.rows.length);
+        yield batch;
         continue;
       }
       if (this.ticks.length > 0) {

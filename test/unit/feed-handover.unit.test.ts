@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TickPacker, TickUnpacker } from '../../producers/feeds/handover.ts';
+import { encodeChunks, TickPacker, TickUnpacker } from '../../producers/feeds/handover.ts';
 import { encodeTick } from '../../shared/codec.ts';
 import type { Tick } from '../../shared/model.ts';
 import { shardOf } from '../../shared/streams.ts';
@@ -95,7 +95,10 @@ describe('feed worker hand-over in columns', () => {
       const { columns } = packer.take();
       // Alternate: the table must grow the same whichever way a chunk is taken.
       if (chunk++ % 2 === 0) {
-        unpacker.encode(columns, 4, rows, shards);
+        const encoded = encodeChunks(unpacker, [columns], 4);
+        expect(encoded.shardCount).toBe(4);
+        rows.push(...encoded.rows);
+        shards.push(...encoded.shards);
         encodedFrom.push(...pending);
       } else {
         expect(unpacker.unpack(columns)).toEqual(pending);
@@ -116,8 +119,34 @@ describe('feed worker hand-over in columns', () => {
     expect(shards).toEqual(encodedFrom.map((t) => shardOf(t.symbol, 4)));
     // A new shard count is honoured (the cache is per count).
     packer.add(more[0]!);
-    const again: number[] = [];
-    unpacker.encode(packer.take().columns, 7, [], again);
-    expect(again).toEqual([shardOf(more[0]!.symbol, 7)]);
+    expect([...encodeChunks(unpacker, [packer.take().columns], 7).shards]).toEqual([
+      shardOf(more[0]!.symbol, 7),
+    ]);
+  });
+
+  it('hands over a partial chunk in buffers sized to its ticks, a full one in the packer arrays', () => {
+    const packer = new TickPacker(1024);
+    packer.add(ticks[0]!);
+    packer.add(ticks[1]!);
+    const partial = packer.take();
+    // Two ticks: 2 kinds, 6 names (4 bytes), 2 ts and seqs (8 bytes), 8 values (8 bytes).
+    expect(partial.transfer.map((b) => b.byteLength)).toEqual([2, 24, 16, 16, 64]);
+    const full = new TickPacker(2);
+    full.add(ticks[0]!);
+    full.add(ticks[1]!);
+    expect(full.add(ticks[2]!)).toBe(false);
+    const whole = full.take();
+    expect(whole.transfer.map((b) => b.byteLength)).toEqual([2, 24, 16, 16, 64]);
+    expect(whole.columns.kinds.buffer).toBe(whole.transfer[0]);
+    // Chunks that span several reads come back in order, encoded together.
+    const unpacker = new TickUnpacker();
+    const a = new TickPacker(8);
+    a.add(ticks[0]!);
+    const first = a.take().columns;
+    a.add(ticks[1]!);
+    a.add(ticks[3]!);
+    const both = encodeChunks(unpacker, [first, a.take().columns], 4);
+    expect(both.rows).toEqual([ticks[0]!, ticks[1]!, ticks[3]!].map(encodeTick));
+    expect([...both.shards]).toEqual([ticks[0]!, ticks[1]!, ticks[3]!].map((t) => shardOf(t.symbol, 4)));
   });
 });
