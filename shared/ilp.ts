@@ -12,8 +12,9 @@ import type { Quote, Tick, Trade } from './model.ts';
  * text and `writeDoubleLE` for protocol 2's binary doubles cost about a tenth of it.
  * test/unit/ilp.unit.test.ts compares the bytes with the client's buffers for all three versions.
  *
- * What the client checks per row is checked here too, with the same outcome (an error for the row):
- * `seq` must be an integer, the buffer may not outgrow `maxBytes` (the client's `max_buf_size`).
+ * What the client checks per row is checked here too (an error for the row): `seq` must be an integer, and the
+ * rows may not outgrow `maxBytes` (the client's `max_buf_size`). The client refuses a little earlier: it grows
+ * its buffer by doubling and stops at the first doubling past the limit, where these rows fill up to it.
  */
 export type IlpProtocolVersion = '1' | '2' | '3';
 

@@ -33,23 +33,24 @@ import { IlpRows } from '../../shared/ilp.ts';
 import type { Sink } from '../sink.ts';
 
 /**
- * The hot writer: trades and quotes into QuestDB over ILP with the official client, configured by QuestDB's
- * own configuration string (QDB_CLIENT_CONF) exactly as given.
+ * The hot writer: trades and quotes into QuestDB over ILP through the official client's transport (HTTP,
+ * auth, TLS, retries), configured by QuestDB's own configuration string (QDB_CLIENT_CONF) exactly as given.
+ * The rows are built by shared/ilp.ts, byte for byte what the client's buffer writes (ADR 0017).
  *
  * - start() creates the tables from infra/questdb/tables.sql through /exec (idempotent), with the exchange
  *   time as designated timestamp (TIMESTAMP_NS where the server has it) and DEDUP UPSERT KEYS over the tick
  *   identity, then checks that the keys are really in place: without them a redelivery would store twice.
- * - Each batch is one ILP request: write() fills the client's buffer, flush() sends it. Designated
- *   timestamps always go through `at(ts, 'ns')` with the bigint nanoseconds, so a unit mistake cannot put a
- *   tick in 1970. write/flush/close run one at a time (a flush in flight never overlaps another, and a
+ * - Each batch is one ILP request: write() builds its rows, flush() sends them. Designated timestamps are
+ *   always the tick's bigint nanoseconds, so a unit mistake cannot put a tick in 1970. write/flush/close run one at a time (a flush in flight never overlaps another, and a
  *   failed flush cannot discard rows written meanwhile).
  * - The client's auto-flush is switched off whatever the string says: an automatic flush in the middle of a
  *   batch would send rows the worker has not decided to acknowledge yet and split one batch into several
  *   requests. Everything else in the string is the client's business.
- * - After any failure the client's buffer is reset, so the worker's retry sends exactly its batch again.
+ * - After any failure the rows are reset, so the worker's retry sends exactly its batch again; each request
+ *   sends its own copy of the rows, so a retry the transport still makes of a failed one sends that batch.
  *   A flush that never settles (client 4.2's default undici transport does not when the connection is
  *   refused) is abandoned after retry_timeout + request_timeout: the request is inert by then, and a new
- *   client is built from the already negotiated options.
+ *   transport is built from the already negotiated options.
  *   Retriable (unreachable, timeout, 5xx, auth): the entries stay pending. Not retriable (QuestDB rejected a
  *   row: 400): the worker splits the batch and dead-letters the tick at fault. A request that fails writes
  *   nothing for a single table; across two tables QuestDB may have committed one of them, which DEDUP turns
@@ -65,7 +66,7 @@ export interface QuestDbSinkOptions {
   log: Logger;
 }
 
-/** Rows encoded between turns of the event loop in write() (~40 ms of the client's encoding). */
+/** Rows encoded between turns of the event loop in write() (a few milliseconds of encoding). */
 export const YIELD_EVERY_ROWS = 4096;
 
 export interface QuestDbSinkStats {
@@ -271,10 +272,12 @@ export class QuestDbSink implements Sink {
   private async sendGuarded(client: IlpClient): Promise<void> {
     const options = this.senderOptions;
     try {
-      await flushWithin(client.transport.send(client.rows.view()), options);
+      // A copy, as the client's own flush sends: a failed request may still be retried by its transport after
+      // this call has given up on it, and the rows' buffer is rewritten for the next attempt meanwhile.
+      await flushWithin(client.transport.send(Buffer.from(client.rows.view())), options);
     } catch (err) {
       if (err instanceof IlpFlushTimeout) {
-        // The abandoned request holds the old transport and a view of the rows' buffer: both are replaced.
+        // The abandoned request holds the old transport: it is replaced.
         if (this.client === client && options !== undefined) this.client = this.newClient(options);
         throw new SinkError('QuestDB unavailable', { retriable: true, cause: err });
       }
@@ -283,8 +286,9 @@ export class QuestDbSink implements Sink {
   }
 
   /**
-   * After a failure that was not the data's, a fresh transport: the failed one's HTTP connection pool can stay
-   * stuck on the dead connection (requests time out even once QuestDB is back).
+   * After a failure that was not the data's, a fresh transport, as a fresh client gave before: over https its
+   * own connection pool (a failed one can stay stuck on the dead connection, requests timing out even once
+   * QuestDB is back); over http the client's transports share one default pool.
    */
   private renewTransport(failed: IlpClient): void {
     const options = this.senderOptions;
