@@ -69,6 +69,18 @@ interface Entry {
   deliveries: number;
 }
 
+/** Whether some stream gave `count` entries to a read (COUNT applies per stream). */
+function anyStreamFull(entries: readonly Entry[], count: number): boolean {
+  if (entries.length < count) return false;
+  const perStream = new Map<string, number>();
+  for (const e of entries) {
+    const n = (perStream.get(e.stream) ?? 0) + 1;
+    if (n >= count) return true;
+    perStream.set(e.stream, n);
+  }
+  return false;
+}
+
 /** Where each tick of a batch came from, for dead letters. */
 interface TickOrigin {
   entry: Entry;
@@ -278,10 +290,11 @@ export class GroupWorker {
         if (entries.length > 0) await this.process(entries);
         failures = 0;
         this.retryState.ok();
-        // A short read means the streams are drained: let more gather before the next one (TICKSTREAM_
-        // CONSUMER_LINGER_MS), so a batch group that keeps up pays its per-batch costs on fewer, larger batches.
+        // A short read (no stream gave its COUNT, which bounds each stream of the read) means the streams are
+        // drained: let more gather before the next one (TICKSTREAM_CONSUMER_LINGER_MS), so a batch group that
+        // keeps up pays its per-batch costs on fewer, larger batches.
         const lingerMs = this.o.settings.lingerMs ?? 0;
-        if (lingerMs > 0 && entries.length < count) {
+        if (lingerMs > 0 && !anyStreamFull(entries, count)) {
           const wait = readAt + lingerMs - Date.now();
           if (wait > 0) await sleep(wait, this.abort.signal);
         }

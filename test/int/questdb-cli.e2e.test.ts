@@ -86,6 +86,11 @@ describe('tickstream consume questdb (a process, against the QuestDB stand-in)',
     // A new process takes the rest: were the held batch left pending or unacknowledged, it would be sent again.
     s.writeDelayMs = 0;
     const next = startCli(['consume', 'questdb'], env);
+    // Running before it is signalled: with the read linger the first process may have taken the whole second
+    // lot in its held flush, and a process signalled while it starts has no handler yet.
+    await waitUntil(() => /"msg":"consuming"/.test(next.out.stderr), 'the second process consuming', {
+      timeoutMs: 30_000,
+    });
     await waitUntil(
       async () =>
         stored().length === first.length + second.length && (await pendingTotal(redis, config, GROUP)) === 0,

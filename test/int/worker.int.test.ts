@@ -7,7 +7,7 @@ import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
 import { tickKey, type Tick } from '../../shared/model.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
-import { allStreamKeys, deadLetterKey, streamForSymbol } from '../../shared/streams.ts';
+import { allStreamKeys, deadLetterKey, shardOf, streamForSymbol } from '../../shared/streams.ts';
 import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { cleanupPrefix, testConfig, testRedis, uniqueName, waitUntil } from '../helpers/index.ts';
 import { RecordingSink } from '../helpers/sinks.ts';
@@ -91,16 +91,20 @@ describe('group worker (real Redis)', () => {
     await waitUntil(() => sinkA.stored.size === all.length, 'six frames in full reads', { timeoutMs: 5000 });
     expect(a.worker.stats.batches).toBeGreaterThanOrEqual(3);
 
-    // A short read: one frame waits when the worker starts; the next, published once the first is stored, is
-    // not read before the linger (400 ms) from the first read has passed.
-    const short = setup({ streams: { shards: 1 }, consumer: { batchSize: 2, lingerMs: 400 } });
-    const first = await produceTicks(short.config, short.redis, 5, { frameSize: 10, seed: 2 });
+    // A short read: one frame waits in each of two shards when the worker starts (two entries in all, as many
+    // as COUNT, but COUNT bounds each stream: neither gave 2); the next, published once the first are stored,
+    // is not read before the linger (400 ms) from the first read has passed.
+    const short = setup({ streams: { shards: 2 }, consumer: { batchSize: 2, lingerMs: 400 } });
+    const apart = ['AAA', 'BBB', 'CCC', 'DDD', 'EEE'];
+    const two = [apart.find((x) => shardOf(x, 2) === 0)!, apart.find((x) => shardOf(x, 2) === 1)!];
+    const first = await produceTicks(short.config, short.redis, 6, { frameSize: 10, seed: 2, symbols: two });
+    expect(new Set(first.map((t) => t.symbol)).size).toBe(2);
     const sinkB = new TimedSink();
     const b = startWorker(short.config, short.group, sinkB);
     const started = Date.now();
     await b.worker.start();
     await waitUntil(() => sinkB.stored.size === first.length, 'the first frame');
-    const second = await produceTicks(short.config, short.redis, 5, { frameSize: 10, seed: 3 });
+    const second = await produceTicks(short.config, short.redis, 5, { frameSize: 10, seed: 3, symbols: two });
     await waitUntil(() => sinkB.stored.size === first.length + second.length, 'the second frame');
     expect(sinkB.writeTimes).toHaveLength(2);
     expect(sinkB.writeTimes[1]! - started).toBeGreaterThanOrEqual(400);
