@@ -437,9 +437,11 @@ export default async function e2e(): Promise<BenchReport> {
             `${(p.cpuShare * 100).toFixed(0)}% / ${(p.gcShare * 100).toFixed(1)}% / ${fmtMs(p.eventLoopP99Ms)} ms`;
         }
         if (best.host !== undefined) {
-          for (const [name, share] of Object.entries(best.host.byName))
+          for (const name of SERVERS) {
+            const share = best.host.byName[name];
             summary[`${symbols} sym @${best.targetRate}/s: ${name} CPU (all its processes)`] =
-              `${(share * 100).toFixed(0)}% of a core`;
+              share === undefined ? 'not seen (/proc)' : `${(share * 100).toFixed(0)}% of a core`;
+          }
           summary[`${symbols} sym @${best.targetRate}/s: machine CPU busy`] =
             `${(best.host.busy * 100).toFixed(0)}% of ${cpus().length} cores`;
         }

@@ -10,7 +10,10 @@ export interface HostCpu {
   /** All cores: busy and total time (total = busy + idle + iowait). */
   busyS: number;
   totalS: number;
-  /** Per process name (`comm`): user + system time of every live process of that name. */
+  /**
+   * Per process name (`comm`): user + system time of every live process of that name, plus what their exited
+   * children used (PostgreSQL's postmaster reaps its backends and autovacuum workers). Absent: no such process.
+   */
   byName: Map<string, number>;
 }
 
@@ -35,7 +38,8 @@ export function hostCpu(names: readonly string[]): HostCpu | undefined {
     number,
   ];
   const busy = user + nice + system + irq + softirq + steal;
-  const byName = new Map<string, number>(names.map((n) => [n, 0]));
+  const wanted = new Set(names);
+  const byName = new Map<string, number>();
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     let s: string;
@@ -45,10 +49,11 @@ export function hostCpu(names: readonly string[]): HostCpu | undefined {
       continue; // gone meanwhile
     }
     const comm = s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'));
-    if (!byName.has(comm)) continue;
+    if (!wanted.has(comm)) continue;
     const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    // Fields 14 and 15 of stat (utime, stime) are the 12th and 13th after the command.
-    byName.set(comm, byName.get(comm)! + (Number(rest[11]) + Number(rest[12])) / HZ);
+    // Fields 14–17 of stat (utime, stime, cutime, cstime) are the 12th to 15th after the command.
+    const ticks = Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
+    byName.set(comm, (byName.get(comm) ?? 0) + ticks / HZ);
   }
   return { busyS: busy / HZ, totalS: (busy + idle + iowait) / HZ, byName };
 }
@@ -62,6 +67,11 @@ export function hostCpuDelta(
   const total = b.totalS - a.totalS;
   const wall = total / cpus().length;
   const byName: Record<string, number> = {};
-  for (const [name, t] of b.byName) byName[name] = (t - (a.byName.get(name) ?? 0)) / wall;
+  // A name seen in both readings only; a process of it that exited without a parent of the same name to reap
+  // it (not PostgreSQL's case) would still be lost.
+  for (const [name, t] of b.byName) {
+    const before = a.byName.get(name);
+    if (before !== undefined) byName[name] = (t - before) / wall;
+  }
   return { busy: (b.busyS - a.busyS) / total, byName };
 }

@@ -1,11 +1,11 @@
-import { Sender, SenderOptions, createBuffer } from '@questdb/nodejs-client';
+import { Sender, SenderOptions, createBuffer, createTransport } from '@questdb/nodejs-client';
 import { QuestDbSink, appendTick } from '../consumers/sinks/questdb.ts';
 import { GroupWorker } from '../consumers/worker.ts';
 import { loadConfig, type Config } from '../shared/config.ts';
 import { silentLogger } from '../shared/logger.ts';
 import type { Tick } from '../shared/model.ts';
 import { IlpRows, type IlpProtocolVersion } from '../shared/ilp.ts';
-import { requireQuestDbHttp } from '../shared/questdb.ts';
+import { ilpSenderOptions, requireQuestDbHttp } from '../shared/questdb.ts';
 import { closeRedis, createRedis, type RedisClient } from '../shared/redis.ts';
 import { SyntheticMarket, symbolNames } from '../producers/synthetic.ts';
 import { Publisher } from '../producers/publisher.ts';
@@ -19,7 +19,9 @@ import { measurement, type BenchReport, type Measurement } from './lib.ts';
  * - baseline: the QuestDB client filling the same rows (same column mapping) and flushing them directly.
  * Into the stand-in (cheap mode: it counts bytes and answers 204, so the figure is the client side's cost),
  * and, when QDB_CLIENT_CONF is set, into that real QuestDB too (fresh tables per run, dropped afterwards).
- * Target: the writer reaches >= 70% of the direct client's rate.
+ * Target: the writer reaches >= 70% of the client alone. Beside them, the writer's rows (shared/ilp.ts) sent
+ * alone through the client's transport in the same batches: the writer's rate against that is its own
+ * overhead (reading, decoding and acknowledging through Redis), now that its rows cost a tenth of the client's.
  * And the encoding alone, per protocol version: the rows the writer builds (shared/ilp.ts) against the client's
  * own buffer filling the same rows (what the writer did before; docs/adr/0017-own-ilp-encoder.md).
  */
@@ -70,7 +72,7 @@ export default async function questdbBench(): Promise<BenchReport> {
     summary,
     notes: [
       `${TICKS} synthetic ticks (200 symbols), ${batch}-tick batches (${base.consumer.batchSize} entries × ${base.producer.frameSize}-tick frames), ${REPS} runs each, median`,
-      'writer = Redis streams → GroupWorker (read, decode, ack) → QuestDB sink; direct = client only, same rows',
+      'writer = Redis streams → GroupWorker (read, decode, ack) → QuestDB sink; baseline = the same rows sent alone through the client transport; client alone = the client buffer + Sender',
     ],
   };
 }
@@ -84,17 +86,29 @@ async function compare(
 ): Promise<{ measurements: Measurement[]; verdict: string }> {
   const writer: number[] = [];
   const direct: number[] = [];
+  const directOwn: number[] = [];
   for (let rep = 0; rep < REPS; rep++) {
-    const config = runConfig(base, clientConf, rep);
-    direct.push(await directRun(config, ticks, batch));
+    direct.push(await directRun(runConfig(base, clientConf, rep), ticks, batch));
+    directOwn.push(await directOwnRun(runConfig(base, clientConf, rep + 200), ticks, batch));
     writer.push(await writerRun(runConfig(base, clientConf, rep + 100), ticks));
   }
   const w = measurement(`${target}: hot writer via Redis + GroupWorker`, 'ticks/s', writer);
-  const d = measurement(`${target}: baseline, client alone (same rows, same batches)`, 'ticks/s', direct);
+  const o = measurement(
+    `${target}: baseline, the writer's rows (shared/ilp.ts) + the client's transport alone, same batches`,
+    'ticks/s',
+    directOwn,
+  );
+  const d = measurement(
+    `${target}: the client alone (its own buffer, same rows, same batches)`,
+    'ticks/s',
+    direct,
+  );
+  // The target is against the client alone, as it was set; against the same rows sent alone the ratio is the
+  // writer's own overhead (reading, decoding and acknowledging through Redis), shown beside it.
   const ratio = w.value / d.value;
   return {
-    measurements: [w, d],
-    verdict: `${(ratio * 100).toFixed(0)}% (target >= 70%) ${ratio >= 0.7 ? 'ok' : 'MISSED'}`,
+    measurements: [w, o, d],
+    verdict: `${(ratio * 100).toFixed(0)}% of the client alone (target >= 70%) ${ratio >= 0.7 ? 'ok' : 'MISSED'}; ${((w.value / o.value) * 100).toFixed(0)}% of the same rows sent alone through the client's transport`,
   };
 }
 
@@ -127,6 +141,32 @@ async function directRun(config: Config, ticks: readonly Tick[], batch: number):
     return ticks.length / ((performance.now() - started) / 1000);
   } finally {
     await sender.close();
+    await dropTables(config, sink.tables);
+  }
+}
+
+async function directOwnRun(config: Config, ticks: readonly Tick[], batch: number): Promise<number> {
+  const sink = new QuestDbSink({ settings: config.questdb, log: silentLogger() });
+  await sink.start();
+  await sink.close();
+  const options = await ilpSenderOptions(config.questdb.clientConf!, silentLogger());
+  const transport = createTransport(options);
+  const rows = new IlpRows({
+    protocolVersion: options.protocol_version as IlpProtocolVersion,
+    tables: sink.tables,
+    maxBytes: 100 * 1024 * 1024,
+  });
+  try {
+    const started = performance.now();
+    for (let i = 0; i < ticks.length; i += batch) {
+      const end = Math.min(ticks.length, i + batch);
+      for (let j = i; j < end; j++) rows.add(ticks[j]!);
+      await transport.send(Buffer.from(rows.view()));
+      rows.reset();
+    }
+    return ticks.length / ((performance.now() - started) / 1000);
+  } finally {
+    await transport.close();
     await dropTables(config, sink.tables);
   }
 }
