@@ -205,6 +205,11 @@ describe('tickstream CLI (processes, real Redis)', () => {
 
       // The rest (if the stop left any unread) goes to a new process; no entry is acknowledged twice.
       const second = startCli(['consume', 'archive', '--group', group], archiveEnv);
+      // Running before it is signalled: with the read linger the first process may have taken all of the second
+      // thousand in its held flush, and a process signalled while it starts has no handler yet.
+      await waitUntil(() => /"msg":"consuming"/.test(second.out.stderr), 'the second process consuming', {
+        timeoutMs: 30_000,
+      });
       await waitUntil(
         async () => (await rows()) === 2000 && (await pendingTotal(redis, own, group)) === 0,
         'both thousands archived and acknowledged',

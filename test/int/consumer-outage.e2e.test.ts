@@ -186,6 +186,11 @@ describe(
       await waitUntil(async () => (await stored(ctx)) === first.length + second.length, 'the rest archived', {
         timeoutMs: 30_000,
       });
+      // Running before it is signalled: the held batch may have been all of the rest (the read linger makes
+      // one large read of it), and a process signalled while it starts has no handler yet.
+      await waitUntil(() => /"msg":"consuming"/.test(next.out.stderr), 'the second process consuming', {
+        timeoutMs: 30_000,
+      });
       next.kill('SIGTERM');
       expect((await finished(next)).code).toBe(0);
     });
