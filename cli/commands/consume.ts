@@ -10,7 +10,7 @@ import { groupBacklog } from '../../consumers/status.ts';
 import { scrapedCounter, scrapedGauge } from '../../shared/metrics.ts';
 import { groupReady, redisReady } from '../../shared/probes.ts';
 import { deadLetterKey } from '../../shared/streams.ts';
-import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
+import { lingerFor, SINKS, sinkNames } from '../../consumers/sinks/index.ts';
 import { startProbes, storeChecks } from '../probes.ts';
 import { makeRuntime, positiveInt, runCommand } from '../runtime.ts';
 
@@ -50,7 +50,7 @@ export async function consume(sinkName: string, opts: ConsumeOpts): Promise<void
     consumer: {
       ...runtime.config.consumer,
       ...(readBatch === undefined ? {} : { batchSize: readBatch }),
-      lingerMs: runtime.config.consumer.lingerMs ?? definition.lingerMs ?? 0,
+      lingerMs: lingerFor(definition, runtime.config),
     },
   };
   const group = opts.group ?? definition.group;

@@ -10,7 +10,7 @@ import { SyntheticMarket } from '../../producers/synthetic.ts';
 import { readQuotes } from '../../consumers/sinks/quotes.ts';
 import { archiveCounts } from '../../consumers/sinks/archive.ts';
 import { closePgPool, createPgPool } from '../../shared/pg.ts';
-import { SINKS, sinkNames } from '../../consumers/sinks/index.ts';
+import { lingerFor, SINKS, sinkNames } from '../../consumers/sinks/index.ts';
 import { streamsStatus } from '../../consumers/status.ts';
 import { GroupWorker } from '../../consumers/worker.ts';
 import { duration, formatDuration, makeRuntime, positiveNumber, runCommand } from '../runtime.ts';
@@ -71,7 +71,11 @@ async function demo(opts: DemoOpts): Promise<void> {
         group: def.group,
         consumer: consumerName(config),
         sink,
-        settings: { ...config.consumer, blockMs: Math.min(config.consumer.blockMs, 200) },
+        settings: {
+          ...config.consumer,
+          blockMs: Math.min(config.consumer.blockMs, 200),
+          lingerMs: lingerFor(def, config),
+        },
         log,
       });
       workers.push({ name, worker });

@@ -77,6 +77,11 @@ export const SINKS: Record<string, SinkDefinition> = {
   },
 };
 
+/** The read linger a consumer of this sink uses: TICKSTREAM_CONSUMER_LINGER_MS when set, else the sink's. */
+export function lingerFor(definition: SinkDefinition, config: Config): number {
+  return config.consumer.lingerMs ?? definition.lingerMs ?? 0;
+}
+
 export function sinkNames(): string[] {
   return Object.keys(SINKS);
 }

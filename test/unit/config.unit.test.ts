@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../shared/errors.ts';
 import { loadConfig } from '../../shared/config.ts';
+import { lingerFor, SINKS } from '../../consumers/sinks/index.ts';
 
 describe('config', () => {
   it('has working defaults', () => {
@@ -21,6 +22,17 @@ describe('config', () => {
       /TICKSTREAM_CONSUMER_LINGER_MS/,
     );
     expect(() => loadConfig({ env: { TICKSTREAM_CONSUMER_LINGER_MS: 'soon' } })).toThrow(/a decimal integer/);
+    // Unset: each sink's own; set: the same for every sink.
+    const unset = loadConfig({ env: {} });
+    expect(Object.fromEntries(Object.entries(SINKS).map(([n, d]) => [n, lingerFor(d, unset)]))).toEqual({
+      archive: 100,
+      quotes: 0,
+      questdb: 100,
+      kafka: 0,
+      bars: 500,
+    });
+    const set = loadConfig({ env: { TICKSTREAM_CONSUMER_LINGER_MS: '0' } });
+    expect(Object.values(SINKS).map((d) => lingerFor(d, set))).toEqual([0, 0, 0, 0, 0]);
   });
 
   it('reads and coerces environment variables', () => {
