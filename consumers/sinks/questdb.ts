@@ -276,9 +276,8 @@ export class QuestDbSink implements Sink {
       // this call has given up on it, and the rows' buffer is rewritten for the next attempt meanwhile.
       await flushWithin(client.transport.send(Buffer.from(client.rows.view())), options);
     } catch (err) {
+      // Retriable: flushNow replaces the transport the abandoned request holds (renewTransport).
       if (err instanceof IlpFlushTimeout) {
-        // The abandoned request holds the old transport: it is replaced.
-        if (this.client === client && options !== undefined) this.client = this.newClient(options);
         throw new SinkError('QuestDB unavailable', { retriable: true, cause: err });
       }
       throw err;

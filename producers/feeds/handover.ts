@@ -79,44 +79,27 @@ export class TickPacker {
    */
   take(): { columns: TickColumns; transfer: ArrayBuffer[] } {
     const n = this.count;
-    if (n < this.capacity) {
-      const columns: TickColumns = {
-        newStrings: this.newStrings,
-        kinds: this.kinds.slice(0, n),
-        names: this.names.slice(0, 3 * n),
-        ts: this.ts.slice(0, n),
-        seqs: this.seqs.slice(0, n),
-        values: this.values.slice(0, 4 * n),
-      };
-      this.newStrings = [];
-      this.count = 0;
-      const transfer = [columns.kinds, columns.names, columns.ts, columns.seqs, columns.values].map(
-        (a) => a.buffer as ArrayBuffer,
-      );
-      return { columns, transfer };
-    }
+    const full = n === this.capacity;
     const columns: TickColumns = {
       newStrings: this.newStrings,
-      kinds: this.kinds.subarray(0, n),
-      names: this.names.subarray(0, 3 * n),
-      ts: this.ts.subarray(0, n),
-      seqs: this.seqs.subarray(0, n),
-      values: this.values.subarray(0, 4 * n),
+      kinds: full ? this.kinds : this.kinds.slice(0, n),
+      names: full ? this.names : this.names.slice(0, 3 * n),
+      ts: full ? this.ts : this.ts.slice(0, n),
+      seqs: full ? this.seqs : this.seqs.slice(0, n),
+      values: full ? this.values : this.values.slice(0, 4 * n),
     };
-    const transfer = [
-      this.kinds.buffer,
-      this.names.buffer,
-      this.ts.buffer,
-      this.seqs.buffer,
-      this.values.buffer,
-    ] as ArrayBuffer[];
-    const c = this.capacity;
+    const transfer = [columns.kinds, columns.names, columns.ts, columns.seqs, columns.values].map(
+      (a) => a.buffer as ArrayBuffer,
+    );
+    if (full) {
+      const c = this.capacity;
+      this.kinds = new Uint8Array(c);
+      this.names = new Uint32Array(c * 3);
+      this.ts = new BigInt64Array(c);
+      this.seqs = new Float64Array(c);
+      this.values = new Float64Array(c * 4);
+    }
     this.newStrings = [];
-    this.kinds = new Uint8Array(c);
-    this.names = new Uint32Array(c * 3);
-    this.ts = new BigInt64Array(c);
-    this.seqs = new Float64Array(c);
-    this.values = new Float64Array(c * 4);
     this.count = 0;
     return { columns, transfer };
   }
