@@ -7,7 +7,7 @@ import { QuestDbSink, YIELD_EVERY_ROWS } from '../../consumers/sinks/questdb.ts'
 import { GroupWorker } from '../../consumers/worker.ts';
 import type { Config } from '../../shared/config.ts';
 import { silentLogger } from '../../shared/logger.ts';
-import type { Tick, Trade } from '../../shared/model.ts';
+import { TickSchema, type Quote, type Tick, type Trade } from '../../shared/model.ts';
 import { closePgPool, createPgPool, withClient, type PgPool } from '../../shared/pg.ts';
 import { requireQuestDbHttp, walTables, type QuestDbHttp } from '../../shared/questdb.ts';
 import { closeRedis, type RedisClient } from '../../shared/redis.ts';
@@ -200,6 +200,118 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
       expect(await one(`select count() from (select distinct ts, seq from ${table})`)).toBe(want.length);
       expect(await one(`select sum(seq) from ${table}`)).toBe(want.reduce((n, t) => n + t.seq, 0));
     }
+  });
+
+  it('every field lands exactly as the tick holds it: escapes, non-ASCII text, empty venue and side, awkward doubles', async () => {
+    // The writer builds its ILP rows itself (shared/ilp.ts, ADR 0017): what QuestDB stores is the contract.
+    const { http, sink } = hot();
+    const source = uniqueName('src');
+    const t0 = BigInt(Date.now()) * 1_000_000n + 123_457n;
+    const awkward = 'A B,C=D\\E"F';
+    const ticks: Tick[] = [
+      {
+        type: 'trade',
+        source,
+        symbol: awkward,
+        ts: t0,
+        seq: 1,
+        venue: 'Börse Zürich',
+        price: 0.1 + 0.2,
+        size: 1e-9,
+        side: 'buy',
+      },
+      {
+        type: 'trade',
+        source,
+        symbol: '株式',
+        ts: t0 + 1n,
+        seq: 2,
+        venue: '',
+        price: 123_456_789.123,
+        size: 2 ** 49 + 0.5,
+        side: '',
+      },
+      {
+        type: 'trade',
+        source,
+        symbol: '😀x',
+        ts: t0 + 2n,
+        seq: Number.MAX_SAFE_INTEGER,
+        venue: 'a=b, c',
+        price: 1e15,
+        size: 0,
+        side: 'sell',
+      },
+      {
+        type: 'quote',
+        source,
+        symbol: awkward,
+        ts: t0 + 3n,
+        seq: 3,
+        venue: '',
+        bidPrice: 187.25,
+        bidSize: 1 / 3,
+        askPrice: 187.26,
+        askSize: 1e-9,
+      },
+      {
+        type: 'quote',
+        source,
+        symbol: 'Ünïcødé',
+        ts: t0 + 4n,
+        seq: 4,
+        venue: 'X\\Y',
+        bidPrice: 1e-9,
+        bidSize: 1e15,
+        askPrice: 0.7 * 3,
+        askSize: 42,
+      },
+    ].map((t) => TickSchema.parse(t));
+    await sink.start();
+    cleanups.push(() => sink.close());
+    await sink.write(ticks);
+    await sink.flush();
+    expect(sink.stats).toMatchObject({ rows: ticks.length, flushes: 1, failedFlushes: 0 });
+    await holds(http, sink, ticks);
+    const tsOf = (ns: bigint) => {
+      const iso = nsToIso(ns.toString());
+      return sink.timestampType === 'TIMESTAMP_NS' ? iso : `${iso.slice(0, 26)}Z`;
+    };
+    const trades = await http.rows(
+      `select ts, source, symbol, venue, seq, price, size, side from ${sink.tables.trades} where source = '${source}' order by seq`,
+    );
+    expect(trades).toEqual(
+      ticks
+        .filter((t): t is Trade => t.type === 'trade')
+        .map((t) => ({
+          ts: tsOf(t.ts),
+          source,
+          symbol: t.symbol,
+          venue: t.venue === '' ? null : t.venue,
+          seq: t.seq,
+          price: t.price,
+          size: t.size,
+          side: t.side === '' ? null : t.side,
+        })),
+    );
+    const quotes = await http.rows(
+      `select ts, source, symbol, venue, seq, bid_price, bid_size, ask_price, ask_size from ${sink.tables.quotes} where source = '${source}' order by seq`,
+    );
+    expect(quotes).toEqual(
+      ticks
+        .filter((t): t is Quote => t.type === 'quote')
+        .map((t) => ({
+          ts: tsOf(t.ts),
+          source,
+          symbol: t.symbol,
+          venue: t.venue === '' ? null : t.venue,
+          seq: t.seq,
+          bid_price: t.bidPrice,
+          bid_size: t.bidSize,
+          ask_price: t.askPrice,
+          ask_size: t.askSize,
+        })),
+    );
   });
 
   it('replaying the same run adds no rows (DEDUP UPSERT KEYS)', async () => {
