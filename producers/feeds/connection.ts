@@ -1,8 +1,8 @@
 import { isUtf8 } from 'node:buffer';
-import WebSocket from 'ws';
 import { backoffMs, sleep } from '../../shared/lifecycle.ts';
 import { nowNs, type Tick } from '../../shared/model.ts';
 import type { FeedEvent, FeedMapper } from './mapper.ts';
+import { FeedSocket, ReadyState } from './websocket.ts';
 
 /**
  * One venue's WebSocket, kept open until `stop()`: what a feed does whichever thread it runs on (in the
@@ -83,7 +83,7 @@ interface Outcome {
 export class FeedConnection {
   readonly stats: FeedStats = emptyFeedStats();
   private readonly stopping = new AbortController();
-  private ws: WebSocket | undefined;
+  private ws: FeedSocket | undefined;
   private paused = false;
   private fatal: string | undefined;
   private lastConnectAt = 0;
@@ -125,10 +125,10 @@ export class FeedConnection {
   stop(): void {
     this.stopping.abort();
     const ws = this.ws;
-    // The close handshake needs the venue's close frame read: a paused socket would wait out ws's 30 s close
+    // The close handshake needs the venue's close frame read: a paused socket would wait out the close
     // timeout. What arrives until then is handed over like the rest.
     this.resume();
-    if (ws !== undefined && ws.readyState === WebSocket.OPEN) {
+    if (ws !== undefined && ws.readyState === ReadyState.Open) {
       for (const m of this.mapper.onClose()) ws.send(m);
       ws.close(1000, 'shutting down');
     } else {
@@ -152,16 +152,6 @@ export class FeedConnection {
   private connectOnce(): Promise<Outcome> {
     const { mapper, settings: s, log } = this;
     return new Promise<Outcome>((resolve) => {
-      // UTF-8 is checked in onMessage, only for text that decoded with a replacement character: ws's own check
-      // ran on every message (3% of a feed worker's time) and closed the connection (1007) on a bad one, where
-      // a malformed message should be kept and the feed go on.
-      const ws = new WebSocket(mapper.url(), {
-        handshakeTimeout: s.connectTimeoutMs,
-        maxPayload: 16 << 20,
-        skipUTF8Validation: true,
-      });
-      this.ws = ws;
-      this.stats.connects++;
       let delivered = false;
       let reason = '';
       let lastSign = Date.now();
@@ -172,7 +162,7 @@ export class FeedConnection {
         if (sender !== undefined) return;
         const next = () => {
           const m = outbox.shift();
-          if (m === undefined || ws.readyState !== WebSocket.OPEN) {
+          if (m === undefined || ws.readyState !== ReadyState.Open) {
             sender = undefined;
             return;
           }
@@ -181,7 +171,49 @@ export class FeedConnection {
         };
         next();
       };
-      const heartbeat = setInterval(
+      let heartbeat: NodeJS.Timeout | undefined;
+      // UTF-8 is checked in onMessage, only for text that decoded with a replacement character: checking every
+      // message cost 3% of a feed worker's time, and a bad message should be kept as malformed and the feed go
+      // on rather than the connection close (1007).
+      const ws = FeedSocket.connect(
+        mapper.url(),
+        { handshakeTimeoutMs: s.connectTimeoutMs, maxPayload: 16 << 20, closeTimeoutMs: s.connectTimeoutMs },
+        {
+          open: () => {
+            lastSign = Date.now();
+            this.stats.connected = true;
+            this.hooks.state();
+            log.info({ url: redactUrl(mapper.url()) }, 'feed connected');
+            send(mapper.onOpen());
+          },
+          ping: () => (lastSign = Date.now()),
+          pong: () => (lastSign = Date.now()),
+          message: (data, start, end) => {
+            const receivedNs = this.receiveTime();
+            lastSign = this.readMs;
+            delivered = true;
+            const more = this.onMessage(data, start, end, receivedNs);
+            if (more !== undefined) send(more);
+            if (this.fatal !== undefined) ws.close(1000, 'refused');
+          },
+          error: (err) => {
+            reason = err.message;
+          },
+          close: (info) => {
+            clearInterval(heartbeat);
+            if (sender !== undefined) clearTimeout(sender);
+            this.ws = undefined;
+            this.stats.connected = false;
+            this.hooks.state();
+            resolve({ delivered, reason: reason === '' ? `closed with code ${info.code}` : reason });
+          },
+        },
+      );
+      // A pause asked for before (or across) a reconnect holds for the new socket too.
+      if (this.paused) ws.pause();
+      this.ws = ws;
+      this.stats.connects++;
+      heartbeat = setInterval(
         () => {
           // A paused socket reads nothing, pongs included: silence is ours then, not the venue's.
           if (this.paused) lastSign = Date.now();
@@ -190,45 +222,15 @@ export class FeedConnection {
             ws.terminate();
             return;
           }
-          if (ws.readyState === WebSocket.OPEN) ws.ping();
+          if (ws.readyState === ReadyState.Open) ws.ping();
         },
         Math.max(20, Math.floor(s.staleMs / 3)),
       );
-      ws.on('open', () => {
-        lastSign = Date.now();
-        // A pause asked for before (or across) a reconnect holds for the new socket too.
-        if (this.paused) ws.pause();
-        this.stats.connected = true;
-        this.hooks.state();
-        log.info({ url: redactUrl(mapper.url()) }, 'feed connected');
-        send(mapper.onOpen());
-      });
-      ws.on('ping', () => (lastSign = Date.now()));
-      ws.on('pong', () => (lastSign = Date.now()));
-      ws.on('message', (data: WebSocket.RawData) => {
-        const receivedNs = this.receiveTime();
-        lastSign = this.readMs;
-        delivered = true;
-        const more = this.onMessage(data, receivedNs);
-        if (more !== undefined) send(more);
-        if (this.fatal !== undefined) ws.close(1000, 'refused');
-      });
-      ws.on('error', (err) => {
-        reason = err.message;
-      });
-      ws.on('close', (code) => {
-        clearInterval(heartbeat);
-        if (sender !== undefined) clearTimeout(sender);
-        this.ws = undefined;
-        this.stats.connected = false;
-        this.hooks.state();
-        resolve({ delivered, reason: reason === '' ? `closed with code ${code}` : reason });
-      });
     });
   }
 
   /**
-   * The time the current socket read arrived: ws hands over every message of one read synchronously, and they
+   * The time the current socket read arrived: FeedSocket hands over every message of one read synchronously, and they
    * arrived together, so the clocks are read once per read rather than per message (a cost the profile showed).
    */
   private receiveTime(): bigint {
@@ -240,18 +242,13 @@ export class FeedConnection {
   }
 
   /** Map one message; returns what the mapper wants sent back. */
-  private onMessage(data: WebSocket.RawData, receivedNs: bigint): string[] | undefined {
+  private onMessage(data: Buffer, start: number, end: number, receivedNs: bigint): string[] | undefined {
     this.stats.messages++;
     this.stats.lastMessageAt = this.readMs;
-    const bytes = Array.isArray(data)
-      ? Buffer.concat(data)
-      : Buffer.isBuffer(data)
-        ? data
-        : Buffer.from(data);
-    const text = bytes.toString('utf8');
+    const text = data.toString('utf8', start, end);
     // Invalid bytes decode to U+FFFD: a message with one is checked, and kept as malformed when it is not
     // UTF-8 (never mapped with the bytes rewritten: two symbols differing in them would become one).
-    if (text.includes('\uFFFD') && !isUtf8(bytes)) {
+    if (text.includes('\uFFFD') && !isUtf8(data.subarray(start, end))) {
       this.event({ kind: 'malformed', detail: 'not valid UTF-8', raw: text });
       return undefined;
     }
