@@ -171,7 +171,6 @@ export class FeedConnection {
         };
         next();
       };
-      let heartbeat: NodeJS.Timeout | undefined;
       // UTF-8 is checked in onMessage, only for text that decoded with a replacement character: checking every
       // message cost 3% of a feed worker's time, and a bad message should be kept as malformed and the feed go
       // on rather than the connection close (1007).
@@ -213,7 +212,8 @@ export class FeedConnection {
       if (this.paused) ws.pause();
       this.ws = ws;
       this.stats.connects++;
-      heartbeat = setInterval(
+      // Declared after the socket's handlers that clear it: FeedSocket calls none of them before connect returns.
+      const heartbeat = setInterval(
         () => {
           // A paused socket reads nothing, pongs included: silence is ours then, not the venue's.
           if (this.paused) lastSign = Date.now();

@@ -42,6 +42,8 @@ export interface FeedSocketOptions {
   maxPayload: number;
   /** How long a close we started waits for the server's close frame before dropping the connection. */
   closeTimeoutMs: number;
+  /** Certificates trusted for wss:// instead of the system's (a private venue gateway; the TLS test). */
+  ca?: string | Buffer;
 }
 
 export const ReadyState = { Connecting: 0, Open: 1, Closing: 2, Closed: 3 } as const;
@@ -143,7 +145,8 @@ export class FrameReader {
   }
 
   private check(b0: number, b1: number, length: number): void {
-    if ((b0 & 0x70) !== 0) throw new WebSocketProtocolError('reserved bits set (no extension was agreed)', 1002);
+    if ((b0 & 0x70) !== 0)
+      throw new WebSocketProtocolError('reserved bits set (no extension was agreed)', 1002);
     if ((b1 & 0x80) !== 0) throw new WebSocketProtocolError('the server masked a frame', 1002);
     const opcode = b0 & 0x0f;
     const fin = (b0 & 0x80) !== 0;
@@ -206,6 +209,14 @@ export function clientFrame(opcode: number, payload: Buffer): Buffer {
   return frame;
 }
 
+/** A received close code as it may be sent back (RFC 6455 section 7.4; 1004-1006 and 1015 are never sent). */
+function echoable(code: number): number {
+  return (code >= 1000 && code <= 1014 && ![1004, 1005, 1006].includes(code)) ||
+    (code >= 3000 && code <= 4999)
+    ? code
+    : 1002;
+}
+
 function closePayload(code: number, reason: string): Buffer {
   const text = Buffer.from(reason);
   const payload = Buffer.allocUnsafe(2 + text.length);
@@ -236,7 +247,10 @@ export class FeedSocket {
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port === '' ? (secure ? 443 : 80) : Number(url.port),
       path: `${url.pathname}${url.search}`,
-      auth: url.username === '' ? undefined : `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`,
+      auth:
+        url.username === ''
+          ? undefined
+          : `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`,
       headers: {
         Connection: 'Upgrade',
         Upgrade: 'websocket',
@@ -245,6 +259,7 @@ export class FeedSocket {
       },
       // Its own connection: an upgraded socket is never returned to a pool.
       agent: false,
+      ...(secure && options.ca !== undefined ? { ca: options.ca } : {}),
     });
     const timer = setTimeout(
       () => fail(new Error('opening handshake has timed out')),
@@ -336,7 +351,8 @@ export class FeedSocket {
   private open(socket: Duplex, head: Buffer): void {
     this.socket = socket;
     this.state = ReadyState.Open;
-    if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') (socket.setNoDelay as () => void)();
+    if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function')
+      (socket.setNoDelay as () => void)();
     const reader = new FrameReader(this.options.maxPayload, {
       // Also while closing: what the server sent before its close frame is as good as the rest.
       message: (data, start, end) => this.handlers.message(data, start, end),
@@ -359,13 +375,15 @@ export class FeedSocket {
         this.closeTimer ??= setTimeout(() => socket.destroy(), this.options.closeTimeoutMs);
       }
     };
+    // Frames that came with the handshake's response go back to the stream, to be read (or held while
+    // paused) like the rest.
+    if (head.length > 0) socket.unshift(head);
+    this.handlers.open();
+    if (this.paused) socket.pause();
     socket.on('data', onData);
     socket.on('error', (err) => (this.error ??= err));
     socket.on('close', () => this.finish(this.closeInfo ?? { code: 1006, reason: '' }));
     socket.on('end', () => socket.end());
-    if (this.paused) socket.pause();
-    this.handlers.open();
-    if (head.length > 0) onData(head);
   }
 
   private control(opcode: number, payload: Buffer): void {
@@ -379,7 +397,8 @@ export class FeedSocket {
         payload.length >= 2
           ? { code: payload.readUInt16BE(0), reason: payload.toString('utf8', 2) }
           : { code: 1005, reason: '' };
-      if (!this.closeSent) this.sendClose(1000, '');
+      // Echoed, as is usual (RFC 6455 section 5.5.1); a code no endpoint may send is answered with 1002.
+      if (!this.closeSent) this.sendClose(payload.length < 2 ? 1000 : echoable(this.closeInfo.code), '');
       this.state = ReadyState.Closing;
       // The server closes TCP after the handshake (RFC 6455 section 7.1.1); ending our side lets it.
       this.socket?.end();
