@@ -132,7 +132,9 @@ export class FeedConnection {
       for (const m of this.mapper.onClose()) ws.send(m);
       ws.close(1000, 'shutting down');
     } else {
-      ws?.terminate(); // still connecting: nothing to unsubscribe from
+      // Still connecting: nothing to unsubscribe from. The socket's close handler runs inside this call
+      // (hooks.state() included), not on a later tick as it did with ws.
+      ws?.terminate();
     }
   }
 

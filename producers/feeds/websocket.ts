@@ -1,6 +1,8 @@
+import { isUtf8 } from 'node:buffer';
 import { createHash, randomBytes, randomFillSync } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { unescape } from 'node:querystring';
 import type { Duplex } from 'node:stream';
 
 /**
@@ -73,7 +75,8 @@ export interface FrameHandlers {
  * Server-to-client frames from a byte stream. Every whole frame of a read is handled in one loop; a frame
  * split across reads waits, its pieces kept as read, until all of it is there (one copy, however many reads).
  * A fragmented message is joined once its last fragment arrives. Throws WebSocketProtocolError; after that
- * the reader is done.
+ * the reader is done. What waits (a split frame, fragments) is kept as views of the chunks pushed: a chunk
+ * must not be written to after it is pushed (a socket's reads are fresh buffers).
  */
 export class FrameReader {
   private pending: Buffer[] = [];
@@ -209,12 +212,12 @@ export function clientFrame(opcode: number, payload: Buffer): Buffer {
   return frame;
 }
 
-/** A received close code as it may be sent back (RFC 6455 section 7.4; 1004-1006 and 1015 are never sent). */
-function echoable(code: number): number {
-  return (code >= 1000 && code <= 1014 && ![1004, 1005, 1006].includes(code)) ||
+/** Whether a close code may be sent in a close frame (RFC 6455 section 7.4; 1004-1006 and 1015 never are). */
+function sendable(code: number): boolean {
+  return (
+    (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) ||
     (code >= 3000 && code <= 4999)
-    ? code
-    : 1002;
+  );
 }
 
 function closePayload(code: number, reason: string): Buffer {
@@ -247,10 +250,11 @@ export class FeedSocket {
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port === '' ? (secure ? 443 : 80) : Number(url.port),
       path: `${url.pathname}${url.search}`,
+      // As ws does: userinfo becomes Basic auth, unescaped without throwing on a stray `%`.
       auth:
-        url.username === ''
+        url.username === '' && url.password === ''
           ? undefined
-          : `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`,
+          : `${unescape(url.username)}:${unescape(url.password)}`,
       headers: {
         Connection: 'Upgrade',
         Upgrade: 'websocket',
@@ -320,10 +324,10 @@ export class FeedSocket {
     this.write(Op.Ping, Buffer.alloc(0));
   }
 
-  /** Stop reading: TCP then holds the server back. */
+  /** Stop reading: TCP then holds the server back. Not while closing: the server's close frame must be read. */
   pause(): void {
     this.paused = true;
-    this.socket?.pause();
+    if (this.state !== ReadyState.Closing) this.socket?.pause();
   }
 
   resume(): void {
@@ -354,9 +358,14 @@ export class FeedSocket {
     if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function')
       (socket.setNoDelay as () => void)();
     const reader = new FrameReader(this.options.maxPayload, {
-      // Also while closing: what the server sent before its close frame is as good as the rest.
-      message: (data, start, end) => this.handlers.message(data, start, end),
-      control: (opcode, payload) => this.control(opcode, payload),
+      // Also while closing: what the server sent before its close frame is as good as the rest. Nothing after
+      // it is (RFC 6455 section 5.5.1: the close frame is the server's last).
+      message: (data, start, end) => {
+        if (this.closeInfo === undefined) this.handlers.message(data, start, end);
+      },
+      control: (opcode, payload) => {
+        if (this.closeInfo === undefined) this.control(opcode, payload);
+      },
     });
     const onData = (chunk: Buffer) => {
       try {
@@ -382,8 +391,18 @@ export class FeedSocket {
     if (this.paused) socket.pause();
     socket.on('data', onData);
     socket.on('error', (err) => (this.error ??= err));
-    socket.on('close', () => this.finish(this.closeInfo ?? { code: 1006, reason: '' }));
-    socket.on('end', () => socket.end());
+    socket.on('close', () => {
+      // What was read but not yet handled (a paused socket's buffer) is delivered before the end, as ws does.
+      if (this.closeInfo === undefined && socket.listenerCount('data') > 0 && socket.readableLength > 0) {
+        const rest = socket.read() as Buffer | null;
+        if (rest !== null) onData(rest);
+      }
+      this.finish(this.closeInfo ?? { code: 1006, reason: '' });
+    });
+    socket.on('end', () => {
+      if (this.state === ReadyState.Open) this.state = ReadyState.Closing;
+      socket.end();
+    });
   }
 
   private control(opcode: number, payload: Buffer): void {
@@ -393,12 +412,15 @@ export class FeedSocket {
     } else if (opcode === Op.Pong) {
       this.handlers.pong();
     } else {
-      this.closeInfo =
-        payload.length >= 2
-          ? { code: payload.readUInt16BE(0), reason: payload.toString('utf8', 2) }
-          : { code: 1005, reason: '' };
-      // Echoed, as is usual (RFC 6455 section 5.5.1); a code no endpoint may send is answered with 1002.
-      if (!this.closeSent) this.sendClose(payload.length < 2 ? 1000 : echoable(this.closeInfo.code), '');
+      if (payload.length === 1) throw new WebSocketProtocolError('close frame with a 1-byte payload', 1002);
+      const code = payload.length === 0 ? 1005 : payload.readUInt16BE(0);
+      if (payload.length > 0 && !sendable(code))
+        throw new WebSocketProtocolError(`close frame with the invalid code ${code}`, 1002);
+      if (!isUtf8(payload.subarray(2)))
+        throw new WebSocketProtocolError('close frame whose reason is not UTF-8', 1007);
+      this.closeInfo = { code, reason: payload.toString('utf8', 2) };
+      // Echoed, as is usual (RFC 6455 section 5.5.1).
+      if (!this.closeSent) this.sendClose(payload.length === 0 ? 1000 : code, '');
       this.state = ReadyState.Closing;
       // The server closes TCP after the handshake (RFC 6455 section 7.1.1); ending our side lets it.
       this.socket?.end();

@@ -1,3 +1,4 @@
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type WebSocket from 'ws';
 import { CoinbaseMapper } from '../../producers/feeds/coinbase.ts';
@@ -176,6 +177,37 @@ describe.each([
     expect(ticks.map((t) => t.seq)).toEqual([1, 2]);
     expect(connections).toBe(2);
     expect(source.stats.reconnects).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a venue that never answers the handshake is retried, and close() while connecting ends the feed', async () => {
+    const attempts: Socket[] = [];
+    const server = createTcpServer((socket) => {
+      attempts.push(socket); // accepts TCP, never answers the upgrade
+      socket.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(async () => {
+      for (const a of attempts) a.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    });
+    const port = (server.address() as { port: number }).port;
+    const source = new FeedSource({
+      mapper: new CoinbaseMapper({
+        symbols: ['BTC-USD'],
+        channels: ['trades'],
+        url: `ws://127.0.0.1:${port}`,
+      }),
+      settings: { ...fast, connectTimeoutMs: 150 },
+      log: silentLogger(),
+    });
+    const consumed = collect(source, () => false);
+    await waitUntil(() => attempts.length >= 2, 'a second attempt after the handshake timed out');
+    await waitUntil(() => attempts.length >= 3, 'a third attempt, to close while it connects');
+    await source.close();
+    expect(await consumed).toEqual([]);
+    expect(source.stats.connected).toBe(false);
+    expect(source.stats.reconnects).toBeGreaterThanOrEqual(2);
+    expect(source.stats.connects).toBeGreaterThanOrEqual(3);
   });
 
   it('ends with a non-retriable error when the venue refuses the subscription', async () => {

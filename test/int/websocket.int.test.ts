@@ -106,6 +106,19 @@ function accept(request: string): string {
   return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
 }
 
+/** An unmasked server frame with a payload under 126 bytes. */
+function serverFrame(opcode: number, payload: Buffer | string): Buffer {
+  const body = Buffer.from(payload);
+  return Buffer.concat([Buffer.from([0x80 | opcode, body.length]), body]);
+}
+
+/** The code in the first close frame a client sent (masked). */
+function sentCloseCode(sent: Buffer): number {
+  expect(sent[0]).toBe(0x88);
+  const mask = sent.subarray(2, 6);
+  return ((sent[6]! ^ mask[0]!) << 8) | (sent[7]! ^ mask[1]!);
+}
+
 const upgraded = (request: string, extra = '') =>
   `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept(request)}\r\n${extra}\r\n`;
 
@@ -342,10 +355,79 @@ describe('FeedSocket refusing what breaks the protocol', () => {
     expect(client.messages).toEqual(['ok']);
     expect(client.error?.message).toBe('the server masked a frame');
     // The client's close frame (masked, as a client's must be) carries 1002.
-    const sent = Buffer.concat(clientBytes);
-    expect(sent[0]).toBe(0x88);
-    const mask = sent.subarray(2, 6);
-    expect(((sent[6]! ^ mask[0]!) << 8) | (sent[7]! ^ mask[1]!)).toBe(1002);
+    expect(sentCloseCode(Buffer.concat(clientBytes))).toBe(1002);
+  });
+
+  it("nothing after the server's close frame is handled", async () => {
+    const port = await rawServer((socket, req) =>
+      socket.write(
+        Buffer.concat([
+          Buffer.from(upgraded(req), 'latin1'),
+          serverFrame(0x1, 'before'),
+          serverFrame(0x8, Buffer.concat([Buffer.from([0x03, 0xe8]), Buffer.from('done')])),
+          serverFrame(0x1, 'after'),
+          serverFrame(0x9, 'ping after'),
+        ]),
+      ),
+    );
+    const client = new Client(`ws://127.0.0.1:${port}`);
+    expect(await client.ended()).toEqual({ code: 1000, reason: 'done' });
+    expect(client.messages).toEqual(['before']);
+    expect(client.events).toEqual(['open', 'close']);
+  });
+
+  it.each([
+    ['a 1-byte payload', Buffer.from([0x03]), 1002, 'close frame with a 1-byte payload'],
+    ['a code below 1000', Buffer.from([0x03, 0xe7]), 1002, 'close frame with the invalid code 999'],
+    [
+      '1006, which no endpoint sends',
+      Buffer.from([0x03, 0xee]),
+      1002,
+      'close frame with the invalid code 1006',
+    ],
+    [
+      'a reason that is not UTF-8',
+      Buffer.from([0x03, 0xe8, 0xff, 0xfe]),
+      1007,
+      'close frame whose reason is not UTF-8',
+    ],
+  ])('a close frame with %s is a violation (%i)', async (_what, payload, code, message) => {
+    const clientBytes: Buffer[] = [];
+    const port = await rawServer((socket, req) => {
+      socket.on('data', (b) => clientBytes.push(b));
+      socket.write(Buffer.concat([Buffer.from(upgraded(req), 'latin1'), serverFrame(0x8, payload)]));
+    });
+    const client = new Client(`ws://127.0.0.1:${port}`);
+    await client.ended();
+    expect(client.error?.message).toBe(message);
+    await waitUntil(() => Buffer.concat(clientBytes).length >= 8, "the client's close frame");
+    expect(sentCloseCode(Buffer.concat(clientBytes))).toBe(code);
+  });
+
+  it('a close the server never answers ends after closeTimeoutMs', async () => {
+    const port = await rawServer((socket, req) => socket.write(upgraded(req)));
+    const client = new Client(`ws://127.0.0.1:${port}`, { closeTimeoutMs: 200 });
+    await waitUntil(() => client.events.includes('open'), 'open');
+    const started = Date.now();
+    client.socket.close(1000, 'bye');
+    expect((await client.ended()).code).toBe(1006);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(150);
+  });
+
+  it('a paused connection dropped with frames already read delivers them before it closes', async () => {
+    // The frames come in the handshake's own write, so they are read with it and wait in the paused stream.
+    const port = await rawServer((socket, req) =>
+      socket.write(
+        Buffer.concat([Buffer.from(upgraded(req), 'latin1'), serverFrame(0x1, 'x'), serverFrame(0x1, 'y')]),
+      ),
+    );
+    const client = new Client(`ws://127.0.0.1:${port}`);
+    client.socket.pause();
+    await waitUntil(() => client.events.includes('open'), 'open');
+    expect(client.messages).toEqual([]);
+    client.socket.terminate();
+    expect((await client.ended()).code).toBe(1006);
+    expect(client.messages).toEqual(['x', 'y']);
   });
 
   it('refuses a URL that is not ws:// or wss://', () => {

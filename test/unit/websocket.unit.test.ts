@@ -59,6 +59,7 @@ describe('FrameReader', () => {
       frame(0x9, 'p'),
       text(mid),
       text('x', { fin: false }),
+      frame(0xa, 'q'),
       frame(0x0, 'y'),
       text(big),
     ]);
@@ -66,7 +67,10 @@ describe('FrameReader', () => {
       const { r, seen } = reader();
       for (let i = 0; i < bytes.length; i += size) r.push(bytes.subarray(i, i + size));
       expect(seen.messages, `reads of ${size} bytes`).toEqual(['first', mid, 'xy', big]);
-      expect(seen.controls).toEqual([[0x9, Buffer.from('p').toString('hex')]]);
+      expect(seen.controls).toEqual([
+        [0x9, Buffer.from('p').toString('hex')],
+        [0xa, Buffer.from('q').toString('hex')],
+      ]);
     }
   });
 
