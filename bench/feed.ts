@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { loadConfig } from '../shared/config.ts';
@@ -11,6 +10,7 @@ import { CoinbaseMapper } from '../producers/feeds/coinbase.ts';
 import { KrakenMapper } from '../producers/feeds/kraken.ts';
 import type { FeedMapper } from '../producers/feeds/mapper.ts';
 import { FeedSource } from '../producers/feeds/source.ts';
+import { acceptKey } from '../producers/feeds/websocket.ts';
 import { Publisher } from '../producers/publisher.ts';
 import { measurement, median, repeat, type BenchReport, type Measurement } from './lib.ts';
 
@@ -236,9 +236,7 @@ class BulkStandIn {
       standIn.sockets.add(socket);
       socket.on('close', () => standIn.sockets.delete(socket));
       socket.on('error', () => socket.destroy());
-      const accept = createHash('sha1')
-        .update(`${String(req.headers['sec-websocket-key'])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`)
-        .digest('base64');
+      const accept = acceptKey(String(req.headers['sec-websocket-key']));
       socket.write(
         `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
       );

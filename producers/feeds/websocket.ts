@@ -51,7 +51,10 @@ export interface FeedSocketOptions {
 export const ReadyState = { Connecting: 0, Open: 1, Closing: 2, Closed: 3 } as const;
 export type ReadyState = (typeof ReadyState)[keyof typeof ReadyState];
 
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+/** The server's Sec-WebSocket-Accept for a client's key (RFC 6455 section 4.2.2). */
+export function acceptKey(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+}
 const Op = { Continuation: 0x0, Text: 0x1, Binary: 0x2, Close: 0x8, Ping: 0x9, Pong: 0xa } as const;
 
 /** A protocol violation by the server: the connection is closed with `code` (RFC 6455 section 7.4.1). */
@@ -284,7 +287,7 @@ export class FeedSocket {
     });
     request.on('upgrade', (res: IncomingMessage, socket: Duplex, head: Buffer) => {
       if (this.state !== ReadyState.Connecting) return void socket.destroy();
-      const expected = createHash('sha1').update(`${key}${GUID}`).digest('base64');
+      const expected = acceptKey(key);
       const problem =
         res.headers.upgrade?.toLowerCase() !== 'websocket'
           ? 'invalid Upgrade header'
@@ -302,6 +305,8 @@ export class FeedSocket {
       clearTimeout(timer);
       this.open(socket, head);
     });
+    // Subscriptions and pings are small writes that should go out at once, as ws sends them.
+    request.setNoDelay(true);
     request.end();
   }
 
@@ -355,8 +360,6 @@ export class FeedSocket {
   private open(socket: Duplex, head: Buffer): void {
     this.socket = socket;
     this.state = ReadyState.Open;
-    if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function')
-      (socket.setNoDelay as () => void)();
     const reader = new FrameReader(this.options.maxPayload, {
       // Also while closing: what the server sent before its close frame is as good as the rest. Nothing after
       // it is (RFC 6455 section 5.5.1: the close frame is the server's last).

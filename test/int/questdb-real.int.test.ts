@@ -277,6 +277,14 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
       const iso = nsToIso(ns.toString());
       return sink.timestampType === 'TIMESTAMP_NS' ? iso : `${iso.slice(0, 26)}Z`;
     };
+    // The columns both tables have, as QuestDB returns them: an empty symbol is NULL.
+    const identity = (t: Tick) => ({
+      ts: tsOf(t.ts),
+      source,
+      symbol: t.symbol,
+      venue: t.venue === '' ? null : t.venue,
+      seq: t.seq,
+    });
     const trades = await http.rows(
       `select ts, source, symbol, venue, seq, price, size, side from ${sink.tables.trades} where source = '${source}' order by seq`,
     );
@@ -284,11 +292,7 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
       ticks
         .filter((t): t is Trade => t.type === 'trade')
         .map((t) => ({
-          ts: tsOf(t.ts),
-          source,
-          symbol: t.symbol,
-          venue: t.venue === '' ? null : t.venue,
-          seq: t.seq,
+          ...identity(t),
           price: t.price,
           size: t.size,
           side: t.side === '' ? null : t.side,
@@ -301,11 +305,7 @@ describe.skipIf(!QDB_CLIENT_CONF)(TITLE, () => {
       ticks
         .filter((t): t is Quote => t.type === 'quote')
         .map((t) => ({
-          ts: tsOf(t.ts),
-          source,
-          symbol: t.symbol,
-          venue: t.venue === '' ? null : t.venue,
-          seq: t.seq,
+          ...identity(t),
           bid_price: t.bidPrice,
           bid_size: t.bidSize,
           ask_price: t.askPrice,

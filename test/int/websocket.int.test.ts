@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -9,6 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
+  acceptKey,
   FeedSocket,
   ReadyState,
   type CloseInfo,
@@ -102,8 +102,7 @@ async function rawServer(onSocket: (socket: Socket, request: string) => void): P
 }
 
 function accept(request: string): string {
-  const key = /sec-websocket-key: (\S+)/i.exec(request)?.[1] ?? '';
-  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+  return acceptKey(/sec-websocket-key: (\S+)/i.exec(request)?.[1] ?? '');
 }
 
 /** An unmasked server frame with a payload under 126 bytes. */
